@@ -1,0 +1,5 @@
+"""``python -m reprogrid``: the same as the ``reprogrid`` command."""
+
+from reprogrid.cli import main
+
+main()

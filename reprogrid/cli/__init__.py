@@ -1,0 +1,11 @@
+"""The ``reprogrid`` command line: a thin click layer over the scheduler, worker and models.
+
+Commands that only read the database (``status``, ``query``, ``show``) never
+import torch; the worker is imported inside the commands that generate.
+Each module registers its commands on the root group defined in ``app``.
+"""
+
+from reprogrid.cli import jobs
+from reprogrid.cli.app import main
+
+__all__ = ["jobs", "main"]

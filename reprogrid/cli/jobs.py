@@ -1,0 +1,226 @@
+"""Commands for jobs in this process: run, status, query, show."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reprogrid.cli.app import App, main, pass_app
+from reprogrid.cli.output import print_table, text_lines, write_csv, write_json_array
+from reprogrid.cli.spec_flags import spec_flags, validated_spec
+from reprogrid.models.queries import (
+    QUERY_COLUMNS,
+    CellFilter,
+    NotFound,
+    find_image,
+    image_record,
+    job_progress,
+    query_cells,
+)
+
+
+@main.command()
+@click.argument("spec", required=False, type=click.Path(path_type=Path))
+@spec_flags
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option(
+    "--threads", type=int, help="CPU threads for torch (recorded). [env: REPROGRID_THREADS]"
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
+@pass_app
+def run(
+    app: App, spec: Path | None, device: str, threads: int | None, as_json: bool, **flags: Any
+) -> None:
+    """Run a whole job in this process (no Redis needed) and print its id.
+
+    SPEC is a TOML file; flags set or override its fields.
+
+    \b
+    Example:
+      reprogrid run examples/tiny.toml
+      reprogrid run --prompt "a cat" --prompt "a dog" --seeds 0-7 --width 64 --height 64
+    """
+    job_spec = validated_spec(app.settings, spec, flags)
+    from reprogrid.scheduler.jobs import create_job
+    from reprogrid.worker.embedded import run_job
+    from reprogrid.worker.execute import WorkerContext, pick_device
+
+    settings = app.settings.with_overrides(threads=threads)
+    job_id = create_job(app.db, job_spec)
+    name = f"run-{socket.gethostname()}-{os.getpid()}"
+    ctx = WorkerContext.start(settings, app.db, pick_device(device), name)
+    started = time.perf_counter()
+    with JobProgress(job_id, job_spec.cell_count, enabled=not as_json) as progress:
+        status = run_job(ctx, job_id, on_batch=progress.advance)
+    seconds = time.perf_counter() - started
+    (counts,) = _progress_rows(app, job_id)
+    summary = {
+        **counts,
+        "seconds": round(seconds, 3),
+        "images_per_second": round(counts["done"] / seconds, 3),
+    }
+    if as_json:
+        click.echo(json.dumps(summary))
+    else:
+        click.echo(
+            f"job {job_id} {status}: {counts['done']} of {counts['cells']} images"
+            f" in {seconds:.1f} s ({summary['images_per_second']:.2f} images/s),"
+            f" {counts['failed']} failed"
+        )
+    if status != "done":
+        sys.exit(1)
+
+
+class JobProgress:
+    """A progress bar (cells done, images/s, ETA) on a terminal; silent otherwise."""
+
+    def __init__(self, job_id: int, total: int, enabled: bool = True) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        console = Console(stderr=True)
+        self.progress = Progress(
+            TextColumn(f"job {job_id}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.2f} images/s"),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not (enabled and console.is_terminal),
+        )
+        self.task = self.progress.add_task("cells", total=total, rate=0.0)
+        self.done = 0
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> JobProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.progress.stop()
+
+    def advance(self, outcome: Any) -> None:
+        self.done += outcome.images
+        rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+        self.progress.update(self.task, completed=self.done, rate=rate)
+
+
+def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
+    with app.db.sessions() as session:
+        try:
+            return job_progress(session, job_id)
+        except NotFound as exc:
+            raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("job", type=int, required=False)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@pass_app
+def status(app: App, job: int | None, fmt: str) -> None:
+    """Show every job's progress, or one job's.
+
+    \b
+    Example:
+      reprogrid status
+      reprogrid status 3 --format json
+    """
+    rows = _progress_rows(app, job)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    columns = [
+        "job_id",
+        "name",
+        "status",
+        "cells",
+        "done",
+        "failed",
+        "queued",
+        "running",
+        "cancelled",
+        "model",
+    ]
+    print_table(rows, columns)
+
+
+@main.command()
+@click.option("--job", type=int, help="Only this job.")
+@click.option("--prompt", help="Prompt contains this text.")
+@click.option("--seed", type=click.IntRange(0, 2**64 - 1), help="Only this seed.")
+@click.option("--model", help="Model as written in the spec, e.g. builtin:tiny.")
+@click.option(
+    "--status",
+    type=click.Choice(["queued", "running", "done", "failed", "cancelled"]),
+    help="Only cells in this state.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@pass_app
+def query(app: App, fmt: str, **filters: Any) -> None:
+    """List cells and their images, filtered; one row per cell.
+
+    \b
+    Example:
+      reprogrid query --job 1 --prompt fox --format json
+      reprogrid query --status failed --format csv > failed.csv
+    """
+    with app.db.sessions() as session:
+        rows = query_cells(session, CellFilter(**filters), app.settings.store)
+        if fmt == "json":
+            write_json_array(rows)
+        elif fmt == "csv":
+            write_csv(rows, QUERY_COLUMNS)
+        else:
+            print_table(
+                list(rows),
+                ["image_id", "job_id", "status", "prompt", "seed", "params", "pixel_sha256"],
+            )
+
+
+@main.command()
+@click.argument("image")
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@pass_app
+def show(app: App, image: str, fmt: str) -> None:
+    """Show everything recorded about one image: IMAGE is an id or a hash prefix.
+
+    The prefix may be of the pixel, PNG or recipe hash (at least 4 hex digits).
+
+    \b
+    Example:
+      reprogrid show 12
+      reprogrid show 3fa9c2
+    """
+    with app.db.sessions() as session:
+        try:
+            record = image_record(session, find_image(session, image), app.settings.store)
+        except NotFound as exc:
+            raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps(record, indent=2))
+    else:
+        for line in text_lines(record):
+            click.echo(line)

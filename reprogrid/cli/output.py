@@ -1,0 +1,66 @@
+"""Writing rows and records: tables for people, JSON and CSV for programs, streamed."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import click
+
+
+def text_lines(value: Any, indent: str = "") -> Iterator[str]:
+    """A nested record as indented ``key: value`` lines."""
+    for key, item in value.items():
+        if isinstance(item, dict) and item:
+            yield f"{indent}{key}:"
+            yield from text_lines(item, indent + "  ")
+        elif isinstance(item, list) and item and isinstance(item[0], dict):
+            yield f"{indent}{key}:"
+            for entry in item:
+                yield from text_lines(entry, indent + "  - ")
+        else:
+            yield f"{indent}{key}: {_cell_text(item)}"
+
+
+def _cell_text(value: Any) -> str:
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def write_json_array(rows: Iterable[dict[str, Any]]) -> None:
+    """Stream rows as one JSON array, without holding them all in memory."""
+    out = click.get_text_stream("stdout")
+    out.write("[")
+    for index, row in enumerate(rows):
+        out.write(("," if index else "") + "\n" + json.dumps(row))
+    out.write("\n]\n")
+
+
+def write_csv(rows: Iterable[dict[str, Any]], columns: Iterable[str]) -> None:
+    """Stream rows as CSV; nested values are written as JSON."""
+    writer = csv.DictWriter(click.get_text_stream("stdout"), fieldnames=list(columns))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(
+            {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
+        )
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A rich table of the given columns (hashes shortened to 12 digits)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, box=None, header_style="bold")
+    for row in rows:
+        table.add_row(*(_short(row.get(c)) for c in columns))
+    Console().print(table)
+
+
+def _short(value: Any) -> str:
+    text = _cell_text(value)
+    is_hash = len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+    return text[:12] if is_hash else text

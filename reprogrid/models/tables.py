@@ -1,0 +1,251 @@
+"""The database tables: the source of truth for jobs, cells, batches and images.
+
+docs/schema.md documents every column for people who query the database with
+``sqlite3`` or ``psql``. Any change here needs an Alembic migration in
+``reprogrid/models/migrations/versions``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+# Status values, shared by the scheduler and the workers.
+QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
+PENDING = "pending"  # a batch formed but not yet published
+FINISHED = frozenset({DONE, FAILED, CANCELLED})
+
+
+def utcnow() -> datetime:
+    """Timestamps are stored in UTC."""
+    return datetime.now(UTC)
+
+
+class Seed(TypeDecorator[int]):
+    """An unsigned 64-bit seed stored in a signed BIGINT.
+
+    Seeds of 2**63 and above are stored as ``seed - 2**64``, the same
+    two's-complement mapping ``torch.Generator.manual_seed`` applies to negative
+    seeds, so every seed fits both SQLite and PostgreSQL integers.
+    """
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: int | None, dialect: Any) -> int | None:
+        return to_signed_seed(value) if value is not None else None
+
+    def process_result_value(self, value: int | None, dialect: Any) -> int | None:
+        return value + 2**64 if value is not None and value < 0 else value
+
+
+def to_signed_seed(seed: int) -> int:
+    """The stored form of an unsigned 64-bit seed."""
+    return seed - 2**64 if seed >= 2**63 else seed
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend (SQLite drops the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    """Declarative base of every reprogrid table."""
+
+    type_annotation_map: ClassVar = {
+        dict[str, Any]: JSON,
+        list[int]: JSON,
+        datetime: UTCDateTime,
+    }
+
+
+class Job(Base):
+    """One submitted grid."""
+
+    __tablename__ = "job"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    model: Mapped[str] = mapped_column(String(500), index=True)
+    spec: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    not_before: Mapped[datetime | None]
+    # no foreign key: job -> image -> cell -> job would be a cycle
+    parent_image_id: Mapped[int | None] = mapped_column(Integer)
+    cell_count: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Cell(Base):
+    """One image to make: a point of the grid."""
+
+    __tablename__ = "cell"
+    __table_args__ = (
+        UniqueConstraint("job_id", "grid_index"),
+        Index("ix_cell_job_status", "job_id", "status"),
+        Index("ix_cell_seed", "seed"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
+    grid_index: Mapped[int] = mapped_column(Integer)
+    prompt: Mapped[str | None] = mapped_column(Text)
+    seed: Mapped[int] = mapped_column(Seed)
+    params: Mapped[dict[str, Any]]
+    recipe: Mapped[str] = mapped_column(Text)
+    recipe_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    batch_key: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=QUEUED)
+    batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id"), index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    job: Mapped[Job] = relationship()
+    image: Mapped[Image | None] = relationship(back_populates="cell", foreign_keys="Image.cell_id")
+
+
+class Batch(Base):
+    """Cells that run together in one pipeline call, in this order."""
+
+    __tablename__ = "batch"
+    __table_args__ = (Index("ix_batch_status_lease", "status", "lease_until"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="generate")
+    cell_ids: Mapped[list[int]]
+    status: Mapped[str] = mapped_column(String(16), default=PENDING)
+    queue: Mapped[str] = mapped_column(String(100), default="default")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_until: Mapped[datetime | None]
+    worker: Mapped[str | None] = mapped_column(String(200))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    published_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+
+class Environment(Base):
+    """Where an image was computed: device, libraries, thread count, flags."""
+
+    __tablename__ = "environment"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    device_type: Mapped[str] = mapped_column(String(16))
+    device_name: Mapped[str] = mapped_column(String(255))
+    torch: Mapped[str] = mapped_column(String(64))
+    diffusers: Mapped[str] = mapped_column(String(64))
+    transformers: Mapped[str] = mapped_column(String(64))
+    python: Mapped[str] = mapped_column(String(64))
+    threads: Mapped[int] = mapped_column(Integer)
+    dtype: Mapped[str] = mapped_column(String(16))
+    full_determinism: Mapped[bool] = mapped_column(Boolean)
+    details: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Checkpoint(Base):
+    """A checkpoint's identity: model reference and the hashes of its files."""
+
+    __tablename__ = "checkpoint"
+    __table_args__ = (UniqueConstraint("model", "revision_key", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model: Mapped[str] = mapped_column(String(500))
+    revision: Mapped[str | None] = mapped_column(String(200))
+    # revision or "" — NULLs never collide in a unique constraint
+    revision_key: Mapped[str] = mapped_column(String(200), default="")
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    files: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Image(Base):
+    """The result of one cell: hashes, file, and the conditions it was made in."""
+
+    __tablename__ = "image"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cell_id: Mapped[int] = mapped_column(ForeignKey("cell.id", ondelete="CASCADE"), unique=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batch.id"), index=True)
+    index_in_batch: Mapped[int] = mapped_column(Integer)
+    batch_size: Mapped[int] = mapped_column(Integer)
+    pixel_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    png_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    path: Mapped[str] = mapped_column(String(500))
+    width: Mapped[int] = mapped_column(Integer)
+    height: Mapped[int] = mapped_column(Integer)
+    environment_id: Mapped[int] = mapped_column(ForeignKey("environment.id"), index=True)
+    checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoint.id"), index=True)
+    worker: Mapped[str | None] = mapped_column(String(200))
+    generate_seconds: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    cell: Mapped[Cell] = relationship(back_populates="image", foreign_keys=[cell_id])
+    environment: Mapped[Environment] = relationship()
+    checkpoint: Mapped[Checkpoint] = relationship()
+
+
+class Verification(Base):
+    """One check of an image against its record: a regeneration or a file re-hash."""
+
+    __tablename__ = "verification"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("image.id", ondelete="CASCADE"), index=True)
+    environment_id: Mapped[int | None] = mapped_column(ForeignKey("environment.id"))
+    mode: Mapped[str] = mapped_column(String(16))
+    verdict: Mapped[str] = mapped_column(String(16), index=True)
+    pixel_sha256: Mapped[str | None] = mapped_column(String(64))
+    max_abs_diff: Mapped[float | None] = mapped_column(Float)
+    mean_abs_diff: Mapped[float | None] = mapped_column(Float)
+    psnr: Mapped[float | None] = mapped_column(Float)
+    details: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Worker(Base):
+    """A live (or lately live) worker process and what it is doing."""
+
+    __tablename__ = "worker"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    hostname: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    device: Mapped[str] = mapped_column(String(32))
+    queue: Mapped[str] = mapped_column(String(100))
+    environment_id: Mapped[int | None] = mapped_column(ForeignKey("environment.id"))
+    current_batch_id: Mapped[int | None] = mapped_column(Integer)
+    checkpoints: Mapped[list[int]]
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,114 @@
+"""What a spec's ``model`` names, found without loading torch.
+
+A model is ``builtin:NAME`` (shipped in ``reprogrid/builtin``), a local
+directory written by ``save_pretrained``, or a hub id whose files are in the
+local Hugging Face cache. Reading its JSON configs is enough to know the kind
+of pipeline, its default sampler and its default image size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
+BUILTIN_PREFIX = "builtin:"
+UNCONDITIONAL_PIPELINES = {"DDPMPipeline", "DDIMPipeline"}
+
+
+class CheckpointNotFound(ValueError):
+    """The model names nothing that exists on this machine."""
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A model reference resolved to a local directory and read from its configs."""
+
+    model: str
+    revision: str | None
+    path: Path
+    pipeline_class: str
+    default_sampler: str | None
+    default_width: int | None
+    default_height: int | None
+
+    @property
+    def unconditional(self) -> bool:
+        """True for pipelines that take no prompt (DDPM, DDIM)."""
+        return self.pipeline_class in UNCONDITIONAL_PIPELINES
+
+
+def builtin_names() -> list[str]:
+    """Names of the checkpoints shipped with reprogrid, e.g. ``tiny``."""
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if (p / "model_index.json").exists())
+
+
+def looks_like_path(model: str) -> bool:
+    """A model string meant as a directory rather than a hub id."""
+    return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
+
+
+def resolve_checkpoint(model: str, revision: str | None = None) -> CheckpointRef:
+    """Find the model's directory on this machine and read its configs."""
+    return read_checkpoint(model, revision, locate_checkpoint(model, revision))
+
+
+def locate_checkpoint(model: str, revision: str | None) -> Path:
+    """The local directory holding the model's ``model_index.json``."""
+    if model.startswith(BUILTIN_PREFIX):
+        name = model.removeprefix(BUILTIN_PREFIX)
+        if name not in builtin_names():
+            known = ", ".join(BUILTIN_PREFIX + n for n in builtin_names())
+            raise CheckpointNotFound(f"unknown built-in checkpoint {model!r} (known: {known})")
+        return BUILTIN_DIR / name
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if not (path / "model_index.json").is_file():
+            raise CheckpointNotFound(
+                f"{model!r} has no model_index.json (not a diffusers pipeline)"
+            )
+        return path.resolve()
+    if looks_like_path(model):
+        raise CheckpointNotFound(f"no such directory {model!r}")
+    return _hub_cache_dir(model, revision)
+
+
+def _hub_cache_dir(model: str, revision: str | None) -> Path:
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(model, "model_index.json", revision=revision)
+    if not isinstance(found, str):
+        raise CheckpointNotFound(
+            f"{model!r} is neither a directory nor in the local Hugging Face cache"
+            f" (download it first: hf download {model})"
+        )
+    return Path(found).parent
+
+
+def read_checkpoint(model: str, revision: str | None, path: Path) -> CheckpointRef:
+    """Read pipeline class, default sampler and default size from ``path``."""
+    index = _read_json(path / "model_index.json")
+    sampler_config = _read_json(path / "scheduler" / "scheduler_config.json")
+    unet = _read_json(path / "unet" / "config.json")
+    vae = _read_json(path / "vae" / "config.json")
+    size = unet.get("sample_size")
+    if isinstance(size, list):
+        size = size[0]
+    if size is not None and vae:
+        size *= 2 ** (len(vae.get("block_out_channels", [0])) - 1)
+    return CheckpointRef(
+        model=model,
+        revision=revision,
+        path=path,
+        pipeline_class=index.get("_class_name", "DiffusionPipeline"),
+        default_sampler=sampler_config.get("_class_name"),
+        default_width=size,
+        default_height=size,
+    )
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -1,0 +1,335 @@
+"""Job specs: the TOML file (or CLI flags) a user writes, validated into a JobSpec.
+
+Every check names the field it is about, so a bad spec gets a one-line error
+such as ``seeds: range '9-2' runs backwards``. Validation reads the
+checkpoint's JSON configs to fill in its default sampler and size; it never
+imports torch.
+"""
+
+from __future__ import annotations
+
+import math
+import tomllib
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reprogrid.scheduler.checkpoint_refs import (
+    CheckpointNotFound,
+    CheckpointRef,
+    resolve_checkpoint,
+)
+from reprogrid.scheduler.seeds import SeedError, format_seeds, parse_seeds
+
+# Samplers (diffusers scheduler classes) that drive the text-to-image and
+# unconditional pipelines reprogrid runs. tests/test_spec.py checks each name
+# against the installed diffusers.
+SAMPLERS = frozenset(
+    {
+        "DDIMScheduler",
+        "DDPMScheduler",
+        "DEISMultistepScheduler",
+        "DPMSolverMultistepScheduler",
+        "DPMSolverSinglestepScheduler",
+        "EDMEulerScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "EulerDiscreteScheduler",
+        "HeunDiscreteScheduler",
+        "IPNDMScheduler",
+        "KDPM2AncestralDiscreteScheduler",
+        "KDPM2DiscreteScheduler",
+        "LCMScheduler",
+        "PNDMScheduler",
+        "SASolverScheduler",
+        "TCDScheduler",
+        "UniPCMultistepScheduler",
+    }
+)
+DTYPES = frozenset({"float32", "float16", "bfloat16"})
+# Recipe fields a user may sweep in [axes], in addition to prompts and seeds.
+AXIS_FIELDS = ("sampler", "negative_prompt", "steps", "guidance_scale", "width", "height")
+SPEC_FIELDS = frozenset(
+    {
+        "name",
+        "model",
+        "revision",
+        "sampler",
+        "prompts",
+        "prompts_file",
+        "negative_prompt",
+        "seeds",
+        "steps",
+        "guidance_scale",
+        "width",
+        "height",
+        "dtype",
+        "batch_size",
+        "batch_invariant",
+        "axes",
+    }
+)
+
+
+class SpecError(ValueError):
+    """A spec field is missing or has a value reprogrid cannot run."""
+
+    def __init__(self, field_name: str, message: str) -> None:
+        super().__init__(f"{field_name}: {message}")
+        self.field = field_name
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A validated job: every default resolved, ready to expand into cells."""
+
+    name: str
+    model: str
+    revision: str | None
+    pipeline: str  # "text-to-image" or "unconditional"
+    sampler: str | None
+    prompts: tuple[str, ...] | None
+    negative_prompt: str
+    seeds: tuple[int, ...]
+    steps: int
+    guidance_scale: float | None
+    width: int
+    height: int
+    dtype: str
+    batch_size: int
+    batch_invariant: bool
+    axes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+
+    @property
+    def cell_count(self) -> int:
+        """How many images the grid holds."""
+        axes = math.prod(len(v) for v in self.axes.values())
+        return len(self.prompts or [None]) * len(self.seeds) * axes
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as stored in the job row (seeds written as ranges)."""
+        data = asdict(self)
+        data["seeds"] = format_seeds(self.seeds)
+        data["prompts"] = list(self.prompts) if self.prompts is not None else None
+        data["axes"] = {k: list(v) for k, v in self.axes.items()}
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
+        """Rebuild a spec stored by :meth:`to_json`."""
+        values = dict(data)
+        values["seeds"] = tuple(parse_seeds(values["seeds"]))
+        if values["prompts"] is not None:
+            values["prompts"] = tuple(values["prompts"])
+        values["axes"] = {k: tuple(v) for k, v in values["axes"].items()}
+        return cls(**values)
+
+
+def read_spec_file(path: Path) -> dict[str, Any]:
+    """Parse a TOML spec file into raw fields (not yet validated)."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError("spec", f"no such file {str(path)!r}") from None
+    except UnicodeDecodeError:
+        raise SpecError("spec", f"{str(path)!r} is not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError("spec", f"TOML syntax error in {path.name}: {exc}") from None
+
+
+def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None = None) -> JobSpec:
+    """Check every field of a raw spec and resolve defaults from the checkpoint.
+
+    ``base_dir`` is where relative ``prompts_file`` paths are read from (the
+    spec file's folder); ``max_cells`` caps the grid size.
+    """
+    unknown = sorted(set(raw) - SPEC_FIELDS)
+    if unknown:
+        raise SpecError(unknown[0], f"unknown field (known: {', '.join(sorted(SPEC_FIELDS))})")
+    model = _string(raw, "model", "builtin:tiny")
+    revision = _optional_string(raw, "revision")
+    checkpoint = _checkpoint(model, revision)
+    pipeline = "unconditional" if checkpoint.unconditional else "text-to-image"
+    prompts = _prompts(raw, base_dir or Path.cwd(), checkpoint)
+    axes = _axes(raw.get("axes", {}), checkpoint)
+    spec = JobSpec(
+        name=_string(raw, "name", "job"),
+        model=model,
+        revision=revision,
+        pipeline=pipeline,
+        sampler=_sampler(raw.get("sampler", checkpoint.default_sampler), "sampler"),
+        prompts=prompts,
+        negative_prompt=_negative_prompt(raw.get("negative_prompt", ""), "negative_prompt"),
+        seeds=_seeds(raw.get("seeds", 0)),
+        steps=_positive_int(raw.get("steps", 20), "steps"),
+        guidance_scale=None
+        if checkpoint.unconditional
+        else _guidance(raw.get("guidance_scale", 7.5), "guidance_scale"),
+        width=_size(raw.get("width", checkpoint.default_width), "width", checkpoint),
+        height=_size(raw.get("height", checkpoint.default_height), "height", checkpoint),
+        dtype=_dtype(raw.get("dtype", "float32")),
+        batch_size=_positive_int(raw.get("batch_size", 4), "batch_size"),
+        batch_invariant=_bool(raw.get("batch_invariant", False), "batch_invariant"),
+        axes=axes,
+    )
+    if spec.cell_count > max_cells:
+        raise SpecError(
+            "seeds",
+            f"the grid has {spec.cell_count} cells, more than the limit of {max_cells}"
+            " (raise it with REPROGRID_MAX_CELLS)",
+        )
+    return spec
+
+
+def _checkpoint(model: str, revision: str | None) -> CheckpointRef:
+    try:
+        return resolve_checkpoint(model, revision)
+    except CheckpointNotFound as exc:
+        raise SpecError("model", str(exc)) from None
+
+
+def _string(raw: Mapping[str, Any], name: str, default: str) -> str:
+    value = raw.get(name, default)
+    if not isinstance(value, str) or not value.strip():
+        raise SpecError(name, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _optional_string(raw: Mapping[str, Any], name: str) -> str | None:
+    value = raw.get(name)
+    return None if value is None else _string(raw, name, "")
+
+
+def _prompts(
+    raw: Mapping[str, Any], base_dir: Path, checkpoint: CheckpointRef
+) -> tuple[str, ...] | None:
+    if "prompts" in raw and "prompts_file" in raw:
+        raise SpecError("prompts_file", "give either prompts or prompts_file, not both")
+    if checkpoint.unconditional:
+        for name in ("prompts", "prompts_file", "negative_prompt"):
+            if raw.get(name):
+                raise SpecError(name, f"{checkpoint.model} is unconditional and takes no prompts")
+        return None
+    if "prompts_file" in raw:
+        return _prompts_from_file(raw["prompts_file"], base_dir)
+    prompts = raw.get("prompts")
+    if isinstance(prompts, str):
+        prompts = [prompts]
+    if not isinstance(prompts, list) or not prompts:
+        raise SpecError("prompts", "give at least one prompt (prompts or prompts_file)")
+    for index, prompt in enumerate(prompts):
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise SpecError("prompts", f"prompt {index + 1} is empty")
+    return tuple(prompts)
+
+
+def _prompts_from_file(value: Any, base_dir: Path) -> tuple[str, ...]:
+    if not isinstance(value, str) or not value:
+        raise SpecError("prompts_file", f"expected a file path, got {value!r}")
+    path = (base_dir / value).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise SpecError("prompts_file", f"no such file {str(path)!r}") from None
+    except UnicodeDecodeError:
+        raise SpecError("prompts_file", f"{str(path)!r} is not UTF-8 text") from None
+    prompts = tuple(line.strip() for line in lines if line.strip())
+    if not prompts:
+        raise SpecError("prompts_file", f"{str(path)!r} holds no prompt")
+    return prompts
+
+
+def _negative_prompt(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise SpecError(name, f"expected a string, got {value!r}")
+    return value
+
+
+def _seeds(value: Any) -> tuple[int, ...]:
+    try:
+        return tuple(parse_seeds(value))
+    except SeedError as exc:
+        raise SpecError("seeds", str(exc)) from None
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(name, f"expected an integer, got {value!r}")
+    if value < 1:
+        raise SpecError(name, f"must be at least 1, got {value}")
+    return value
+
+
+def _bool(value: Any, name: str) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(name, f"expected true or false, got {value!r}")
+    return value
+
+
+def _guidance(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpecError(name, f"expected a number, got {value!r}")
+    if value < 0:
+        raise SpecError(name, f"must not be negative, got {value}")
+    return float(value)
+
+
+def _size(value: Any, name: str, checkpoint: CheckpointRef, where: str = "") -> int:
+    """Check a width or height; ``where`` names the field in errors if not ``name``."""
+    where = where or name
+    if value is None:
+        raise SpecError(where, f"{checkpoint.model} has no default size; set {name}")
+    value = _positive_int(value, where)
+    if value % 8:
+        raise SpecError(where, f"must be a multiple of 8, got {value}")
+    default = getattr(checkpoint, f"default_{name}")
+    if checkpoint.unconditional and value != default:
+        raise SpecError(where, f"{checkpoint.model} makes {default}x{default} images only")
+    return value
+
+
+def _sampler(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if value not in SAMPLERS:
+        raise SpecError(name, f"unknown sampler {value!r} (known: {', '.join(sorted(SAMPLERS))})")
+    return value
+
+
+def _dtype(value: Any) -> str:
+    if value not in DTYPES:
+        raise SpecError("dtype", f"unknown dtype {value!r} (known: {', '.join(sorted(DTYPES))})")
+    return value
+
+
+def _axes(value: Any, checkpoint: CheckpointRef) -> dict[str, tuple[Any, ...]]:
+    if not isinstance(value, dict):
+        raise SpecError("axes", "expected a table of lists, e.g. guidance_scale = [5.0, 7.5]")
+    axes: dict[str, tuple[Any, ...]] = {}
+    for name, values in value.items():
+        where = f"axes.{name}"
+        if name not in AXIS_FIELDS:
+            raise SpecError(where, f"not a sweepable field (sweepable: {', '.join(AXIS_FIELDS)})")
+        if not isinstance(values, list) or not values:
+            raise SpecError(where, "expected a non-empty list of values")
+        checked = tuple(_axis_value(name, v, where, checkpoint) for v in values)
+        if len(set(checked)) != len(checked):
+            raise SpecError(where, "a value is listed twice")
+        axes[name] = checked
+    return axes
+
+
+def _axis_value(name: str, value: Any, where: str, checkpoint: CheckpointRef) -> Any:
+    if checkpoint.unconditional and name in {"negative_prompt", "guidance_scale"}:
+        raise SpecError(where, f"{checkpoint.model} is unconditional and takes no {name}")
+    if name == "sampler":
+        return _sampler(value, where)
+    if name == "negative_prompt":
+        return _negative_prompt(value, where)
+    if name == "steps":
+        return _positive_int(value, where)
+    if name == "guidance_scale":
+        return _guidance(value, where)
+    return _size(value, name, checkpoint, where)

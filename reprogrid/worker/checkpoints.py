@@ -1,0 +1,154 @@
+"""Checkpoint hashing and loading, with a per-process pipeline cache.
+
+A checkpoint's identity is the SHA-256 of its files (weights and configs).
+Hashing a multi-GB checkpoint takes a while, so each file's hash is cached
+on disk keyed by its path, size and modification time: it is hashed again only
+when the file changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reprogrid.scheduler.checkpoint_refs import CheckpointRef, resolve_checkpoint
+
+HASHED_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".ckpt", ".pt", ".pth"}
+_CHUNK = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class CheckpointIdentity:
+    """The hashes that identify a checkpoint's files."""
+
+    model: str
+    revision: str | None
+    sha256: str
+    files: dict[str, str]
+
+
+def hash_cache_path() -> Path:
+    """Where file hashes are cached (``REPROGRID_HASH_CACHE`` or the XDG cache)."""
+    if override := os.environ.get("REPROGRID_HASH_CACHE"):
+        return Path(override)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "reprogrid" / "file-hashes.json"
+
+
+def checkpoint_identity(ref: CheckpointRef) -> CheckpointIdentity:
+    """Hash every weight and config file under the checkpoint's directory."""
+    cache_path = hash_cache_path()
+    cache = _read_cache(cache_path)
+    files: dict[str, str] = {}
+    for path in sorted(ref.path.rglob("*")):
+        if path.is_file() and path.suffix in HASHED_SUFFIXES:
+            real = path.resolve()  # hub caches hold symlinks into a blob store
+            stat = real.stat()
+            key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
+            if key not in cache:
+                cache[key] = _sha256_file(real)
+            files[path.relative_to(ref.path).as_posix()] = cache[key]
+    _write_cache(cache_path, cache)
+    combined = hashlib.sha256(
+        "".join(f"{name}\0{digest}\n" for name, digest in sorted(files.items())).encode()
+    ).hexdigest()
+    return CheckpointIdentity(ref.model, ref.revision, combined, files)
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path) -> dict[str, str]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _write_cache(path: Path, cache: dict[str, str]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_suffix(f".{os.getpid()}.tmp")
+        temp.write_text(json.dumps(cache), encoding="utf-8")
+        temp.replace(path)
+    except OSError:
+        pass  # a read-only cache only costs re-hashing next time
+
+
+@dataclass(frozen=True)
+class PipelineKey:
+    """What a loaded pipeline depends on: one cache entry per distinct key."""
+
+    model: str
+    revision: str | None
+    dtype: str
+    device: str
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A pipeline in memory, with the identity of the files it came from."""
+
+    pipeline: Any
+    identity: CheckpointIdentity
+    ref: CheckpointRef
+    sampler_config: Any
+
+    def set_fresh_sampler(self, sampler: str | None) -> None:
+        """Give the pipeline a new sampler, of class ``sampler`` or the checkpoint's own.
+
+        A new instance for every batch: samplers keep state between steps, and
+        a batch must not depend on what ran before it.
+        """
+        import diffusers
+
+        name = sampler or self.sampler_config["_class_name"]
+        self.pipeline.scheduler = getattr(diffusers, name).from_config(self.sampler_config)
+
+
+_loaded: dict[PipelineKey, LoadedCheckpoint] = {}
+_lock = threading.Lock()
+
+
+def load_checkpoint(model: str, revision: str | None, dtype: str, device: str) -> LoadedCheckpoint:
+    """Load (once per process) the pipeline for ``model`` through ``from_pretrained``."""
+    key = PipelineKey(model, revision, dtype, device)
+    with _lock:
+        if key not in _loaded:
+            _loaded[key] = _load(key)
+        return _loaded[key]
+
+
+def loaded_checkpoints() -> list[LoadedCheckpoint]:
+    """Every checkpoint this process holds in memory."""
+    return list(_loaded.values())
+
+
+def _load(key: PipelineKey) -> LoadedCheckpoint:
+    import torch
+    import transformers
+    from diffusers import DiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    # Loading bars and advisory warnings would flood an overnight log, once per worker.
+    diffusers_logging.disable_progress_bar()
+    diffusers_logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
+    transformers.logging.set_verbosity_error()
+    ref = resolve_checkpoint(key.model, key.revision)
+    pipeline = DiffusionPipeline.from_pretrained(
+        ref.path, dtype=getattr(torch, key.dtype), local_files_only=True
+    )
+    pipeline.set_progress_bar_config(disable=True)
+    pipeline.to(key.device)
+    return LoadedCheckpoint(pipeline, checkpoint_identity(ref), ref, pipeline.scheduler.config)

@@ -1,0 +1,91 @@
+"""The environment fingerprint: everything about the machine that can change pixels.
+
+Two images made under the same fingerprint, in the same batch composition,
+are expected to be bit-identical. The fingerprint is the SHA-256 of the
+canonical JSON of these fields.
+"""
+
+from __future__ import annotations
+
+import platform
+import socket
+from importlib.metadata import version
+from typing import Any
+
+from reprogrid.scheduler.grid import canonical_json, sha256_text
+from reprogrid.worker.determinism import DeterminismSettings
+
+# Fields a user can set when regenerating; the others describe the machine.
+SETTABLE_FIELDS = ("threads", "full_determinism", "dtype", "device_type")
+
+
+def describe_environment(
+    device: str, dtype: str, determinism: DeterminismSettings
+) -> dict[str, Any]:
+    """Collect the fields of the environment this process computes in."""
+    import torch
+
+    info: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": version("diffusers"),
+        "transformers": version("transformers"),
+        "numpy": version("numpy"),
+        "device_type": torch.device(device).type,
+        "device_name": _device_name(device),
+        "threads": determinism.threads,
+        "full_determinism": determinism.full_determinism,
+        "dtype": dtype,
+        "generator_device": "cpu",
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+        "driver": _nvidia_driver() if torch.device(device).type == "cuda" else None,
+    }
+    return info
+
+
+def fingerprint(info: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of an environment description."""
+    return sha256_text(canonical_json(info))
+
+
+def _device_name(device: str) -> str:
+    import torch
+
+    if torch.device(device).type == "cuda":
+        return torch.cuda.get_device_name(torch.device(device))
+    return _cpu_model() or platform.processor() or platform.machine()
+
+
+def _cpu_model() -> str | None:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        import ctypes
+
+        nvml = ctypes.CDLL("libnvidia-ml.so.1")
+        nvml.nvmlInit_v2()
+        buffer = ctypes.create_string_buffer(80)
+        nvml.nvmlSystemGetDriverVersion(buffer, 80)
+        return buffer.value.decode()
+    except (OSError, AttributeError):
+        return None
+
+
+def differences(original: dict[str, Any], current: dict[str, Any]) -> dict[str, list[Any]]:
+    """Fields whose values differ between two environments, as [original, current]."""
+    keys = sorted(set(original) | set(current))
+    return {k: [original.get(k), current.get(k)] for k in keys if original.get(k) != current.get(k)}

@@ -1,0 +1,221 @@
+"""Running one batch end to end: claim, generate, write files, record.
+
+``execute_batch`` is the single code path behind ``reprogrid run`` and the
+Celery task, so a batch is computed and recorded the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+
+from reprogrid.config import Settings
+from reprogrid.models import Database, Image
+from reprogrid.scheduler.grid import sha256_text
+from reprogrid.worker import records
+from reprogrid.worker.checkpoints import LoadedCheckpoint, load_checkpoint
+from reprogrid.worker.determinism import DeterminismSettings, configure
+from reprogrid.worker.environment import describe_environment, fingerprint
+from reprogrid.worker.generate import BatchInterrupted, generate_batch
+from reprogrid.worker.store import encode_png, pixel_sha256, write_png
+
+
+@dataclass
+class WorkerContext:
+    """What a process that runs batches holds: database, store, device, identity."""
+
+    db: Database
+    store: Path
+    device: str
+    name: str
+    determinism: DeterminismSettings
+    lease_seconds: int
+    max_attempts: int
+    _environment_ids: dict[str, int] = field(default_factory=dict)
+    _checkpoint_ids: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
+
+    @classmethod
+    def start(cls, settings: Settings, db: Database, device: str, name: str) -> WorkerContext:
+        """Configure determinism for this process and build its context."""
+        determinism = configure(settings.threads, settings.full_determinism)
+        return cls(
+            db=db,
+            store=settings.store,
+            device=device,
+            name=name,
+            determinism=determinism,
+            lease_seconds=settings.lease_seconds,
+            max_attempts=settings.max_attempts,
+        )
+
+    def environment(self, dtype: str) -> tuple[int, dict[str, Any]]:
+        """The environment row id (and description) for computing in ``dtype`` here."""
+        info = describe_environment(self.device, dtype, self.determinism)
+        key = fingerprint(info)
+        if key not in self._environment_ids:
+            with self.db.sessions() as session:
+                self._environment_ids[key] = records.environment_id(session, key, info)
+        return self._environment_ids[key], info
+
+    def checkpoint(self, loaded: LoadedCheckpoint) -> int:
+        """The checkpoint row id for a loaded checkpoint."""
+        identity = loaded.identity
+        key = (identity.model, identity.revision, identity.sha256)
+        if key not in self._checkpoint_ids:
+            with self.db.sessions() as session:
+                self._checkpoint_ids[key] = records.checkpoint_id(
+                    session, identity.model, identity.revision, identity.sha256, identity.files
+                )
+        return self._checkpoint_ids[key]
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """What became of one batch: done, retrying, failed, cancelled or skipped."""
+
+    batch_id: int
+    status: str
+    images: int
+    seconds: float
+    error: str | None = None
+
+
+class LeaseKeeper:
+    """The ``should_stop`` check run between denoising steps.
+
+    At most every few seconds it renews the batch's lease and reads whether the
+    job was cancelled or the lease was lost to another worker.
+    """
+
+    def __init__(self, ctx: WorkerContext, batch_id: int) -> None:
+        self.ctx = ctx
+        self.batch_id = batch_id
+        self.interval = min(5.0, ctx.lease_seconds / 3)
+        self.last = time.monotonic()
+
+    def __call__(self) -> bool:
+        if time.monotonic() - self.last < self.interval:
+            return False
+        self.last = time.monotonic()
+        with self.ctx.db.sessions() as session:
+            return not records.renew_lease(
+                session, self.batch_id, self.ctx.name, self.ctx.lease_seconds
+            )
+
+
+def execute_batch(ctx: WorkerContext, batch_id: int) -> BatchOutcome:
+    """Claim the batch, generate its images, store and record them."""
+    started = time.perf_counter()
+    with ctx.db.sessions() as session:
+        claim = records.claim_batch(session, batch_id, ctx.name, ctx.lease_seconds)
+    if claim is None:
+        return BatchOutcome(batch_id, "skipped", 0, 0.0)
+    try:
+        kept = _generate_and_record(ctx, claim)
+    except BatchInterrupted:
+        with ctx.db.sessions() as session:
+            records.cancel_batch(session, claim, ctx.name)
+        return BatchOutcome(batch_id, "cancelled", 0, time.perf_counter() - started)
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        with ctx.db.sessions() as session:
+            retry = records.fail_batch(session, claim, ctx.name, error, ctx.max_attempts)
+        status = "retrying" if retry else "failed"
+        return BatchOutcome(batch_id, status, 0, time.perf_counter() - started, error)
+    return BatchOutcome(batch_id, "done", kept, time.perf_counter() - started)
+
+
+def _generate_and_record(ctx: WorkerContext, claim: records.ClaimedBatch) -> int:
+    recipes = [json.loads(recipe) for _, _, recipe in claim.cells]
+    first = recipes[0]
+    loaded = load_checkpoint(first["model"], first["revision"], first["dtype"], ctx.device)
+    environment_id, _ = ctx.environment(first["dtype"])
+    checkpoint_id = ctx.checkpoint(loaded)
+
+    started = time.perf_counter()
+    pixels = generate_batch(loaded, recipes, ctx.device, LeaseKeeper(ctx, claim.batch_id))
+    seconds_each = (time.perf_counter() - started) / len(recipes)
+
+    images = []
+    for index, ((cell_id, grid_index, recipe_json), recipe) in enumerate(
+        zip(claim.cells, recipes, strict=True)
+    ):
+        chunks = png_chunks(claim.job_id, cell_id, grid_index, recipe, recipe_json, loaded)
+        path, png_sha256 = write_png(ctx.store, encode_png(pixels[index], chunks))
+        images.append(
+            {
+                "cell_id": cell_id,
+                "batch_id": claim.batch_id,
+                "index_in_batch": index,
+                "batch_size": len(recipes),
+                "pixel_sha256": pixel_sha256(pixels[index]),
+                "png_sha256": png_sha256,
+                "path": path,
+                "width": int(pixels.shape[2]),
+                "height": int(pixels.shape[1]),
+                "environment_id": environment_id,
+                "checkpoint_id": checkpoint_id,
+                "worker": ctx.name,
+                "generate_seconds": seconds_each,
+            }
+        )
+    with ctx.db.sessions() as session:
+        kept = set(records.record_images(session, claim, ctx.name, images))
+        _remove_unreferenced(ctx, session, [i["path"] for i in images if i["cell_id"] not in kept])
+    return len(kept)
+
+
+def _remove_unreferenced(ctx: WorkerContext, session, paths: list[str]) -> None:
+    """Delete files this worker wrote for cells another worker recorded first."""
+    if not paths:
+        return
+    referenced = set(session.scalars(select(Image.path).where(Image.path.in_(paths))))
+    for path in set(paths) - referenced:
+        (ctx.store / path).unlink(missing_ok=True)
+
+
+def png_chunks(
+    job_id: int,
+    cell_id: int,
+    grid_index: int,
+    recipe: dict[str, Any],
+    recipe_json: str,
+    loaded: LoadedCheckpoint,
+) -> dict[str, str]:
+    """The ``parameters`` (AUTOMATIC1111 format) and ``reprogrid`` text chunks of a PNG."""
+    sampler = recipe["sampler"] or loaded.sampler_config["_class_name"]
+    settings = [f"Steps: {recipe['steps']}", f"Sampler: {sampler}"]
+    lines = [recipe.get("prompt") or ""]
+    if recipe["pipeline"] == "text-to-image":
+        lines.append(f"Negative prompt: {recipe['negative_prompt']}")
+        settings.append(f"CFG scale: {recipe['guidance_scale']:g}")
+    settings += [
+        f"Seed: {recipe['seed']}",
+        f"Size: {recipe['width']}x{recipe['height']}",
+        f"Model hash: {loaded.identity.sha256[:10]}",
+        f"Model: {recipe['model']}",
+    ]
+    lines.append(", ".join(settings))
+    metadata = {
+        "job_id": job_id,
+        "cell_id": cell_id,
+        "grid_index": grid_index,
+        "recipe": recipe,
+        "recipe_sha256": sha256_text(recipe_json),
+        "checkpoint_sha256": loaded.identity.sha256,
+    }
+    return {"parameters": "\n".join(lines), "reprogrid": json.dumps(metadata, sort_keys=True)}
+
+
+def pick_device(device: str) -> str:
+    """Resolve ``auto`` to ``cuda`` when a GPU is visible, else ``cpu``."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,0 +1,103 @@
+"""Generation of one batch: recipes in, RGB uint8 pixels out.
+
+This is the only place a pipeline is called, for ``run``, the Celery worker
+and regeneration alike, so a batch computes the same way on every path.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from reprogrid.worker.checkpoints import LoadedCheckpoint
+
+# Fields every recipe of one batch must share: one pipeline call takes one value of each.
+SHARED_FIELDS = (
+    "pipeline",
+    "model",
+    "revision",
+    "sampler",
+    "steps",
+    "width",
+    "height",
+    "dtype",
+    "guidance_scale",
+)
+
+
+class BatchInterrupted(Exception):
+    """Raised between denoising steps when the batch should stop (job cancelled)."""
+
+
+def generate_batch(
+    loaded: LoadedCheckpoint,
+    recipes: Sequence[dict[str, Any]],
+    device: str,
+    should_stop: Callable[[], bool] | None = None,
+) -> np.ndarray:
+    """Run one pipeline call for ``recipes``; return pixels shaped (N, H, W, 3)."""
+    import torch
+
+    # 1. One call takes one value of each shared field.
+    first = recipes[0]
+    for field in SHARED_FIELDS:
+        if any(r.get(field) != first.get(field) for r in recipes):
+            raise ValueError(f"recipes of one batch differ in {field!r}")
+
+    # 2. A fresh sampler: no state carried over from the previous batch.
+    loaded.set_fresh_sampler(first["sampler"])
+
+    # 3. One CPU generator per image, seeded with that image's seed: the same
+    #    noise on every machine, whatever the image's position in the batch.
+    generators = [torch.Generator(device="cpu").manual_seed(r["seed"]) for r in recipes]
+
+    # 4. The pipeline call.
+    kwargs = _call_arguments(loaded.pipeline, recipes, generators, should_stop)
+    with torch.inference_mode():
+        images = loaded.pipeline(**kwargs).images
+
+    # 5. Floats in [0, 1] to uint8, rounded as diffusers' numpy_to_pil does.
+    pixels = (np.asarray(images, dtype=np.float32) * 255).round().astype(np.uint8)
+    if pixels.shape[0] != len(recipes):
+        raise RuntimeError(f"pipeline returned {pixels.shape[0]} images for {len(recipes)}")
+    return pixels
+
+
+def _call_arguments(
+    pipeline: Any,
+    recipes: Sequence[dict[str, Any]],
+    generators: list[Any],
+    should_stop: Callable[[], bool] | None,
+) -> dict[str, Any]:
+    first = recipes[0]
+    accepted = inspect.signature(pipeline.__call__).parameters
+    kwargs: dict[str, Any] = {
+        "generator": generators,
+        "num_inference_steps": first["steps"],
+        "output_type": "np",
+    }
+    if first["pipeline"] == "unconditional":
+        kwargs["batch_size"] = len(recipes)
+    else:
+        kwargs.update(
+            prompt=[r["prompt"] for r in recipes],
+            negative_prompt=[r["negative_prompt"] for r in recipes],
+            guidance_scale=first["guidance_scale"],
+            width=first["width"],
+            height=first["height"],
+        )
+    if should_stop is not None and "callback_on_step_end" in accepted:
+        kwargs["callback_on_step_end"] = _stop_callback(should_stop)
+    return kwargs
+
+
+def _stop_callback(should_stop: Callable[[], bool]) -> Callable[..., dict[str, Any]]:
+    def on_step_end(_pipeline: Any, _step: int, _timestep: Any, tensors: dict) -> dict:
+        if should_stop():
+            raise BatchInterrupted()
+        return tensors
+
+    return on_step_end

@@ -1,0 +1,274 @@
+"""Database state changes made by workers: claim, renew, record, fail.
+
+Every change is conditional on the state the worker expects (the batch is
+still ``running`` and leased to this worker), so a late, duplicated or stolen
+batch can never overwrite another worker's result, and the unique constraint
+on ``image.cell_id`` keeps one image per cell whatever happens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from reprogrid.models import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    FINISHED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    Batch,
+    Cell,
+    Checkpoint,
+    Environment,
+    Image,
+    Job,
+    utcnow,
+)
+
+
+@dataclass(frozen=True)
+class ClaimedBatch:
+    """A batch this worker now holds the lease on, with its cells in batch order."""
+
+    batch_id: int
+    job_id: int
+    attempt: int
+    cells: list[tuple[int, int, str]]  # (cell id, grid index, recipe JSON)
+
+
+def claim_batch(
+    session: Session, batch_id: int, worker: str, lease_seconds: int
+) -> ClaimedBatch | None:
+    """Take the lease on a batch that is waiting, or whose lease ran out.
+
+    Returns None when another worker holds it, it is finished, or its job was
+    cancelled. Commits.
+    """
+    now = utcnow()
+    claimable = or_(
+        Batch.status.in_([PENDING, QUEUED]),
+        and_(Batch.status == RUNNING, Batch.lease_until < now),
+    )
+    claimed = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, claimable)
+        .values(
+            status=RUNNING,
+            worker=worker,
+            attempts=Batch.attempts + 1,
+            lease_until=now + timedelta(seconds=lease_seconds),
+            started_at=now,
+        )
+        .returning(Batch.job_id, Batch.attempts, Batch.cell_ids)
+    ).one_or_none()
+    if claimed is None:
+        session.rollback()
+        return None
+    job_id, attempt, cell_ids = claimed
+    if session.get(Job, job_id).status == CANCELLED:
+        _finish_batch(session, batch_id, worker, CANCELLED, "job cancelled")
+        session.commit()
+        return None
+    rows = session.execute(
+        select(Cell.id, Cell.grid_index, Cell.recipe).where(Cell.id.in_(cell_ids))
+    ).all()
+    by_id = {row.id: (row.id, row.grid_index, row.recipe) for row in rows}
+    session.execute(
+        update(Cell)
+        .where(Cell.id.in_(cell_ids), Cell.status.not_in(FINISHED))
+        .values(status=RUNNING, attempts=Cell.attempts + 1)
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == QUEUED)
+        .values(status=RUNNING, started_at=now)
+    )
+    session.commit()
+    return ClaimedBatch(batch_id, job_id, attempt, [by_id[i] for i in cell_ids])
+
+
+def renew_lease(session: Session, batch_id: int, worker: str, lease_seconds: int) -> bool:
+    """Extend this worker's lease; False if the batch is no longer ours or was cancelled."""
+    result = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.worker == worker, Batch.status == RUNNING)
+        .values(lease_until=utcnow() + timedelta(seconds=lease_seconds))
+    )
+    job_cancelled = (
+        session.scalar(
+            select(Job.status).join(Batch, Batch.job_id == Job.id).where(Batch.id == batch_id)
+        )
+        == CANCELLED
+    )
+    session.commit()
+    return result.rowcount == 1 and not job_cancelled
+
+
+def environment_id(session: Session, fingerprint: str, info: dict[str, Any]) -> int:
+    """The id of the environment row with this fingerprint, inserted if new."""
+    return _get_or_insert(
+        session,
+        select(Environment.id).where(Environment.fingerprint == fingerprint),
+        Environment(
+            fingerprint=fingerprint,
+            hostname=info["hostname"],
+            device_type=info["device_type"],
+            device_name=info["device_name"],
+            torch=info["torch"],
+            diffusers=info["diffusers"],
+            transformers=info["transformers"],
+            python=info["python"],
+            threads=info["threads"],
+            dtype=info["dtype"],
+            full_determinism=info["full_determinism"],
+            details=info,
+        ),
+    )
+
+
+def checkpoint_id(
+    session: Session, model: str, revision: str | None, sha256: str, files: dict[str, str]
+) -> int:
+    """The id of the checkpoint row for these files, inserted if new."""
+    return _get_or_insert(
+        session,
+        select(Checkpoint.id).where(
+            Checkpoint.model == model,
+            Checkpoint.revision_key == (revision or ""),
+            Checkpoint.sha256 == sha256,
+        ),
+        Checkpoint(
+            model=model, revision=revision, revision_key=revision or "", sha256=sha256, files=files
+        ),
+    )
+
+
+def _get_or_insert(session: Session, query, row) -> int:
+    found = session.scalar(query)
+    if found is not None:
+        return found
+    session.add(row)
+    try:
+        session.commit()
+    except IntegrityError:  # a concurrent worker inserted the same row first
+        session.rollback()
+        return session.scalar(query)
+    return row.id
+
+
+def record_images(
+    session: Session, claim: ClaimedBatch, worker: str, images: list[dict[str, Any]]
+) -> list[int]:
+    """Insert image rows and finish the batch, unless the lease was lost.
+
+    Cells that already have an image (another worker finished them first) keep
+    it. Returns the cell ids whose image row is this worker's; the caller may
+    delete files nobody points to. Commits.
+    """
+    still_ours = session.execute(
+        update(Batch)
+        .where(Batch.id == claim.batch_id, Batch.worker == worker, Batch.status == RUNNING)
+        .values(status=DONE, finished_at=utcnow(), lease_until=None, error=None)
+    ).rowcount
+    taken = set(
+        session.scalars(
+            select(Image.cell_id).where(Image.cell_id.in_([i["cell_id"] for i in images]))
+        )
+    )
+    fresh = [i for i in images if i["cell_id"] not in taken] if still_ours else []
+    for values in fresh:
+        session.add(Image(**values))
+    if fresh:
+        session.execute(
+            update(Cell)
+            .where(Cell.id.in_([i["cell_id"] for i in fresh]))
+            .values(status=DONE, error=None)
+        )
+    session.flush()
+    update_job_status(session, claim.job_id)
+    session.commit()
+    return [i["cell_id"] for i in fresh]
+
+
+def fail_batch(
+    session: Session, claim: ClaimedBatch, worker: str, error: str, max_attempts: int
+) -> bool:
+    """Record a failed attempt: retry later, or mark the cells failed. Commits.
+
+    Returns True when the batch will be retried.
+    """
+    retry = claim.attempt < max_attempts
+    if retry:
+        owned = session.execute(
+            update(Batch)
+            .where(Batch.id == claim.batch_id, Batch.worker == worker, Batch.status == RUNNING)
+            .values(status=PENDING, lease_until=None, error=error, worker=None)
+        ).rowcount
+        if owned:
+            _set_cells(session, claim, QUEUED, error)
+    else:
+        _finish_batch(session, claim.batch_id, worker, FAILED, error)
+    update_job_status(session, claim.job_id)
+    session.commit()
+    return retry
+
+
+def cancel_batch(session: Session, claim: ClaimedBatch, worker: str) -> None:
+    """Mark a batch interrupted by its job's cancellation. Commits."""
+    _finish_batch(session, claim.batch_id, worker, CANCELLED, "job cancelled")
+    update_job_status(session, claim.job_id)
+    session.commit()
+
+
+def _finish_batch(session: Session, batch_id: int, worker: str, status: str, error: str) -> None:
+    owned = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.worker == worker, Batch.status == RUNNING)
+        .values(status=status, finished_at=utcnow(), lease_until=None, error=error)
+    ).rowcount
+    if owned:
+        cell_ids = session.scalar(select(Batch.cell_ids).where(Batch.id == batch_id))
+        session.execute(
+            update(Cell)
+            .where(Cell.id.in_(cell_ids), Cell.status.not_in(FINISHED))
+            .values(status=status, error=error)
+        )
+
+
+def _set_cells(session: Session, claim: ClaimedBatch, status: str, error: str) -> None:
+    session.execute(
+        update(Cell)
+        .where(Cell.id.in_([c[0] for c in claim.cells]), Cell.status.not_in(FINISHED))
+        .values(status=status, error=error)
+    )
+
+
+def update_job_status(session: Session, job_id: int) -> str:
+    """Set a job done, failed or cancelled once none of its cells is left to run."""
+    job = session.get(Job, job_id)
+    unfinished = session.scalar(
+        select(Cell.id).where(Cell.job_id == job_id, Cell.status.in_([QUEUED, RUNNING])).limit(1)
+    )
+    if unfinished is not None or job.status in FINISHED:
+        return job.status
+    counts = dict(
+        session.execute(
+            select(Cell.status, func.count()).where(Cell.job_id == job_id).group_by(Cell.status)
+        ).all()
+    )
+    if counts.get(FAILED, 0):
+        job.status = FAILED
+    elif counts.get(CANCELLED, 0):
+        job.status = CANCELLED
+    else:
+        job.status = DONE
+    job.finished_at = utcnow()
+    return job.status
