@@ -37,7 +37,9 @@ def byte_level_tokenizer(workdir: Path) -> CLIPTokenizer:
     vocab["<|endoftext|>"] = len(vocab)
     (workdir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
     (workdir / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return CLIPTokenizer(str(workdir / "vocab.json"), str(workdir / "merges.txt"), model_max_length=32)
+    return CLIPTokenizer(
+        str(workdir / "vocab.json"), str(workdir / "merges.txt"), model_max_length=32
+    )
 
 
 def tiny_text_to_image() -> StableDiffusionPipeline:

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
-
-import click
 
 
 def text_lines(value: Any, indent: str = "") -> Iterator[str]:
@@ -32,7 +31,7 @@ def _cell_text(value: Any) -> str:
 
 def write_json_array(rows: Iterable[dict[str, Any]]) -> None:
     """Stream rows as one JSON array, without holding them all in memory."""
-    out = click.get_text_stream("stdout")
+    out = sys.stdout
     out.write("[")
     for index, row in enumerate(rows):
         out.write(("," if index else "") + "\n" + json.dumps(row))
@@ -41,7 +40,7 @@ def write_json_array(rows: Iterable[dict[str, Any]]) -> None:
 
 def write_csv(rows: Iterable[dict[str, Any]], columns: Iterable[str]) -> None:
     """Stream rows as CSV; nested values are written as JSON."""
-    writer = csv.DictWriter(click.get_text_stream("stdout"), fieldnames=list(columns))
+    writer = csv.DictWriter(sys.stdout, fieldnames=list(columns))
     writer.writeheader()
     for row in rows:
         writer.writerow(

@@ -47,11 +47,12 @@ def _parse_part(part: int | str) -> range | list[int]:
     text = part.strip()
     start, sep, end = text.partition("-")
     try:
-        if not sep:
-            return [_check(int(text))]
-        first, last = _check(int(start)), _check(int(end))
+        numbers = [int(text)] if not sep else [int(start), int(end)]
     except ValueError:
         raise SeedError(f"malformed seed or range {text!r}") from None
+    if not sep:
+        return [_check(numbers[0])]
+    first, last = _check(numbers[0]), _check(numbers[1])
     if first > last:
         raise SeedError(f"range {text!r} runs backwards")
     return range(first, last + 1)

@@ -1,0 +1,186 @@
+"""Claims, leases and idempotent results in the real database (SQLite and PostgreSQL)."""
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, update
+
+from reprogrid.config import Settings
+from reprogrid.models import DONE, PENDING, RUNNING, Batch, Cell, Image, Job, open_database, utcnow
+from reprogrid.scheduler.jobs import create_job, form_batches
+from reprogrid.scheduler.spec import validate_spec
+from reprogrid.worker import records
+from reprogrid.worker.embedded import run_job
+from reprogrid.worker.execute import WorkerContext, execute_batch
+
+SPEC = {"prompts": ["a fox", "a bird"], "seeds": "0-2", "steps": 2, "width": 64, "height": 64}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path: Path):
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'r.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    db = open_database(url)
+    yield db
+    db.dispose()
+
+
+def new_job(db, **fields):
+    return create_job(db, validate_spec({**SPEC, **fields}, max_cells=100))
+
+
+def context(db, tmp_path: Path, name="w1", lease=600) -> WorkerContext:
+    settings = Settings(store=tmp_path / "store", threads=1, lease_seconds=lease)
+    return WorkerContext.start(settings, db, "cpu", name)
+
+
+def batches_of(db, job_id):
+    with db.sessions() as session:
+        form_batches(session, job_id)
+        session.commit()
+        return list(session.scalars(select(Batch).where(Batch.job_id == job_id).order_by(Batch.id)))
+
+
+def test_creating_a_job_writes_every_cell_with_its_recipe(database):
+    job_id = new_job(database)
+    with database.sessions() as session:
+        cells = session.scalars(select(Cell).where(Cell.job_id == job_id).order_by(Cell.grid_index))
+        assert [(c.prompt, c.seed) for c in cells] == [
+            (p, s) for p in ("a fox", "a bird") for s in range(3)
+        ]
+        assert session.get(Job, job_id).cell_count == 6
+
+
+def test_seeds_above_two_to_the_63_round_trip_through_the_database(database):
+    job_id = new_job(database, seeds=[2**64 - 1, 2**63], prompts=["a fox"])
+    with database.sessions() as session:
+        seeds = session.scalars(select(Cell.seed).where(Cell.job_id == job_id).order_by(Cell.id))
+        assert list(seeds) == [2**64 - 1, 2**63]
+
+
+def test_batches_group_cells_in_grid_order_up_to_batch_size(database):
+    job_id = new_job(database, batch_size=4)
+    assert [b.cell_ids for b in batches_of(database, job_id)] == [[1, 2, 3, 4], [5, 6]]
+
+
+def test_batch_invariant_jobs_compute_every_image_alone(database):
+    job_id = new_job(database, batch_invariant=True)
+    assert all(len(b.cell_ids) == 1 for b in batches_of(database, job_id))
+
+
+def test_batch_compositions_do_not_depend_on_how_many_are_formed_at_once(database):
+    first, second = new_job(database, batch_size=4), new_job(database, batch_size=4)
+    with database.sessions() as session:
+        while form_batches(session, second, limit=1):
+            pass
+        session.commit()
+    offset = 6
+    whole = [b.cell_ids for b in batches_of(database, first)]
+    piecewise = [[c - offset for c in b.cell_ids] for b in batches_of(database, second)]
+    assert whole == piecewise
+
+
+def test_a_batch_can_be_claimed_by_one_worker_only(database):
+    (batch, *_) = batches_of(database, new_job(database))
+    with database.sessions() as session:
+        assert records.claim_batch(session, batch.id, "w1", 600) is not None
+        assert records.claim_batch(session, batch.id, "w2", 600) is None
+
+
+def test_a_batch_whose_lease_expired_can_be_claimed_again(database):
+    (batch, *_) = batches_of(database, new_job(database))
+    with database.sessions() as session:
+        records.claim_batch(session, batch.id, "w1", 600)
+        session.execute(
+            update(Batch).where(Batch.id == batch.id).values(lease_until=utcnow() - timedelta(1))
+        )
+        session.commit()
+        claim = records.claim_batch(session, batch.id, "w2", 600)
+        assert claim is not None and claim.attempt == 2
+
+
+def test_a_worker_that_lost_its_lease_records_nothing(database, tmp_path):
+    (batch, *_) = batches_of(database, new_job(database))
+    with database.sessions() as session:
+        claim = records.claim_batch(session, batch.id, "w1", 600)
+        session.execute(update(Batch).where(Batch.id == batch.id).values(worker="w2"))
+        session.commit()
+        image = {"cell_id": claim.cells[0][0]}
+        assert records.record_images(session, claim, "w1", [image]) == []
+        assert session.scalar(select(func.count()).select_from(Image)) == 0
+
+
+def test_a_batch_executed_twice_leaves_one_image_and_one_file_per_cell(database, tmp_path):
+    (batch, *_) = batches_of(database, new_job(database))
+    ctx = context(database, tmp_path)
+    assert execute_batch(ctx, batch.id).status == "done"
+    assert execute_batch(ctx, batch.id).status == "skipped"
+    with database.sessions() as session:
+        session.execute(update(Batch).where(Batch.id == batch.id).values(status=PENDING))
+        session.commit()
+    assert execute_batch(context(database, tmp_path, "w2"), batch.id).images == 0
+    with database.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Image)) == len(batch.cell_ids)
+    assert len(list((tmp_path / "store").rglob("*.png"))) == len(batch.cell_ids)
+
+
+def test_running_a_finished_job_again_creates_no_row_or_file(database, tmp_path):
+    job_id = new_job(database)
+    ctx = context(database, tmp_path)
+    assert run_job(ctx, job_id) == DONE
+    files = sorted((tmp_path / "store").rglob("*.png"))
+    assert run_job(ctx, job_id) == DONE
+    assert sorted((tmp_path / "store").rglob("*.png")) == files
+    with database.sessions() as session:
+        assert session.scalar(select(func.count()).select_from(Image)) == 6
+        assert session.scalar(select(func.count()).select_from(Batch)) == 2
+
+
+def test_a_failing_batch_is_retried_then_its_cells_are_marked_failed(database, tmp_path):
+    job_id = new_job(database)
+    (batch, *_) = batches_of(database, job_id)
+    with database.sessions() as session:  # a recipe naming a checkpoint that is gone
+        for cell_id in batch.cell_ids:
+            cell = session.get(Cell, cell_id)
+            cell.recipe = cell.recipe.replace("builtin:tiny", "builtin:gone")
+        session.commit()
+    ctx = context(database, tmp_path)
+    ctx.max_attempts = 2
+    assert execute_batch(ctx, batch.id).status == "retrying"
+    outcome = execute_batch(ctx, batch.id)
+    assert outcome.status == "failed" and "builtin:gone" in outcome.error
+    with database.sessions() as session:
+        cell = session.get(Cell, batch.cell_ids[0])
+        assert cell.status == "failed" and "builtin:gone" in cell.error
+        assert session.get(Batch, batch.id).attempts == 2
+
+
+def test_a_job_whose_cells_all_failed_or_finished_is_failed(database, tmp_path):
+    job_id = new_job(database)
+    first, _ = batches_of(database, job_id)
+    with database.sessions() as session:
+        cell = session.get(Cell, first.cell_ids[0])
+        cell.recipe = cell.recipe.replace('"steps":2', '"steps":0')
+        session.commit()
+    ctx = context(database, tmp_path)
+    ctx.max_attempts = 1
+    assert run_job(ctx, job_id) == "failed"
+    with database.sessions() as session:
+        statuses = dict(
+            session.execute(select(Cell.status, func.count()).group_by(Cell.status)).all()
+        )
+        assert statuses == {"failed": 4, DONE: 2}
+
+
+def test_a_running_batch_renews_its_lease(database, tmp_path):
+    (batch, *_) = batches_of(database, new_job(database))
+    with database.sessions() as session:
+        records.claim_batch(session, batch.id, "w1", 10)
+        before = session.scalar(select(Batch.lease_until).where(Batch.id == batch.id))
+        assert records.renew_lease(session, batch.id, "w1", 600)
+        after = session.scalar(select(Batch.lease_until).where(Batch.id == batch.id))
+        assert after > before and session.get(Batch, batch.id).status == RUNNING
+        assert not records.renew_lease(session, batch.id, "w2", 600)

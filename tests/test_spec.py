@@ -1,0 +1,114 @@
+"""Spec validation: defaults from the checkpoint, and one named error per bad field."""
+
+import inspect
+import shutil
+from pathlib import Path
+
+import pytest
+
+from reprogrid.scheduler.spec import SAMPLERS, SpecError, read_spec_file, validate_spec
+
+GOOD = {"prompts": ["a fox"], "seeds": "0-3", "width": 64, "height": 64}
+
+
+def validate(**fields):
+    return validate_spec({**GOOD, **fields}, max_cells=1000)
+
+
+def error_field(raw, max_cells=1000, base_dir=None) -> str:
+    with pytest.raises(SpecError) as caught:
+        validate_spec(raw, max_cells=max_cells, base_dir=base_dir)
+    assert "\n" not in str(caught.value)
+    return caught.value.field
+
+
+def test_defaults_come_from_the_checkpoint_configs():
+    job = validate_spec({"prompts": ["a fox"]}, max_cells=10)
+    assert (job.width, job.height) == (64, 64)
+    assert job.sampler == "PNDMScheduler"
+    assert (job.seeds, job.steps, job.batch_size, job.dtype) == ((0,), 20, 4, "float32")
+
+
+def test_every_listed_sampler_is_a_diffusers_scheduler_class():
+    import diffusers
+
+    for name in SAMPLERS:
+        cls = getattr(diffusers, name)
+        assert inspect.isclass(cls) and issubclass(cls, diffusers.SchedulerMixin), name
+
+
+def test_prompts_file_is_read_relative_to_the_spec_folder(tmp_path: Path):
+    (tmp_path / "p.txt").write_text("a fox\n\n  a bird  \n", encoding="utf-8")
+    job = validate_spec({"prompts_file": "p.txt", "width": 64, "height": 64}, 10, tmp_path)
+    assert job.prompts == ("a fox", "a bird")
+
+
+def test_a_local_checkpoint_directory_is_accepted(tmp_path: Path):
+    from reprogrid.scheduler.checkpoint_refs import BUILTIN_DIR
+
+    shutil.copytree(BUILTIN_DIR / "tiny", tmp_path / "ckpt")
+    assert validate(model=str(tmp_path / "ckpt")).model == str(tmp_path / "ckpt")
+
+
+def test_spec_survives_a_round_trip_through_its_stored_json():
+    from reprogrid.scheduler.spec import JobSpec
+
+    job = validate(axes={"steps": [2, 3]}, seeds="0-9,20")
+    assert JobSpec.from_json(job.to_json()) == job
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"colour": "red"}, "colour"),
+        ({"prompts": []}, "prompts"),
+        ({"prompts": ["a fox", "  "]}, "prompts"),
+        ({"seeds": "0-x"}, "seeds"),
+        ({"seeds": [2**64]}, "seeds"),
+        ({"seeds": "-1"}, "seeds"),
+        ({"width": 65}, "width"),
+        ({"height": 100}, "height"),
+        ({"steps": 0}, "steps"),
+        ({"steps": "ten"}, "steps"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"sampler": "MagicScheduler"}, "sampler"),
+        ({"dtype": "float64"}, "dtype"),
+        ({"model": "./no/such/folder"}, "model"),
+        ({"model": "builtin:huge"}, "model"),
+        ({"guidance_scale": "high"}, "guidance_scale"),
+        ({"batch_invariant": "yes"}, "batch_invariant"),
+        ({"axes": {"colour": [1]}}, "axes.colour"),
+        ({"axes": {"steps": []}}, "axes.steps"),
+        ({"axes": {"width": [64, 66]}}, "axes.width"),
+        ({"prompts_file": "missing.txt"}, "prompts_file"),
+    ],
+)
+def test_bad_fields_are_refused_with_the_field_named(fields, field):
+    raw = {**GOOD, **fields}
+    if "prompts_file" in fields:
+        raw.pop("prompts")
+    assert error_field(raw) == field
+
+
+def test_no_prompts_at_all_is_refused():
+    assert error_field({"seeds": "0"}) == "prompts"
+
+
+def test_a_grid_larger_than_the_limit_is_refused():
+    assert error_field({**GOOD, "seeds": "0-99"}, max_cells=50) == "seeds"
+
+
+def test_unconditional_checkpoints_take_no_prompts():
+    assert error_field({"model": "builtin:tiny-ddpm", "prompts": ["a fox"]}) == "prompts"
+
+
+def test_unconditional_checkpoints_make_their_own_size_only():
+    assert error_field({"model": "builtin:tiny-ddpm", "width": 64}) == "width"
+
+
+def test_a_toml_syntax_error_names_the_spec(tmp_path: Path):
+    path = tmp_path / "bad.toml"
+    path.write_text('prompts = ["a fox"\n', encoding="utf-8")
+    with pytest.raises(SpecError) as caught:
+        read_spec_file(path)
+    assert caught.value.field == "spec" and "TOML" in str(caught.value)
