@@ -56,7 +56,8 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     table = Table(*columns, box=None, header_style="bold")
     for row in rows:
         table.add_row(*(_short(row.get(c)) for c in columns))
-    Console().print(table)
+    # Off a terminal (a pipe, a log) rich would squeeze the table into 80 columns.
+    Console(width=None if sys.stdout.isatty() else 240).print(table)
 
 
 def _short(value: Any) -> str:
