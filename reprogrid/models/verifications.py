@@ -169,4 +169,4 @@ def verification_summary(session: Session, job: int | None = None) -> list[dict[
 def environment_details(session: Session, ids: set[int]) -> dict[int, dict[str, Any]]:
     """The recorded description of each environment, by id."""
     found = select(Environment.id, Environment.details).where(Environment.id.in_(ids))
-    return dict(session.execute(found).tuples().all())
+    return {row.id: row.details for row in session.execute(found)}
