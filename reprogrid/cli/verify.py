@@ -46,7 +46,7 @@ REPLAY_OPTIONS: list[Callable[[Callable], Callable]] = [
     click.option(
         "--full-determinism/--no-full-determinism",
         default=None,
-        help="CUDA determinism switches. [default: as in the original run]",
+        help="Deterministic algorithms, no TF32. [default: as in the original run]",
     ),
     click.option(
         "--tolerance",
@@ -367,6 +367,9 @@ def verifications(app: App, job: int | None, fmt: str) -> None:
         row["differs_in"] = ", ".join(differences(original, verifier))
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no regenerations recorded yet (run reprogrid verify)")
         return
     columns = ["original_env", "verifier_env", "mode", *REGENERATION_VERDICTS, "differs_in"]
     print_table(rows, columns)
