@@ -355,3 +355,14 @@ def test_regenerate_an_unknown_image_is_bad_input(cli: Cli):
     result = cli("regenerate", "42")
     assert result.exit_code == 2
     assert result.output.startswith("Error: image: no image")
+
+
+@pytest.mark.postgres
+def test_verify_report_and_verdict_filter_work_on_postgresql(postgres_url: str, tmp_path: Path):
+    cli = Cli(postgres_url, tmp_path / "store", tmp_path)
+    run_job(cli)
+    assert cli("verify", "1", "--sample", "3").exit_code == 0
+    (row,) = json.loads(cli("verifications", "--job", "1", "--format", "json").output)
+    assert (row["mode"], row["identical"]) == ("batch", 3)
+    shown = json.loads(cli("query", "--verdict", "identical", "--format", "json").output)
+    assert len(shown) == 3

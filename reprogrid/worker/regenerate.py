@@ -16,6 +16,7 @@ comes with every cause that can be known.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -168,50 +169,37 @@ def regenerate(
     device = replay.device or recorded.environment["device_type"]
     _check_device(device)
     changes = checkpoint_changes(first["model"], first["revision"], recorded.checkpoint_files)
-    threads = replay.threads or recorded.environment["threads"]
-    full = replay.full_determinism
-    if full is None:
-        full = recorded.environment["full_determinism"]
-    with configured(threads, full) as determinism:
+    with configured(*_settings(recorded, replay)) as determinism:
         loaded = _load(first, device, changes)
         environment = describe_environment(device, first["dtype"], determinism)
         calls = [[i.index_in_batch] for i in images] if replay.alone else [range(len(recipes))]
         made: dict[int, tuple[np.ndarray, float, int]] = {}
         for positions in calls:
             made.update(_generate(loaded, recipes, positions, device, should_stop))
-    environment_differences = differences(recorded.environment, environment)
+    result = functools.partial(
+        Regeneration,
+        mode=replay.mode,
+        tolerance=replay.tolerance,
+        environment=environment,
+        environment_differences=differences(recorded.environment, environment),
+        checkpoint_changes=changes,
+    )
     results = []
     for image in images:
         pixels, seconds, batch_size = made[image.index_in_batch]
         cell_id, grid_index, recipe_json = recorded.cells[image.index_in_batch]
-        comparison = compare(
-            image.pixel_sha256,
-            pixels,
-            lambda image=image: stored_pixels(store / image.path, image.pixel_sha256),
-            replay.tolerance,
-        )
-        chunks = png_chunks(
-            recorded.job_id,
-            cell_id,
-            grid_index,
-            recipes[image.index_in_batch],
-            recipe_json,
-            loaded,
-        )
+        recipe = recipes[image.index_in_batch]
         results.append(
-            Regeneration(
+            result(
                 image=image,
-                mode=replay.mode,
-                comparison=comparison,
+                comparison=_compare(image, pixels, store, replay.tolerance),
                 pixel_sha256=pixel_sha256(pixels),
                 batch_size=batch_size,
                 seconds=seconds,
-                tolerance=replay.tolerance,
-                environment=environment,
-                environment_differences=environment_differences,
-                checkpoint_changes=changes,
                 pixels=pixels,
-                png_chunks=chunks,
+                png_chunks=png_chunks(
+                    recorded.job_id, cell_id, grid_index, recipe, recipe_json, loaded
+                ),
             )
         )
     return results
@@ -236,6 +224,23 @@ def checkpoint_changes(
 def describe_changes(changes: dict[str, list[str]]) -> str:
     """Checkpoint changes as one line, e.g. ``unet/model.safetensors (changed)``."""
     return ", ".join(f"{name} ({kind})" for kind, names in changes.items() for name in names)
+
+
+def _settings(recorded: RecordedBatch, replay: Replay) -> tuple[int, bool]:
+    """Thread count and full-determinism flag: the replay's where given, else the record's."""
+    full = replay.full_determinism
+    if full is None:
+        full = recorded.environment["full_determinism"]
+    return replay.threads or recorded.environment["threads"], full
+
+
+def _compare(image: ImageRef, pixels: np.ndarray, store: Path, tolerance: float) -> Comparison:
+    return compare(
+        image.pixel_sha256,
+        pixels,
+        lambda: stored_pixels(store / image.path, image.pixel_sha256),
+        tolerance,
+    )
 
 
 def _check_device(device: str) -> None:
