@@ -24,6 +24,7 @@ from reprogrid.models.queries import (
     job_progress,
     query_cells,
 )
+from reprogrid.models.verifications import VERDICTS
 
 
 @main.command()
@@ -170,6 +171,11 @@ def status(app: App, job: int | None, fmt: str) -> None:
     help="Only cells in this state.",
 )
 @click.option(
+    "--verdict",
+    type=click.Choice(VERDICTS),
+    help="Only images with a verification of this verdict (see reprogrid verify).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "json", "csv"]),
@@ -184,6 +190,7 @@ def query(app: App, fmt: str, **filters: Any) -> None:
     Example:
       reprogrid query --job 1 --prompt fox --format json
       reprogrid query --status failed --format csv > failed.csv
+      reprogrid query --job 1 --verdict different
     """
     with app.db.sessions() as session:
         rows = query_cells(session, CellFilter(**filters), app.settings.store)

@@ -38,6 +38,7 @@ class CellFilter:
     seed: int | None = None
     model: str | None = None
     status: str | None = None
+    verdict: str | None = None  # the image has a verification with this verdict
 
 
 QUERY_COLUMNS = (
@@ -96,6 +97,9 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
         query = query.where(Cell.job_id.in_(select(Job.id).where(Job.model == where.model)))
     if where.status is not None:
         query = query.where(Cell.status == where.status)
+    if where.verdict is not None:
+        verified = select(Verification.image_id).where(Verification.verdict == where.verdict)
+        query = query.where(Image.id.in_(verified))
     for row in session.execute(query.execution_options(yield_per=1000)):
         record = dict(zip(QUERY_COLUMNS, row, strict=True))
         if record["path"] is not None:

@@ -129,6 +129,18 @@ def load_checkpoint(model: str, revision: str | None, dtype: str, device: str) -
         return _loaded[key]
 
 
+def load_current_checkpoint(
+    model: str, revision: str | None, dtype: str, device: str
+) -> LoadedCheckpoint:
+    """:func:`load_checkpoint`, loaded again if its files changed since this process loaded it."""
+    loaded = load_checkpoint(model, revision, dtype, device)
+    if checkpoint_identity(loaded.ref).sha256 == loaded.identity.sha256:
+        return loaded
+    with _lock:
+        _loaded.pop(PipelineKey(model, revision, dtype, device), None)
+    return load_checkpoint(model, revision, dtype, device)
+
+
 def loaded_checkpoints() -> list[LoadedCheckpoint]:
     """Every checkpoint this process holds in memory."""
     return list(_loaded.values())

@@ -7,6 +7,8 @@ runs pipelines. What it set is returned and recorded with every image.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 # cuBLAS needs a fixed workspace to be deterministic; it reads this when CUDA starts.
@@ -36,3 +38,19 @@ def configure(threads: int | None, full_determinism: bool) -> DeterminismSetting
     torch.backends.cuda.matmul.allow_tf32 = not full_determinism
     torch.backends.cudnn.allow_tf32 = not full_determinism
     return DeterminismSettings(threads=torch.get_num_threads(), full_determinism=full_determinism)
+
+
+@contextmanager
+def configured(threads: int, full_determinism: bool) -> Iterator[DeterminismSettings]:
+    """:func:`configure` for the duration of a block, then put the previous switches back.
+
+    The switches are process-wide: a worker that replays another run's settings
+    to verify it must not leave them behind for the batches it generates next.
+    """
+    import torch
+
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled())
+    try:
+        yield configure(threads, full_determinism)
+    finally:
+        configure(*before)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,15 +109,23 @@ class LeaseKeeper:
             )
 
 
-def execute_batch(ctx: WorkerContext, batch_id: int) -> BatchOutcome:
-    """Claim the batch, generate its images, store and record them."""
+def execute_batch(
+    ctx: WorkerContext,
+    batch_id: int,
+    run: Callable[[WorkerContext, records.ClaimedBatch], int] | None = None,
+) -> BatchOutcome:
+    """Claim the batch, generate its images, store and record them.
+
+    ``run`` replaces the generation for other kinds of batches (verification);
+    it returns how many results it recorded.
+    """
     started = time.perf_counter()
     with ctx.db.sessions() as session:
         claim = records.claim_batch(session, batch_id, ctx.name, ctx.lease_seconds)
     if claim is None:
         return BatchOutcome(batch_id, "skipped", 0, 0.0)
     try:
-        kept = _generate_and_record(ctx, claim)
+        kept = (run or _generate_and_record)(ctx, claim)
     except BatchInterrupted:
         with ctx.db.sessions() as session:
             records.cancel_batch(session, claim, ctx.name)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -30,6 +30,7 @@ from reprogrid.models import (
     Environment,
     Image,
     Job,
+    Verification,
     utcnow,
 )
 
@@ -196,6 +197,24 @@ def record_images(
     update_job_status(session, claim.job_id)
     session.commit()
     return [i["cell_id"] for i in fresh]
+
+
+def record_verifications(
+    session: Session, claim: ClaimedBatch, worker: str, rows: list[dict[str, Any]]
+) -> bool:
+    """Insert verification rows and finish a verify batch, unless the lease was lost. Commits.
+
+    Returns False (and writes nothing) when another worker now holds the batch.
+    """
+    still_ours = session.execute(
+        update(Batch)
+        .where(Batch.id == claim.batch_id, Batch.worker == worker, Batch.status == RUNNING)
+        .values(status=DONE, finished_at=utcnow(), lease_until=None, error=None)
+    ).rowcount
+    if still_ours and rows:
+        session.execute(insert(Verification), rows)
+    session.commit()
+    return bool(still_ours)
 
 
 def fail_batch(

@@ -1,0 +1,375 @@
+"""Commands that check images against their records: regenerate, verify, verifications.
+
+torch is imported only by the commands that regenerate; ``verify --files-only``
+and ``verifications`` never load it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.orm import Session
+
+from reprogrid.cli.app import App, BadInput, main, pass_app
+from reprogrid.cli.output import print_table, write_json_array
+from reprogrid.models.queries import NotFound, find_image
+from reprogrid.models.verifications import (
+    DEFAULT_TOLERANCE,
+    IDENTICAL,
+    PASSING,
+    REGENERATION_VERDICTS,
+    VERDICTS,
+    environment_details,
+    images_to_verify,
+    sample_images,
+    verification_summary,
+    worker_queue,
+)
+
+REPLAY_OPTIONS: list[Callable[[Callable], Callable]] = [
+    click.option(
+        "--alone", is_flag=True, help="Regenerate only the asked images, not their whole batch."
+    ),
+    click.option(
+        "--device", help="cpu, cuda, cuda:N or auto. [default: the original run's device type]"
+    ),
+    click.option(
+        "--threads", type=click.IntRange(min=1), help="CPU threads. [default: the original run's]"
+    ),
+    click.option(
+        "--full-determinism/--no-full-determinism",
+        default=None,
+        help="Deterministic algorithms, no TF32. [default: as in the original run]",
+    ),
+    click.option(
+        "--tolerance",
+        type=click.IntRange(0, 255),
+        default=DEFAULT_TOLERANCE,
+        show_default=True,
+        help="Largest difference per channel, in uint8 levels, still called close.",
+    ),
+]
+REPLAY_DEFAULTS = {
+    "alone": False,
+    "device": None,
+    "threads": None,
+    "full_determinism": None,
+    "tolerance": DEFAULT_TOLERANCE,
+}
+
+
+def replay_options(command: Callable) -> Callable:
+    """Add the options that say how to regenerate (by default: as recorded)."""
+    for option in reversed(REPLAY_OPTIONS):
+        command = option(command)
+    return command
+
+
+def _replay(flags: dict[str, Any]) -> Any:
+    from reprogrid.worker.execute import pick_device
+    from reprogrid.worker.regenerate import Replay
+
+    device = flags["device"]
+    return Replay(**{**flags, "device": pick_device(device) if device else None})
+
+
+@main.command()
+@click.argument("image")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also write the regenerated PNG here.",
+)
+@replay_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+@pass_app
+def regenerate(app: App, image: str, out: Path | None, fmt: str, **replay_flags: Any) -> None:
+    """Rebuild one image from its record alone and say whether it is the same.
+
+    IMAGE is an id or a hash prefix. By default the image's whole original batch
+    runs again, in its order, on the original device type with the original thread
+    count and determinism flags, so that the same environment gives identical
+    pixels. The verdict is identical, close (within --tolerance) or different;
+    environment fields and checkpoint files that changed since the original run
+    are listed. Exit code 0 for identical or close, 1 otherwise. Writes nothing
+    to the database (verify records its checks).
+
+    \b
+    Example:
+      reprogrid regenerate 12
+      reprogrid regenerate 3fa9c2 --alone --threads 4 --out /tmp/again.png
+    """
+    from reprogrid.worker.regenerate import ReplayError, load_recorded_batch
+    from reprogrid.worker.regenerate import regenerate as regenerate_images
+    from reprogrid.worker.store import encode_png
+
+    replay = _replay(replay_flags)
+    with app.db.sessions() as session:
+        try:
+            (ref,) = images_to_verify(session, image_ids=[find_image(session, image).id])
+        except NotFound as exc:
+            raise BadInput(f"image: {exc}") from None
+        recorded = load_recorded_batch(session, ref.batch_id)
+    try:
+        (result,) = regenerate_images(recorded, [ref], replay, app.settings.store)
+    except ReplayError as exc:
+        raise click.ClickException(str(exc)) from None
+    if out is not None:
+        out.write_bytes(encode_png(result.pixels, result.png_chunks))
+    if fmt == "json":
+        row = {**result.verification_row(None), "environment": result.environment}
+        click.echo(json.dumps(row, indent=2))
+    else:
+        for line in _regeneration_lines(result, out):
+            click.echo(line)
+    sys.exit(0 if result.verdict in PASSING else 1)
+
+
+def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
+    from reprogrid.worker.regenerate import describe_changes
+
+    image, env = result.image, result.environment
+    if result.batch_size == 1:
+        how = "alone (a batch of 1)"
+    else:
+        how = (
+            f"its original batch {image.batch_id}: {result.batch_size} images,"
+            f" this one at position {image.index_in_batch + 1}"
+        )
+    differences = ", ".join(
+        f"{name} ({before} -> {after})"
+        for name, (before, after) in result.environment_differences.items()
+    )
+    lines = [
+        f"image {image.image_id}: {result.verdict}{_metrics(result.comparison, result.tolerance)}",
+        f"  replayed: {how}",
+        f"  on: {env['device_type']} ({env['device_name']}), {env['dtype']},"
+        f" threads {env['threads']}, full determinism {'on' if env['full_determinism'] else 'off'}",
+        f"  pixel_sha256: {result.pixel_sha256} (recorded {image.pixel_sha256})",
+        "  environment: "
+        + (f"differs from the original run in {differences}" if differences else "as recorded"),
+        "  checkpoint files: "
+        + (
+            f"changed since the original run: {describe_changes(result.checkpoint_changes)}"
+            if result.checkpoint_changes
+            else "as recorded"
+        ),
+    ]
+    if out is not None:
+        lines.append(f"  written to: {out}")
+    return lines
+
+
+def _metrics(comparison: Any, tolerance: int) -> str:
+    if comparison.max_abs_diff is None:
+        return " (the stored PNG is missing or changed: nothing to measure against)"
+    if comparison.psnr is None:
+        return ""
+    return (
+        f": max abs diff {comparison.max_abs_diff:g}, mean abs diff"
+        f" {comparison.mean_abs_diff:.4f} (uint8 levels), PSNR {comparison.psnr:.1f} dB"
+        f" (tolerance {tolerance})"
+    )
+
+
+@main.command()
+@click.argument("job", type=int, required=False)
+@click.option("--image", "image_ids", type=int, multiple=True, help="An image id (repeatable).")
+@click.option("--sample", type=click.IntRange(min=1), help="Check N images picked at random.")
+@click.option(
+    "--files-only",
+    is_flag=True,
+    help="Only re-hash the stored PNGs against the record (fast; no torch).",
+)
+@click.option(
+    "--queue", "to_queue", is_flag=True, help="Leave the regeneration to workers: queue batches."
+)
+@click.option("--worker", "worker_name", help="Queue them for this worker (implies --queue).")
+@replay_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@pass_app
+def verify(
+    app: App,
+    job: int | None,
+    image_ids: tuple[int, ...],
+    sample: int | None,
+    files_only: bool,
+    to_queue: bool,
+    worker_name: str | None,
+    fmt: str,
+    **replay_flags: Any,
+) -> None:
+    """Regenerate images and compare them with their records; one verification row each.
+
+    Checks a JOB's images, or those given with --image. Each original batch is
+    replayed once, as recorded (see regenerate). Prints a summary; exit code 0
+    when every image is identical or close (within --tolerance; --tolerance 0
+    asks for identical), 1 otherwise. --files-only re-hashes the stored PNGs
+    instead and tells pixels changed from file changed (metadata) and missing.
+    --queue and --worker publish verify batches for the fleet's workers, which
+    record their verdicts as they run (see reprogrid verifications).
+
+    \b
+    Example:
+      reprogrid verify 1
+      reprogrid verify 1 --files-only
+      reprogrid verify --image 12 --image 13 --alone --tolerance 0
+      reprogrid verify 1 --sample 100 --worker gpu-a100-1
+    """
+    queued = to_queue or worker_name is not None
+    if (job is None) == (not image_ids):
+        raise BadInput("job: give a JOB or --image IDs (one of the two)")
+    if (files_only or queued) and replay_flags != REPLAY_DEFAULTS:
+        where = "files-only" if files_only else "queue"
+        raise BadInput(f"{where}: regeneration options only apply to a verification run here")
+    if files_only and queued:
+        raise BadInput("files-only: files are re-hashed here, not queued")
+    with app.db.sessions() as session:
+        images = sample_images(_selected_images(session, job, image_ids), sample)
+        queue = _worker_queue(session, worker_name) if worker_name else "default"
+    if queued:
+        _queue(app, images, queue, fmt)
+        return
+    if files_only:
+        from reprogrid.worker.files_check import check_files
+
+        rows = check_files(app.db, app.settings.store, images)
+    else:
+        from reprogrid.worker.verify import verify_images
+
+        verifier = f"verify-{socket.gethostname()}-{os.getpid()}"
+        rows = verify_images(app.db, app.settings.store, images, _replay(replay_flags), verifier)
+    _report(rows, fmt, files_only, replay_flags["tolerance"])
+    sys.exit(0 if all(row["verdict"] in PASSING for row in rows) else 1)
+
+
+def _selected_images(session: Session, job: int | None, image_ids: tuple[int, ...]) -> list[Any]:
+    try:
+        images = images_to_verify(session, job, image_ids)
+    except NotFound as exc:
+        raise BadInput(f"{'job' if job is not None else 'image'}: {exc}") from None
+    if not images:
+        raise BadInput(f"job: job {job} has no images yet")
+    return images
+
+
+def _worker_queue(session: Session, name: str) -> str:
+    try:
+        return worker_queue(session, name)
+    except NotFound as exc:
+        raise BadInput(f"worker: {exc}") from None
+
+
+def _queue(app: App, images: list[Any], queue: str, fmt: str) -> None:
+    from reprogrid.scheduler.verification import queue_verification
+
+    with app.db.sessions() as session:
+        batch_ids = queue_verification(session, images, queue)
+        session.commit()
+    if fmt == "json":
+        click.echo(json.dumps({"batch_ids": batch_ids, "images": len(images), "queue": queue}))
+    else:
+        click.echo(
+            f"queued {len(batch_ids)} verify batches ({len(images)} images) on queue {queue!r}"
+        )
+
+
+FILE_COLUMNS = ["image_id", "verdict", "path", "error"]
+REGENERATION_COLUMNS = [
+    "image_id",
+    "verdict",
+    "max_abs_diff",
+    "mean_abs_diff",
+    "psnr",
+    "differs_in",
+    "checkpoint_changes",
+    "error",
+]
+
+
+def _report(rows: list[dict[str, Any]], fmt: str, files_only: bool, tolerance: int) -> None:
+    if fmt == "json":
+        write_json_array(rows)
+        return
+    counts = [{"verdict": v, "images": sum(row["verdict"] == v for row in rows)} for v in VERDICTS]
+    print_table([c for c in counts if c["images"]], ["verdict", "images"])
+    flagged = [row for row in rows if row["verdict"] != IDENTICAL]
+    passed = sum(row["verdict"] in PASSING for row in rows)
+    if files_only:
+        if flagged:
+            print_table([{**row, **row["details"]} for row in flagged], FILE_COLUMNS)
+        click.echo(f"{passed} of {len(rows)} files as recorded")
+        return
+    if flagged:
+        print_table([_regeneration_row(row) for row in flagged], REGENERATION_COLUMNS)
+    click.echo(f"{passed} of {len(rows)} images identical or within {tolerance} levels")
+
+
+def _regeneration_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A verification row's fields as short table cells."""
+    from reprogrid.worker.regenerate import describe_changes
+
+    details = row["details"]
+    return {
+        **row,
+        **details,
+        "mean_abs_diff": _rounded(row["mean_abs_diff"], 4),
+        "psnr": _rounded(row["psnr"], 1),
+        "differs_in": ", ".join(details.get("environment_differences", {})),
+        "checkpoint_changes": describe_changes(details.get("checkpoint_changes", {})),
+    }
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+@main.command()
+@click.option("--job", type=int, help="Only this job's images.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@pass_app
+def verifications(app: App, job: int | None, fmt: str) -> None:
+    """Reproducibility report: verdicts per pair of environments (original run, verifier).
+
+    Each image counts once per verifier environment and mode (batch or alone),
+    by its latest verification; differs_in lists the environment fields that
+    differ between the two (see `reprogrid show` for a single image's checks).
+
+    \b
+    Example:
+      reprogrid verifications
+      reprogrid verifications --job 1 --format json
+    """
+    from reprogrid.worker.environment import differences
+
+    with app.db.sessions() as session:
+        rows = verification_summary(session, job)
+        ids = {r["original_env"] for r in rows} | {r["verifier_env"] for r in rows}
+        details = environment_details(session, ids)
+    for row in rows:
+        original = details[row["original_env"]]
+        verifier = details[row["verifier_env"]]
+        row["original_device"] = original["device_name"]
+        row["verifier_device"] = verifier["device_name"]
+        row["differs_in"] = ", ".join(differences(original, verifier))
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no regenerations recorded yet (run reprogrid verify)")
+        return
+    columns = ["original_env", "verifier_env", "mode", *REGENERATION_VERDICTS, "differs_in"]
+    print_table(rows, columns)

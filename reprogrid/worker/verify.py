@@ -1,0 +1,92 @@
+"""Verification runs: regenerate recorded images, compare them, write one verification row each.
+
+``verify_images`` runs in this process (``reprogrid verify``);
+``execute_verify_batch`` runs a batch of kind ``verify`` on a worker, claimed,
+leased and finished like a generation batch. Both replay each original batch
+once, however many of its images are checked. An original batch that cannot be
+replayed (checkpoint gone, no such device) gives ``error`` rows that say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import insert
+
+from reprogrid.models import Database, Verification
+from reprogrid.models.verifications import ImageRef, group_by_batch, images_to_verify
+from reprogrid.worker import records
+from reprogrid.worker.environment import fingerprint
+from reprogrid.worker.execute import BatchOutcome, LeaseKeeper, WorkerContext, execute_batch
+from reprogrid.worker.regenerate import (
+    Replay,
+    ReplayError,
+    error_row,
+    load_recorded_batch,
+    regenerate,
+)
+
+
+def verify_images(
+    db: Database, store: Path, images: list[ImageRef], replay: Replay, verifier: str
+) -> list[dict[str, Any]]:
+    """Regenerate and compare the images, batch by batch; record and return one row each."""
+    rows: list[dict[str, Any]] = []
+    for batch_id, targets in group_by_batch(images).items():
+        batch_rows = verification_rows(db, store, batch_id, targets, replay, verifier=verifier)
+        with db.sessions() as session:
+            session.execute(insert(Verification), batch_rows)
+            session.commit()
+        rows += batch_rows
+    return rows
+
+
+def verification_rows(
+    db: Database,
+    store: Path,
+    batch_id: int,
+    images: list[ImageRef],
+    replay: Replay,
+    should_stop: Callable[[], bool] | None = None,
+    **details: Any,
+) -> list[dict[str, Any]]:
+    """Replay one original batch for ``images`` and turn the results into verification rows."""
+    with db.sessions() as session:
+        recorded = load_recorded_batch(session, batch_id)
+    try:
+        results = regenerate(recorded, images, replay, store, should_stop)
+    except ReplayError as exc:
+        return [error_row(image, replay.mode, str(exc), **details) for image in images]
+    environment = results[0].environment
+    with db.sessions() as session:
+        environment_id = records.environment_id(session, fingerprint(environment), environment)
+    return [result.verification_row(environment_id, **details) for result in results]
+
+
+def execute_verify_batch(ctx: WorkerContext, batch_id: int) -> BatchOutcome:
+    """Run a ``verify`` batch: its cells' images, regenerated on this worker's device."""
+    return execute_batch(ctx, batch_id, run=_verify_claimed)
+
+
+def _verify_claimed(ctx: WorkerContext, claim: records.ClaimedBatch) -> int:
+    with ctx.db.sessions() as session:
+        images = images_to_verify(session, cell_ids=[cell_id for cell_id, _, _ in claim.cells])
+    replay = Replay(device=ctx.device)
+    keeper = LeaseKeeper(ctx, claim.batch_id)
+    rows: list[dict[str, Any]] = []
+    for original_batch, targets in group_by_batch(images).items():
+        rows += verification_rows(
+            ctx.db,
+            ctx.store,
+            original_batch,
+            targets,
+            replay,
+            keeper,
+            verifier=ctx.name,
+            verify_batch_id=claim.batch_id,
+        )
+    with ctx.db.sessions() as session:
+        kept = records.record_verifications(session, claim, ctx.name, rows)
+    return len(rows) if kept else 0
