@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -39,9 +39,18 @@ def write_json_array(rows: Iterable[dict[str, Any]]) -> None:
     out.write("\n]\n")
 
 
-def write_csv(rows: Iterable[dict[str, Any]], columns: Iterable[str]) -> None:
-    """Stream rows as CSV; nested values are written as JSON."""
-    writer = csv.DictWriter(click.get_text_stream("stdout"), fieldnames=list(columns))
+def write_json_lines(rows: Iterable[dict[str, Any]], out: TextIO | None = None) -> None:
+    """Stream rows as JSON lines (to stdout unless ``out`` is given)."""
+    out = out or click.get_text_stream("stdout")
+    for row in rows:
+        out.write(json.dumps(row) + "\n")
+
+
+def write_csv(
+    rows: Iterable[dict[str, Any]], columns: Iterable[str], out: TextIO | None = None
+) -> None:
+    """Stream rows as CSV (to stdout unless ``out`` is given); nested values are written as JSON."""
+    writer = csv.DictWriter(out or click.get_text_stream("stdout"), fieldnames=list(columns))
     writer.writeheader()
     for row in rows:
         writer.writerow(
