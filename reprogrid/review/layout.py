@@ -22,6 +22,7 @@ from reprogrid.models import Image, Job
 from reprogrid.models.queries import CellFilter, NotFound, image_record, query_cells
 from reprogrid.scheduler.spec import JobSpec
 
+MIN_THUMB, MAX_THUMB = 16, 2048
 Tile = dict[str, Any]  # a row of query_cells: status, prompt, seed, params, image_id, path...
 
 
@@ -89,6 +90,15 @@ def job_sheets(
         col_labels = [axis_label(col_axis, c) for c in col_values]
         sheets.append(Sheet(job_id, job.name, fixed, row_labels, col_labels, tiles, max(sizes)))
     return sheets
+
+
+def thumb_size(thumb: int | None, sheet: Sheet, largest: int) -> int:
+    """The thumbnail size: the one asked for, else the job's image size up to ``largest``."""
+    if thumb is None:
+        return min(largest, sheet.image_size)
+    if not MIN_THUMB <= thumb <= MAX_THUMB:
+        raise ReviewError(f"thumb: must be between {MIN_THUMB} and {MAX_THUMB} pixels, got {thumb}")
+    return thumb
 
 
 def pick_axes(

@@ -18,11 +18,11 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from reprogrid.review.layout import ReviewError, Sheet, Tile
+from reprogrid.review.layout import MIN_THUMB, ReviewError, Sheet, Tile, thumb_size
 
 MAX_SIDE = 16_384  # pixels a side: beyond this many viewers refuse a PNG
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's own decompression-bomb limit
-MIN_THUMB, DEFAULT_MAX_THUMB = 16, 256
+DEFAULT_MAX_THUMB = 256
 FONT_SIZE, TITLE_SIZE = 14, 16
 PAD = 2  # white border around every tile
 MARGIN = 8
@@ -58,9 +58,7 @@ def write_sheets(sheets: list[Sheet], output: Path, thumb: int | None = None) ->
     """
     if output.suffix.lower() not in Image.registered_extensions():
         raise ReviewError(f"output: {output.name!r} has no image file extension, e.g. .png")
-    thumb = thumb or min(DEFAULT_MAX_THUMB, sheets[0].image_size)
-    if thumb < MIN_THUMB:
-        raise ReviewError(f"thumb: must be at least {MIN_THUMB} pixels, got {thumb}")
+    thumb = thumb_size(thumb, sheets[0], DEFAULT_MAX_THUMB)
     for sheet in sheets:
         check_size(sheet, thumb)
     paths = sheet_paths(sheets, output)
