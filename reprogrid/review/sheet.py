@@ -141,11 +141,12 @@ def draw_sheet(sheet: Sheet, thumb: int) -> Image.Image:
     for line in geometry.title_lines:
         draw.text((MARGIN, y), line, font=title_font, fill=BLACK)
         y += _line_height(title_font)
-    for column, lines in enumerate(geometry.col_lines):
-        x = geometry.label_width + column * geometry.cell + PAD
-        for index, line in enumerate(lines):
-            draw.text((x, y + index * _line_height(font)), line, font=font, fill=BLACK)
     line_height = _line_height(font)
+    deepest = max(map(len, geometry.col_lines))
+    for column, lines in enumerate(geometry.col_lines):  # bottom-aligned above the tiles
+        x = geometry.label_width + column * geometry.cell + PAD
+        for index, line in enumerate(lines, deepest - len(lines)):
+            draw.text((x, y + index * line_height), line, font=font, fill=BLACK)
     for row, label in enumerate(sheet.row_labels):
         lines = wrap(label, font, geometry.label_width - 2 * MARGIN, geometry.cell // line_height)
         top = (
