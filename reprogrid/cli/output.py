@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
@@ -41,7 +42,7 @@ def write_json_array(rows: Iterable[dict[str, Any]]) -> None:
 
 def write_json_lines(rows: Iterable[dict[str, Any]], out: TextIO | None = None) -> None:
     """Stream rows as JSON lines (to stdout unless ``out`` is given)."""
-    out = out or click.get_text_stream("stdout")
+    out = out or sys.stdout
     for row in rows:
         out.write(json.dumps(row) + "\n")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,7 @@ def export(
         if job is not None and session.get(Job, job) is None:
             raise click.ClickException(f"no job {job}")
         total = count_images(session, job)
-        to_terminal = output is None and click.get_text_stream("stdout").isatty()
+        to_terminal = output is None and sys.stdout.isatty()
         opened = output.open("w", newline="", encoding="utf-8") if output else None
         with (
             opened or contextlib.nullcontext() as out,

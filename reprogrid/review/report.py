@@ -269,7 +269,9 @@ def tile_html(
         )
     else:
         reason = tile["status"] if tile["status"] != "done" else "no file"
-        picture = f'<div class="blank" style="width:{thumb}px;height:{thumb}px">{reason}</div>'
+        style = f"width:{thumb}px;height:{thumb}px"
+        hover = escape(tile["error"] or reason)
+        picture = f'<div class="blank" style="{style}" title="{hover}">{reason}</div>'
     checks = verdicts.get(tile["image_id"], []) if tile["image_id"] else []
     last = escape(checks[-1].verdict) if checks else ""
     verdict = f' <span class="{last}">{last}</span>' if checks else ""
