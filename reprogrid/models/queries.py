@@ -6,6 +6,7 @@ Rows come back as plain dicts ready for JSON, CSV or a table.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -119,7 +120,7 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
     for row in session.execute(query.execution_options(yield_per=1000)):
         record = dict(zip(QUERY_COLUMNS, row, strict=True))
         if record["path"] is not None:
-            record["path"] = str(store / record["path"])
+            record["path"] = os.path.join(store, record["path"])  # pathlib interns every name
         yield record
 
 

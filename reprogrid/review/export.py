@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,6 @@ def image_rows(
         record = dict(row._mapping)
         recipe = json.loads(record.pop("recipe"))
         record |= {name: recipe.get(name) for name in RECIPE_COLUMNS}
-        record["path"] = str(store / record["path"])
+        record["path"] = os.path.join(store, record["path"])  # pathlib would intern every name
         record["created_at"] = record["created_at"].isoformat()
         yield {name: record[name] for name in EXPORT_COLUMNS}
