@@ -8,6 +8,7 @@ import json
 import tracemalloc
 from pathlib import Path
 
+import pytest
 from sqlalchemy import insert, select
 
 from reprogrid.models import Batch, Cell, Checkpoint, Environment, Image, open_database
@@ -17,7 +18,7 @@ from reprogrid.scheduler.grid import cell_recipe
 from reprogrid.scheduler.jobs import create_job
 from reprogrid.scheduler.spec import validate_spec
 
-from .night import NightJob
+from .night import FAILED_PROMPT, NightJob, make_night_job
 
 
 def _recipes(night: NightJob) -> dict[int, dict]:
@@ -149,3 +150,17 @@ def _export_peak(session, tmp_path: Path, job_id: int) -> int:
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak
+
+
+@pytest.mark.postgres
+def test_export_reads_postgresql_with_a_server_side_cursor(postgres_url: str, tmp_path: Path):
+    job_id, _, _ = make_night_job(postgres_url, tmp_path / "store", (FAILED_PROMPT,))
+    db = open_database(postgres_url)
+    with db.sessions() as session:
+        rows = image_rows(session, tmp_path / "store", job_id)
+        first = next(rows)
+        cursor = session.connection().exec_driver_sql("SELECT count(*) FROM pg_cursors").scalar()
+        assert cursor == 1  # the export's rows stay on the server until fetched
+        rest = list(rows)
+    db.dispose()
+    assert [row["seed"] for row in [first, *rest]] == [0, 1, 2, 3]
