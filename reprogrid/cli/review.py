@@ -207,7 +207,7 @@ def refine(
     sampler, steps, size and guidance; its prompts are the image's prompt with
     each --append added. Without --run it is queued for workers; with --run it
     runs here like `reprogrid run`. Its contact sheet and report show the parent
-    image beside its variants.
+    image in their first row, above its variants.
 
     \b
     Example:
