@@ -33,6 +33,7 @@ FAILED_PROMPT = NIGHT_PROMPTS[0]
 FAILED_SEEDS = (4, 5, 6, 2**64 - 1)  # the second batch: the fox's last four seeds
 FAILED_ERROR = "RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
 REFINE_APPENDS = (", highly realistic", ", artsy")
+TINY_FLAGS = ("--steps", "2", "--width", "64", "--height", "64")  # for `reprogrid run`
 
 
 @dataclass(frozen=True)

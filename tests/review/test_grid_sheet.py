@@ -14,69 +14,61 @@ from reprogrid.review.layout import ReviewError, job_sheets
 from reprogrid.review.sheet import GREY, RED, WHITE, check_size
 
 from .images import find, pixels
-from .night import FAILED_PROMPT, FAILED_SEEDS, NIGHT_PROMPTS, NightJob
+from .night import FAILED_PROMPT, FAILED_SEEDS, NIGHT_PROMPTS, TINY_FLAGS, NightJob
+
+TILE = 64 + 4  # a 64-pixel image and its white border
 
 
 def _cells(night: NightJob, job_id: int) -> list[dict]:
-    db = open_database(night.db_url)
-    with db.sessions() as session:
+    with open_database(night.db_url).sessions() as session:
         return list(query_cells(session, CellFilter(job=job_id), night.store))
 
 
-def _sheet(night: NightJob, tmp_path: Path, *options: str) -> tuple[np.ndarray, str]:
-    result = night.cli("grid", str(night.job_id), "-o", str(tmp_path / "sheet.png"), *options)
+def _sheet(night: NightJob, tmp_path: Path) -> tuple[np.ndarray, int, int]:
+    """The night job's sheet, and the top-left corner of its first image."""
+    result = night.cli("grid", str(night.job_id), "-o", str(tmp_path / "sheet.png"))
     assert result.exit_code == 0, result.output
-    return pixels(Path(result.stdout.strip())), result.stdout
+    assert result.stdout == f"{tmp_path / 'sheet.png'}\n"
+    sheet = pixels(tmp_path / "sheet.png")
+    ((top, left),) = find(sheet, pixels(Path(_cells(night, night.job_id)[0]["path"])))
+    return sheet, top, left
 
 
 def test_each_image_sits_at_its_prompt_row_and_seed_column(night: NightJob, tmp_path: Path):
-    sheet, _ = _sheet(night, tmp_path)
-    places = {}
-    for cell in _cells(night, night.job_id):
-        if cell["status"] == "done":
-            (places[cell["prompt"], cell["seed"]],) = find(sheet, pixels(Path(cell["path"])))
-    rows = sorted({y for y, _ in places.values()})
-    cols = sorted({x for _, x in places.values()})
-    assert len(rows) == len(NIGHT_PROMPTS) and len(cols) == 8
-    for (prompt, seed), (y, x) in places.items():
-        assert rows.index(y) == NIGHT_PROMPTS.index(prompt)
-        assert cols.index(x) == sorted({c["seed"] for c in _cells(night, night.job_id)}).index(seed)
+    sheet, top, left = _sheet(night, tmp_path)
+    cells = _cells(night, night.job_id)
+    seeds = sorted({cell["seed"] for cell in cells})
+    for cell in (c for c in cells if c["status"] == "done"):
+        row, column = NIGHT_PROMPTS.index(cell["prompt"]), seeds.index(cell["seed"])
+        assert find(sheet, pixels(Path(cell["path"]))) == [(top + row * TILE, left + column * TILE)]
 
 
 def test_rows_and_columns_carry_text_labels(night: NightJob, tmp_path: Path):
-    sheet, _ = _sheet(night, tmp_path)
-    first = pixels(Path(_cells(night, night.job_id)[0]["path"]))
-    ((top, left),) = find(sheet, first)
+    sheet, top, left = _sheet(night, tmp_path)
     dark = (sheet < 100).all(axis=-1)
-    row_height = first.shape[0] + 4
-    for row in range(len(NIGHT_PROMPTS)):
-        band = dark[top + row * row_height : top + (row + 1) * row_height, :left]
-        assert band.sum() > 50, f"no label left of row {row}"
     label_lines = [
-        _text_lines(dark[top + r * row_height : top + (r + 1) * row_height, :left])
-        for r in range(4)
+        _text_lines(dark[top + r * TILE : top + (r + 1) * TILE, :left]) for r in range(4)
     ]
-    assert label_lines[1] >= 2 > label_lines[0], "the long prompt is not wrapped"
-    for column in range(8):
-        x = left + column * row_height
-        assert dark[:top, x : x + row_height].sum() > 30, f"no label above column {column}"
+    assert label_lines[0] == 1 and label_lines[2:] == [1, 1], "a short prompt is not one line"
+    assert label_lines[1] >= 2, "the long prompt is not wrapped"
+    above = [_text_lines(dark[:top, left + c * TILE : left + (c + 1) * TILE]) for c in range(8)]
+    assert above[:7] == [1] * 7, "seed 0 to seed 6 are not one line each"
+    assert above[7] >= 2, "seed 18446744073709551615 is not wrapped"
 
 
 def _text_lines(dark: np.ndarray) -> int:
+    """How many separate bands of ink run across a region."""
     inked = dark.any(axis=1).astype(int)
     return int(((inked[1:] - inked[:-1]) == 1).sum() + inked[0])
 
 
 def test_failed_cells_are_crossed_out_blanks(night: NightJob, tmp_path: Path):
-    sheet, _ = _sheet(night, tmp_path)
-    cells = _cells(night, night.job_id)
-    ((top, left),) = find(sheet, pixels(Path(cells[0]["path"])))
-    size = 64 + 4
-    failed = [c for c in cells if c["status"] == "failed"]
+    sheet, top, left = _sheet(night, tmp_path)
+    failed = [c for c in _cells(night, night.job_id) if c["status"] == "failed"]
     assert [(c["prompt"], c["seed"]) for c in failed] == [(FAILED_PROMPT, s) for s in FAILED_SEEDS]
     for cell in failed:
         column = cell["grid_index"] % 8
-        tile = sheet[top : top + 64, left + column * size : left + column * size + 64]
+        tile = sheet[top : top + 64, left + column * TILE : left + column * TILE + 64]
         colours = {tuple(p) for p in tile.reshape(-1, 3)}
         assert {GREY, RED} <= colours and WHITE not in colours
 
@@ -88,12 +80,7 @@ def test_a_further_axis_gives_one_sheet_per_value(cli, tmp_path: Path):
         "a fox",
         "--seeds",
         "0-1",
-        "--steps",
-        "2",
-        "--width",
-        "64",
-        "--height",
-        "64",
+        *TINY_FLAGS,
         "--axis",
         "guidance_scale=5,7.5",
     )

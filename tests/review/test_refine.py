@@ -12,7 +12,7 @@ from reprogrid.models import Cell, Image, Job, open_database
 from reprogrid.review.sheet import GREY, RED
 
 from .images import find, pixels
-from .night import FAILED_PROMPT, REFINE_APPENDS, NightJob
+from .night import FAILED_PROMPT, REFINE_APPENDS, TINY_FLAGS, NightJob
 
 
 @pytest.fixture(scope="module")
@@ -26,12 +26,7 @@ def parent_cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
         "a lighthouse",
         "--seeds",
         "3,9",
-        "--steps",
-        "2",
-        "--width",
-        "64",
-        "--height",
-        "64",
+        *TINY_FLAGS,
         "--guidance-scale",
         "6",
         "--batch-invariant",
