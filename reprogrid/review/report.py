@@ -42,7 +42,7 @@ table { border-collapse: collapse; }
 .blank { display: flex; align-items: center; justify-content: center; background: #e1e1e1;
   color: #c82828; font-weight: 600; font-size: 12px; }
 .grid summary { font-size: 12px; color: #555; cursor: pointer; }
-.grid details[open] > pre { position: absolute; z-index: 1; background: #fff;
+.grid details[open] > pre { position: absolute; z-index: 1; width: 44em; background: #fff;
   border: 1px solid #999; padding: 8px; box-shadow: 2px 2px 6px #0003; }
 pre { white-space: pre-wrap; word-break: break-all; font-size: 12px; max-width: 48em; }
 .list th, .list td { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left;
@@ -284,7 +284,8 @@ def tile_html(
 
 def _tile_details(tile: Tile, recipes: dict[int, str]) -> str:
     recipe = tile.get("recipe") or json.loads(recipes.get(tile["cell_id"], "{}"))
-    fields = ["status", "pixel_sha256", "png_sha256", "recipe_sha256", "error"]
+    fields = ["status", "pixel_sha256", "png_sha256", "recipe_sha256", "checkpoint_sha256"]
+    fields += ["environment_id", "device", "error"]
     lines = [f"{k}: {tile[k]}" for k in fields if tile.get(k)]
     return "\n".join([*lines, "recipe:", json.dumps(recipe, indent=1, ensure_ascii=False)])
 

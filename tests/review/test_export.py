@@ -52,6 +52,7 @@ def test_csv_loads_with_one_row_per_image_and_recipe_fields_as_columns(
 
 def test_jsonl_keeps_numbers_and_the_latest_verdict(night: NightJob):
     result = night.cli("export", str(night.job_id), "--format", "jsonl")
+    assert result.stderr == ""  # no progress off a terminal without --json
     rows = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(rows) == 28
     assert 2**64 - 1 in {row["seed"] for row in rows}

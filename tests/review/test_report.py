@@ -120,6 +120,7 @@ def test_prompts_are_escaped(report: Path):
 def test_the_report_of_a_refine_job_starts_with_the_parent(night: NightJob, tmp_path: Path):
     result = night.cli("report", str(night.refine_job_id), "-o", str(tmp_path))
     assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # no progress off a terminal without --json
     rows = re.findall(r"<tr><th>(.*?)</th>(.*?)</tr>", _page(tmp_path).split("<tbody>")[1], re.S)
     assert rows[0][0] == f"parent: image {night.verified_image_id}: a red fox in the snow"
     assert '<img src="thumbs/' in rows[0][1]
