@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session
 
 from reprogrid.models import Base, Image, Job, Verification, open_database
 from reprogrid.models.queries import CellFilter, job_progress, query_cells
-from reprogrid.review.export import image_rows
+from reprogrid.review.export import EXPORT_COLUMNS, image_rows
 
 from .night import FAILED_PROMPT, NightJob, make_night_job
 
@@ -122,6 +122,13 @@ def test_every_table_and_column_is_documented():
         assert section, f"no section for table {table.name}"
         for column in table.columns:
             assert f"`{column.name}`" in section.group(0), f"{table.name}.{column.name}"
+
+
+def test_the_export_columns_are_documented_in_order():
+    section = SCHEMA_DOC.read_text(encoding="utf-8").split("## Export columns")[1]
+    rows = section.split("## ")[0].split("| --- |")[1].splitlines()
+    first_cells = [row.split("|")[1] for row in rows if row.startswith("| `")]
+    assert tuple(re.findall(r"`(\w+)`", "".join(first_cells))) == EXPORT_COLUMNS
 
 
 def test_every_example_is_checked():
