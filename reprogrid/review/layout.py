@@ -43,10 +43,14 @@ class Sheet:
     image_size: int  # the largest width or height of the job's images
 
     @property
+    def fixed_label(self) -> str:
+        """The fixed axis values, e.g. ``guidance_scale=5.0``; empty if none."""
+        return " ".join(f"{name}={value}" for name, value in self.fixed.items())
+
+    @property
     def title(self) -> str:
         """``job 3 foxes`` and the fixed axis values, if any."""
-        fixed = " ".join(f"{name}={value}" for name, value in self.fixed.items())
-        return f"job {self.job_id} {self.job_name} {fixed}".rstrip()
+        return f"job {self.job_id} {self.job_name} {self.fixed_label}".rstrip()
 
 
 def job_axes(spec: JobSpec) -> dict[str, list[Any]]:

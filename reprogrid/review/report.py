@@ -235,7 +235,7 @@ def sheet_html(
     thumb: int,
 ) -> str:
     """One sheet as a table: labels on the first row and column, a thumbnail per cell."""
-    heading = f"<h3>{escape(sheet.title)}</h3>\n" if sheet.fixed else ""
+    heading = f"<h3>{escape(sheet.fixed_label)}</h3>\n" if sheet.fixed else ""
     header = "".join(f"<th>{escape(label)}</th>" for label in sheet.col_labels)
     body = []
     for label, row in zip(sheet.row_labels, sheet.tiles, strict=True):
