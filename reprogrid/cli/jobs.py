@@ -7,16 +7,19 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import click
 
-from reprogrid.cli.app import App, main, pass_app
+from reprogrid.cli.app import App, BadInput, main, pass_app
 from reprogrid.cli.output import print_table, text_lines, write_csv, write_json_array
 from reprogrid.cli.spec_flags import spec_flags, validated_spec
 from reprogrid.models.queries import (
     QUERY_COLUMNS,
+    SORT_KEYS,
     CellFilter,
     NotFound,
     find_image,
@@ -26,15 +29,31 @@ from reprogrid.models.queries import (
 )
 from reprogrid.models.verifications import VERDICTS
 
+RUN_OPTIONS: list[Callable[[Callable], Callable]] = [
+    click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
+    click.option(
+        "--threads", type=int, help="CPU threads for torch (recorded). [env: REPROGRID_THREADS]"
+    ),
+    click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Progress as JSON lines on stderr; the result as one JSON line.",
+    ),
+]
+
+
+def run_options(command: Callable) -> Callable:
+    """Add --device, --threads and --json, the options of every command that runs a job here."""
+    for option in reversed(RUN_OPTIONS):
+        command = option(command)
+    return command
+
 
 @main.command()
 @click.argument("spec", required=False, type=click.Path(path_type=Path))
 @spec_flags
-@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
-@click.option(
-    "--threads", type=int, help="CPU threads for torch (recorded). [env: REPROGRID_THREADS]"
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON line.")
+@run_options
 @pass_app
 def run(
     app: App, spec: Path | None, device: str, threads: int | None, as_json: bool, **flags: Any
@@ -50,15 +69,23 @@ def run(
     """
     job_spec = validated_spec(app.settings, spec, flags)
     from reprogrid.scheduler.jobs import create_job
+
+    job_id = create_job(app.db, job_spec)
+    run_here(app, job_id, job_spec.cell_count, device, threads, as_json)
+
+
+def run_here(
+    app: App, job_id: int, cells: int, device: str, threads: int | None, as_json: bool
+) -> None:
+    """Execute a created job in this process and print its summary; exit 1 unless it is done."""
     from reprogrid.worker.embedded import run_job
     from reprogrid.worker.execute import WorkerContext, pick_device
 
     settings = app.settings.with_overrides(threads=threads)
-    job_id = create_job(app.db, job_spec)
     name = f"run-{socket.gethostname()}-{os.getpid()}"
     ctx = WorkerContext.start(settings, app.db, pick_device(device), name)
     started = time.perf_counter()
-    with JobProgress(job_id, job_spec.cell_count, enabled=not as_json) as progress:
+    with JobProgress(job_id, cells, json_lines=as_json) as progress:
         status = run_job(ctx, job_id, on_batch=progress.advance)
     seconds = time.perf_counter() - started
     (counts,) = _progress_rows(app, job_id)
@@ -80,9 +107,12 @@ def run(
 
 
 class JobProgress:
-    """A progress bar (cells done, images/s, ETA) on a terminal; silent otherwise."""
+    """Progress of a long command, on stderr: a bar (images done, images/s, ETA) on a
+    terminal, JSON lines with ``json_lines``, nothing otherwise."""
 
-    def __init__(self, job_id: int, total: int, enabled: bool = True) -> None:
+    def __init__(
+        self, job_id: int | None, total: int, enabled: bool = True, json_lines: bool = False
+    ) -> None:
         from rich.console import Console
         from rich.progress import (
             BarColumn,
@@ -94,15 +124,16 @@ class JobProgress:
 
         console = Console(stderr=True)
         self.progress = Progress(
-            TextColumn(f"job {job_id}"),
+            TextColumn("all jobs" if job_id is None else f"job {job_id}"),
             BarColumn(),
             MofNCompleteColumn(),
             TextColumn("{task.fields[rate]:.2f} images/s"),
             TimeRemainingColumn(),
             console=console,
-            disable=not (enabled and console.is_terminal),
+            disable=json_lines or not (enabled and console.is_terminal),
         )
         self.task = self.progress.add_task("cells", total=total, rate=0.0)
+        self.job_id, self.total, self.json_lines = job_id, total, json_lines
         self.done = 0
         self.started = time.perf_counter()
 
@@ -114,9 +145,23 @@ class JobProgress:
         self.progress.stop()
 
     def advance(self, outcome: Any) -> None:
-        self.done += outcome.images
+        """Count the images of a finished batch."""
+        self.add(outcome.images)
+
+    def add(self, images: int) -> None:
+        """Count ``images`` more images done."""
+        self.done += images
         rate = self.done / max(time.perf_counter() - self.started, 1e-9)
         self.progress.update(self.task, completed=self.done, rate=rate)
+        if self.json_lines:
+            line = {
+                "event": "progress",
+                "job_id": self.job_id,
+                "done": self.done,
+                "total": self.total,
+                "images_per_second": round(rate, 3),
+            }
+            click.echo(json.dumps(line), err=True)
 
 
 def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
@@ -176,6 +221,21 @@ def status(app: App, job: int | None, fmt: str) -> None:
     help="Only images with a verification of this verdict (see reprogrid verify).",
 )
 @click.option(
+    "--since",
+    callback=lambda _ctx, _param, value: parse_since(value),
+    help="Only cells whose image was made (or, without one, whose job was submitted)"
+    " at or after this: 2h, 30m, 3d, or a date/time like 2025-05-01T06:00 (local time"
+    " unless a zone is given).",
+)
+@click.option(
+    "--sort",
+    type=click.Choice([*SORT_KEYS, *(f"-{key}" for key in SORT_KEYS)]),
+    default="grid",
+    show_default=True,
+    help="Order by this field (time: when the image was made); a leading - reverses.",
+)
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many rows.")
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "json", "csv"]),
@@ -191,6 +251,7 @@ def query(app: App, fmt: str, **filters: Any) -> None:
       reprogrid query --job 1 --prompt fox --format json
       reprogrid query --status failed --format csv > failed.csv
       reprogrid query --job 1 --verdict different
+      reprogrid query --since 12h --sort -time --limit 20
     """
     with app.db.sessions() as session:
         rows = query_cells(session, CellFilter(**filters), app.settings.store)
@@ -203,6 +264,26 @@ def query(app: App, fmt: str, **filters: Any) -> None:
                 list(rows),
                 ["image_id", "job_id", "status", "prompt", "seed", "params", "pixel_sha256"],
             )
+
+
+DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """``--since``: a duration back from now (30m, 2h, 3d) or an ISO date/time, as UTC."""
+    if value is None:
+        return None
+    number, unit = value[:-1], value[-1:]
+    if number.isdigit() and unit in DURATION_UNITS:
+        return datetime.now(UTC) - timedelta(**{DURATION_UNITS[unit]: int(number)})
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise BadInput(
+            f"since: expected a duration like 2h or a date/time like 2025-05-01T06:00,"
+            f" got {value!r}"
+        ) from None
+    return when.astimezone(UTC)  # a naive time is taken as local time
 
 
 @main.command()

@@ -6,7 +6,7 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, TextIO
 
 
 def text_lines(value: Any, indent: str = "") -> Iterator[str]:
@@ -38,9 +38,18 @@ def write_json_array(rows: Iterable[dict[str, Any]]) -> None:
     out.write("\n]\n")
 
 
-def write_csv(rows: Iterable[dict[str, Any]], columns: Iterable[str]) -> None:
-    """Stream rows as CSV; nested values are written as JSON."""
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(columns))
+def write_json_lines(rows: Iterable[dict[str, Any]], out: TextIO | None = None) -> None:
+    """Stream rows as JSON lines (to stdout unless ``out`` is given)."""
+    out = out or sys.stdout
+    for row in rows:
+        out.write(json.dumps(row) + "\n")
+
+
+def write_csv(
+    rows: Iterable[dict[str, Any]], columns: Iterable[str], out: TextIO | None = None
+) -> None:
+    """Stream rows as CSV (to stdout unless ``out`` is given); nested values are written as JSON."""
+    writer = csv.DictWriter(out or sys.stdout, fieldnames=list(columns))
     writer.writeheader()
     for row in rows:
         writer.writerow(

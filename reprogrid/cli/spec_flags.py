@@ -20,6 +20,15 @@ def _parse_axis(text: str) -> tuple[str, list[Any]]:
     return name.strip(), [_scalar(v.strip()) for v in values.split(",")]
 
 
+def parse_setting(text: str) -> tuple[str, Any]:
+    """``--set NAME=VALUE`` as a field name and a number, true/false, or text."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise BadInput(f"set: expected NAME=VALUE, got {text!r}")
+    booleans = {"true": True, "false": False}
+    return name.strip(), booleans.get(value.strip(), _scalar(value.strip()))
+
+
 def _scalar(text: str) -> Any:
     for kind in (int, float):
         try:

@@ -6,12 +6,14 @@ Rows come back as plain dicts ready for JSON, CSV or a table.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from reprogrid.models.tables import (
@@ -39,6 +41,9 @@ class CellFilter:
     model: str | None = None
     status: str | None = None
     verdict: str | None = None  # the image has a verification with this verdict
+    since: datetime | None = None
+    sort: str = "grid"  # a SORT_KEYS name, "-name" for descending
+    limit: int | None = None
 
 
 QUERY_COLUMNS = (
@@ -61,8 +66,20 @@ QUERY_COLUMNS = (
 )
 
 
+# When a cell's row last changed: its image was made, or (no image) its job was submitted.
+made_at = func.coalesce(Image.created_at, Job.created_at)
+SORT_KEYS = {
+    "grid": (),
+    # seeds >= 2**63 are stored negative: sort them after the others
+    "seed": (case((Cell.seed < 0, 1), else_=0), Cell.seed),
+    "prompt": (Cell.prompt,),
+    "status": (Cell.status,),
+    "time": (made_at,),
+}
+
+
 def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[dict[str, Any]]:
-    """Cells matching the filter, with their image if it exists, in job and grid order."""
+    """Cells matching the filter, with their image if it exists, sorted (job and grid order)."""
     query = (
         select(
             Image.id,
@@ -85,7 +102,9 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
         .outerjoin(Image, Image.cell_id == Cell.id)
         .outerjoin(Environment, Environment.id == Image.environment_id)
         .outerjoin(Checkpoint, Checkpoint.id == Image.checkpoint_id)
-        .order_by(Cell.job_id, Cell.grid_index)
+        .join(Job, Job.id == Cell.job_id)
+        .order_by(*_sort_order(where.sort), Cell.job_id, Cell.grid_index)
+        .limit(where.limit)
     )
     if where.job is not None:
         query = query.where(Cell.job_id == where.job)
@@ -100,11 +119,19 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
     if where.verdict is not None:
         verified = select(Verification.image_id).where(Verification.verdict == where.verdict)
         query = query.where(Image.id.in_(verified))
+    if where.since is not None:
+        query = query.where(made_at >= where.since)
     for row in session.execute(query.execution_options(yield_per=1000)):
         record = dict(zip(QUERY_COLUMNS, row, strict=True))
         if record["path"] is not None:
-            record["path"] = str(store / record["path"])
+            record["path"] = os.path.join(store, record["path"])  # pathlib interns every name
         yield record
+
+
+def _sort_order(sort: str) -> list[Any]:
+    descending = sort.startswith("-")
+    keys = SORT_KEYS[sort.removeprefix("-")]
+    return [key.desc() for key in keys] if descending else list(keys)
 
 
 def job_progress(session: Session, job_id: int | None = None) -> list[dict[str, Any]]:

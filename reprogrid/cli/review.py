@@ -1,0 +1,230 @@
+"""Commands for the morning review: grid, report, export, refine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+
+from reprogrid.cli.app import App, BadInput, main, pass_app
+from reprogrid.cli.jobs import JobProgress, run_here, run_options
+from reprogrid.cli.output import write_csv, write_json_lines
+from reprogrid.cli.spec_flags import parse_setting
+from reprogrid.models import Job
+from reprogrid.models.queries import NotFound, find_image
+from reprogrid.review.layout import ReviewError, job_sheets
+from reprogrid.scheduler.spec import SpecError
+
+
+@contextlib.contextmanager
+def _review_errors() -> Iterator[None]:
+    """Bad options exit 2 (``Error: field: message``); a missing job or image exits 1."""
+    try:
+        yield
+    except (ReviewError, SpecError) as exc:
+        raise BadInput(str(exc)) from None
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("job", type=int)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    required=True,
+    help="The PNG to write; with further axes, one file per combination named after it.",
+)
+@click.option("--rows", help="The axis down the side. [default: prompt]")
+@click.option("--cols", help="The axis across the top. [default: seed]")
+@click.option(
+    "--thumb", type=int, help="Tile size in pixels. [default: the image size, at most 256]"
+)
+@pass_app
+def grid(
+    app: App, job: int, output: Path, rows: str | None, cols: str | None, thumb: int | None
+) -> None:
+    """Draw a job as a labelled contact sheet (prompts down, seeds across) and print its path.
+
+    Axes are prompt, seed and the job's [axes] (sampler, steps, guidance_scale...).
+    Every combination of the axes that are neither --rows nor --cols gets its own
+    file, e.g. sheet-guidance_scale=5.0.png. Cells without an image are crossed out
+    and marked failed, queued, running or cancelled. A refine job's sheet starts
+    with its parent image.
+
+    \b
+    Example:
+      reprogrid grid 1 -o sheet.png
+      reprogrid grid 1 -o sheet.png --rows guidance_scale --cols seed --thumb 128
+    """
+    from reprogrid.review.sheet import write_sheets
+
+    with _review_errors():
+        with app.db.sessions() as session:
+            sheets = job_sheets(session, job, app.settings.store, rows, cols)
+        paths = write_sheets(sheets, output, thumb)
+    for path in paths:
+        click.echo(str(path))
+
+
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Progress as JSON lines on stderr."
+)
+
+
+@main.command()
+@click.argument("job", type=int)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, file_okay=False),
+    required=True,
+    help="Folder to write index.html, images/ and thumbs/ into.",
+)
+@click.option(
+    "--thumb", type=int, help="Thumbnail size in pixels. [default: the image size, at most 160]"
+)
+@json_option
+@pass_app
+def report(app: App, job: int, output: Path, thumb: int | None, as_json: bool) -> None:
+    """Write a job's HTML report, viewable offline, and print the path of its page.
+
+    The page shows the job's summary (cells, failures, wall time, images/s,
+    workers, devices, checkpoint hashes, library versions), the grid as
+    thumbnails linking to the full images (click an image's name for its recipe
+    and hashes), the failures with their error text and the verification
+    verdicts. The images are copied beside the page.
+
+    \b
+    Example:
+      reprogrid report 1 -o report-1 && xdg-open report-1/index.html
+    """
+    from reprogrid.review.report import load_report, write_report
+
+    with _review_errors():
+        with app.db.sessions() as session:
+            data = load_report(session, job, app.settings.store)
+        with JobProgress(job, len(data.images), json_lines=as_json) as progress:
+            index = write_report(data, output, thumb, on_image=lambda: progress.add(1))
+    click.echo(str(index))
+
+
+@main.command()
+@click.argument("job", type=int, required=False)
+@click.option("--all", "all_jobs", is_flag=True, help="Export the images of every job.")
+@click.option(
+    "--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="File to write. [default: stdout]",
+)
+@json_option
+@pass_app
+def export(
+    app: App, job: int | None, all_jobs: bool, fmt: str, output: Path | None, as_json: bool
+) -> None:
+    """Write every image record of a job, one row per image, recipe fields as columns.
+
+    Rows are streamed: a million images export in constant memory. The columns
+    are listed in docs/schema.md.
+
+    \b
+    Example:
+      reprogrid export 1 --format csv -o job1.csv
+      reprogrid export --all --format jsonl > images.jsonl
+    """
+    from reprogrid.review.export import EXPORT_COLUMNS, count_images, image_rows
+
+    if (job is None) != all_jobs:
+        raise BadInput("job: give a job id or --all (not both)")
+    with app.db.sessions() as session:
+        if job is not None and session.get(Job, job) is None:
+            raise click.ClickException(f"no job {job}")
+        total = count_images(session, job)
+        to_terminal = output is None and sys.stdout.isatty()
+        opened = output.open("w", newline="", encoding="utf-8") if output else None
+        with (
+            opened or contextlib.nullcontext() as out,
+            JobProgress(job, total, enabled=not to_terminal, json_lines=as_json) as progress,
+        ):
+            rows = _counted(image_rows(session, app.settings.store, job), progress)
+            if fmt == "csv":
+                write_csv(rows, EXPORT_COLUMNS, out)
+            else:
+                write_json_lines(rows, out)
+
+
+def _counted(rows: Iterable[dict[str, Any]], progress: JobProgress) -> Iterator[dict[str, Any]]:
+    """Pass rows on, counting them into the progress every thousand rows and at the end."""
+    count = 0
+    for count, row in enumerate(rows, 1):
+        yield row
+        if count % 1000 == 0:
+            progress.add(1000)
+    if count % 1000:
+        progress.add(count % 1000)
+
+
+@main.command()
+@click.argument("image")
+@click.option(
+    "--append",
+    "appends",
+    multiple=True,
+    help="Text added to the image's prompt: one refined prompt per --append (repeatable).",
+)
+@click.option(
+    "--set",
+    "changes",
+    multiple=True,
+    help="A recipe field to change, FIELD=VALUE, e.g. guidance_scale=9 (repeatable).",
+)
+@click.option("--run", "run_now", is_flag=True, help="Run the job here instead of queueing it.")
+@run_options
+@pass_app
+def refine(
+    app: App,
+    image: str,
+    appends: tuple[str, ...],
+    changes: tuple[str, ...],
+    run_now: bool,
+    device: str,
+    threads: int | None,
+    as_json: bool,
+) -> None:
+    """Make a job that keeps every recipe field of IMAGE but the changed ones.
+
+    IMAGE is an image id or a hash prefix. The job has the image's seed, model,
+    sampler, steps, size and guidance; its prompts are the image's prompt with
+    each --append added. Without --run it is queued for workers; with --run it
+    runs here like `reprogrid run`. Its contact sheet and report show the parent
+    image in their first row, above its variants.
+
+    \b
+    Example:
+      reprogrid refine 12 --append ", highly realistic" --append ", artsy" --run
+      reprogrid refine 3fa9c2 --append ", at night" --set guidance_scale=9
+    """
+    from reprogrid.review.refine import refine_spec
+    from reprogrid.scheduler.jobs import create_job
+
+    settings = dict(parse_setting(text) for text in changes)
+    with _review_errors(), app.db.sessions() as session:
+        parent = find_image(session, image)
+        spec = refine_spec(parent, appends, settings, app.settings.max_cells)
+    job_id = create_job(app.db, spec, parent_image_id=parent.id)
+    if run_now:
+        run_here(app, job_id, spec.cell_count, device, threads, as_json)
+    elif as_json:
+        click.echo(json.dumps({"job_id": job_id, "status": "queued", "cells": spec.cell_count}))
+    else:
+        click.echo(f"job {job_id} queued: {spec.cell_count} cells refining image {parent.id}")

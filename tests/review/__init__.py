@@ -1,0 +1,1 @@
+"""Tests of the morning review: contact sheets, HTML reports, exports, schema, refine, query."""
