@@ -27,9 +27,15 @@ def fake_hub_cache(home: Path, repo: str, revision: str) -> None:
     (folder / "refs" / "main").write_text(revision, encoding="utf-8")
 
 
+def use_hub_cache(monkeypatch, folder: Path) -> None:
+    """Point huggingface_hub at ``folder`` (it reads HF_HUB_CACHE once, at import)."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(folder))
+
+
 def test_a_hub_id_resolves_to_its_snapshot_in_the_local_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    use_hub_cache(monkeypatch, tmp_path / "hub")
     fake_hub_cache(tmp_path, "someone/tiny-sd", "0123abcd")
     ref = resolve_checkpoint("someone/tiny-sd")
     assert ref.path == tmp_path / "hub/models--someone--tiny-sd/snapshots/0123abcd"
@@ -37,7 +43,7 @@ def test_a_hub_id_resolves_to_its_snapshot_in_the_local_cache(tmp_path, monkeypa
 
 
 def test_a_hub_id_missing_from_the_cache_is_reported_without_network(tmp_path, monkeypatch):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    use_hub_cache(monkeypatch, tmp_path / "hub")
     with pytest.raises(CheckpointNotFound, match="local Hugging Face cache"):
         resolve_checkpoint("someone/not-downloaded")
 
