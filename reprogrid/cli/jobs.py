@@ -13,7 +13,14 @@ from typing import Any
 import click
 
 from reprogrid.cli.app import App, main, pass_app
-from reprogrid.cli.output import print_table, text_lines, write_csv, write_json_array
+from reprogrid.cli.output import (
+    WORKER_COLUMNS,
+    duration_text,
+    print_table,
+    text_lines,
+    write_csv,
+    write_json_array,
+)
 from reprogrid.cli.spec_flags import spec_flags, validated_spec
 from reprogrid.models.queries import (
     QUERY_COLUMNS,
@@ -22,6 +29,7 @@ from reprogrid.models.queries import (
     find_image,
     image_record,
     job_progress,
+    live_workers,
     query_cells,
 )
 
@@ -49,15 +57,23 @@ def run(
     """
     job_spec = validated_spec(app.settings, spec, flags)
     from reprogrid.scheduler.jobs import create_job
+
+    job_id = create_job(app.db, job_spec)
+    run_here(app, job_id, job_spec.cell_count, device, threads, as_json)
+
+
+def run_here(
+    app: App, job_id: int, cells: int, device: str, threads: int | None, as_json: bool
+) -> None:
+    """Run a job's waiting cells in this process, print a summary, exit 1 unless done."""
     from reprogrid.worker.embedded import run_job
     from reprogrid.worker.execute import WorkerContext, pick_device
 
     settings = app.settings.with_overrides(threads=threads)
-    job_id = create_job(app.db, job_spec)
     name = f"run-{socket.gethostname()}-{os.getpid()}"
     ctx = WorkerContext.start(settings, app.db, pick_device(device), name)
     started = time.perf_counter()
-    with JobProgress(job_id, job_spec.cell_count, enabled=not as_json) as progress:
+    with JobProgress(job_id, cells, enabled=not as_json) as progress:
         status = run_job(ctx, job_id, on_batch=progress.advance)
     seconds = time.perf_counter() - started
     (counts,) = _progress_rows(app, job_id)
@@ -133,7 +149,9 @@ def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
 )
 @pass_app
 def status(app: App, job: int | None, fmt: str) -> None:
-    """Show every job's progress, or one job's.
+    """Show every job's progress (ETA from recent throughput), or one job's, and live workers.
+
+    The JSON form lists the jobs only; `reprogrid workers` lists the workers.
 
     \b
     Example:
@@ -144,6 +162,8 @@ def status(app: App, job: int | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
+    for row in rows:
+        row["eta"] = duration_text(row["eta_seconds"])
     columns = [
         "job_id",
         "name",
@@ -154,9 +174,14 @@ def status(app: App, job: int | None, fmt: str) -> None:
         "queued",
         "running",
         "cancelled",
+        "eta",
         "model",
     ]
     print_table(rows, columns)
+    with app.db.sessions() as session:
+        workers = live_workers(session)
+    if workers:
+        print_table(workers, WORKER_COLUMNS)
 
 
 @main.command()
