@@ -21,7 +21,7 @@ from typing import Any
 import redis
 from sqlalchemy import func, select
 
-from reprogrid.models import Batch, Cell, Database, Image
+from reprogrid.models import Batch, Cell, Checkpoint, Database, Image
 
 LEASE_SECONDS = 10  # the shortest lease the settings accept: lost work comes back fast
 
@@ -141,6 +141,25 @@ def running_batch_of(db: Database, worker: str) -> int | None:
     with db.sessions() as session:
         return session.scalar(
             select(Batch.id).where(Batch.worker == worker, Batch.status == "running").limit(1)
+        )
+
+
+def generating(db: Database, worker: str) -> int | None:
+    """The batch the worker is running, once its checkpoint is loaded (so it is denoising)."""
+    with db.sessions() as session:
+        loaded = session.scalar(select(func.count()).select_from(Checkpoint))
+    return running_batch_of(db, worker) if loaded else None
+
+
+def image_batches(db: Database, job_id: int) -> set[int]:
+    """The batches the job's images were computed in."""
+    with db.sessions() as session:
+        return set(
+            session.scalars(
+                select(Image.batch_id)
+                .join(Cell, Cell.id == Image.cell_id)
+                .where(Cell.job_id == job_id)
+            )
         )
 
 

@@ -7,6 +7,7 @@ running, so the messages stay where the scheduler put them.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from datetime import timedelta
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from processes import LEASE_SECONDS, Fleet, queued_messages
+from processes import LEASE_SECONDS, Fleet, queued_messages, wait_until
 from sqlalchemy import func, select, update
 
 from reprogrid.config import Settings
@@ -172,3 +173,11 @@ def _claimed_by_a_dead_worker(db, batch_id: int, attempts: int) -> None:
         )
         session.execute(update(Cell).values(status="running"))
         session.commit()
+
+
+def test_scheduler_stops_cleanly_on_sigterm(fleet: Fleet) -> None:
+    submit(fleet, "--seeds", "0-3")
+    scheduler = fleet.scheduler()
+    wait_until(lambda: queued_messages(fleet.broker_url), 60, "a published batch", fleet)
+    scheduler.send_signal(signal.SIGTERM)
+    assert scheduler.wait(timeout=30) == 0
