@@ -19,7 +19,7 @@ from processes import LEASE_SECONDS, Fleet, queued_messages, wait_until
 from sqlalchemy import func, select, update
 
 from reprogrid.config import Settings
-from reprogrid.models import Batch, Cell, Job, open_database, utcnow
+from reprogrid.models import Batch, Cell, Job, Worker, open_database, utcnow
 from reprogrid.scheduler.broker import celery_app, publish_batch
 from reprogrid.scheduler.dispatch import DispatchLimits, dispatch_once
 
@@ -84,13 +84,18 @@ def test_job_is_held_until_its_not_before_time(fleet: Fleet) -> None:
     db.dispose()
 
 
-def test_a_queued_batch_whose_message_was_lost_is_published_again(fleet: Fleet) -> None:
+def test_a_queued_batch_whose_message_was_lost_is_published_again_for_an_idle_worker(
+    fleet: Fleet,
+) -> None:
     submit(fleet, "--seeds", "0-3")
     once(fleet)
     (batch_id,) = queued_messages(fleet.broker_url)
     redis.Redis.from_url(fleet.broker_url).flushdb()
     db = open_database(fleet.db_url)
     _age_batches(db, published=timedelta(seconds=LEASE_SECONDS + 1))
+    once(fleet)
+    assert queued_messages(fleet.broker_url) == [], "re-sent with no worker to take it"
+    _idle_worker(db, "default")
     once(fleet)
     assert queued_messages(fleet.broker_url) == [batch_id]
     db.dispose()
@@ -111,6 +116,7 @@ def test_a_batch_whose_worker_died_is_published_again_then_failed_after_max_atte
     def publish(batch: int, queue: str) -> None:
         publish_batch(broker, batch, queue)
 
+    _idle_worker(db, "default")
     for attempt in (1, 2):
         _claimed_by_a_dead_worker(db, batch_id, attempt)
         report = dispatch_once(db, publish, limits)
@@ -154,6 +160,14 @@ def test_two_schedulers_at_once_never_make_two_copies_of_a_batch(
 def _age_batches(db, published: timedelta) -> None:
     with db.sessions() as session:
         session.execute(update(Batch).values(published_at=utcnow() - published))
+        session.commit()
+
+
+def _idle_worker(db, queue: str) -> None:
+    """The heartbeat row of a live worker of the queue with nothing to do."""
+    with db.sessions() as session:
+        row = Worker(name="idle", hostname="h", pid=1, device="cpu", queue=queue, checkpoints=[])
+        session.add(row)
         session.commit()
 
 

@@ -2,10 +2,10 @@
 
 Each pass (``dispatch_once``):
 
-1. recovers lost work: a queued batch nobody claimed within a lease (its
-   message was lost, e.g. Redis restarted empty) and a running batch whose
-   lease ran out (its worker died) are published again; a batch whose workers
-   died ``max_attempts`` times fails instead;
+1. recovers lost work: a queued batch nobody claimed within a lease although
+   a worker of its queue is idle (its message was lost, e.g. Redis restarted
+   empty) and a running batch whose lease ran out (its worker died) are
+   published again; a batch whose workers died ``max_attempts`` times fails;
 2. walks the runnable jobs (submitted, not held by ``not_before``), highest
    priority first, then in submission order, and tops each queue up to
    ``max_in_flight`` batches queued or running, re-sending batches waiting to
@@ -40,8 +40,10 @@ from reprogrid.models import (
     Batch,
     Database,
     Job,
+    Worker,
     utcnow,
 )
+from reprogrid.models.queries import LIVE_WORKER_SECONDS
 from reprogrid.scheduler.control import CANCELLED_ERROR, finish_batch, update_job_status
 from reprogrid.scheduler.jobs import form_batches
 
@@ -201,17 +203,30 @@ def _publish_all(db: Database, publish: Publish, batches: list[tuple[int, str]])
 def _recover(
     db: Database, publish: Publish, limits: DispatchLimits, report: DispatchReport
 ) -> None:
-    """Re-send batches whose message or worker was lost; give up on those lost too often."""
+    """Re-send batches whose message or worker was lost; give up on those lost too often.
+
+    A batch is re-sent only to a queue that has an idle live worker: a message
+    still waiting behind busy workers is not lost, and one sent to a queue
+    nobody serves would only wait there too.
+    """
     now = utcnow()
     stale = now - timedelta(seconds=limits.lease_seconds)
     with db.sessions() as session:
+        idle = set(
+            session.scalars(
+                select(Worker.queue).where(
+                    Worker.heartbeat_at >= now - timedelta(seconds=LIVE_WORKER_SECONDS),
+                    Worker.current_batch_id.is_(None),
+                )
+            )
+        )
         lost = session.scalars(
             select(Batch)
             .join(Job, Job.id == Batch.job_id)
             .where(
                 Job.queue.is_not(None),
                 or_(
-                    Batch.status == QUEUED,
+                    (Batch.status == QUEUED) & Batch.queue.in_(idle),
                     (Batch.status == RUNNING) & (Batch.lease_until < now),
                 ),
                 or_(Batch.published_at.is_(None), Batch.published_at < stale),
@@ -223,7 +238,7 @@ def _recover(
         resend = [
             (batch.id, batch.queue)
             for batch in lost
-            if _settle_lost(session, batch, limits.max_attempts, report)
+            if _settle_lost(session, batch, limits.max_attempts, report) and batch.queue in idle
         ]
         # A running batch stays leased to its worker: if that worker was only
         # slow, it renews the lease and the claim refuses the new message.
