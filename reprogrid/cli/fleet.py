@@ -161,11 +161,21 @@ def scheduler_command(app: App, once: bool, interval: float, max_in_flight: int)
 @click.option("--queue", default=DEFAULT_QUEUE, show_default=True, help="Queue to serve.")
 @click.option("--name", help="Unique worker name. [default: HOST-DEVICE]")
 @click.option(
+    "--gpu-locks",
+    type=click.Path(path_type=Path),
+    help="Take the first GPU no other worker holds, by lock files in this folder.",
+)
+@click.option(
     "--threads", type=int, help="CPU threads for torch (recorded). [env: REPROGRID_THREADS]"
 )
 @pass_app
 def worker_command(
-    app: App, device: str, queue: str, name: str | None, threads: int | None
+    app: App,
+    device: str,
+    queue: str,
+    name: str | None,
+    gpu_locks: Path | None,
+    threads: int | None,
 ) -> None:
     """Run batches from a queue, one at a time, on one device (start one per GPU).
 
@@ -173,20 +183,34 @@ def worker_command(
     Example:
       reprogrid worker --device cuda:0 --name gpu-box-0
       CUDA_VISIBLE_DEVICES=1 reprogrid worker --device cuda --queue big
+      reprogrid worker --gpu-locks /run/reprogrid   # identical workers, one per GPU
     """
     queue = _queue_name(queue)
     from reprogrid.worker.execute import pick_device
+    from reprogrid.worker.gpus import NoFreeGpu, claim_free_gpu
     from reprogrid.worker.heartbeat import NameTaken
     from reprogrid.worker.service import serve
 
     _log_to_stderr()
+    lock = None
+    if gpu_locks is not None:
+        import torch
+
+        try:
+            device, lock = claim_free_gpu(gpu_locks, torch.cuda.device_count())
+        except NoFreeGpu as exc:
+            raise BadInput(f"gpu-locks: {exc}") from None
     device = pick_device(device)
     name = name or f"{socket.gethostname()}-{device}"
     settings = app.settings.with_overrides(threads=threads)
     try:
-        sys.exit(serve(settings, app.db, device, queue, name))
+        code = serve(settings, app.db, device, queue, name)
     except NameTaken as exc:
         raise BadInput(f"name: {exc}") from None
+    finally:
+        if lock is not None:
+            lock.close()
+    sys.exit(code)
 
 
 @main.command()
