@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -136,19 +136,24 @@ def store_files(store: Path) -> list[Path]:
     return [p for p in store.rglob("*.png") if not p.name.startswith(".tmp-")]
 
 
-def running_batch_of(db: Database, worker: str) -> int | None:
-    """The id of a batch the worker is running now, if any."""
+def running_batch_of(
+    db: Database, worker: str, besides: Collection[tuple[int, int]] = ()
+) -> tuple[int, int] | None:
+    """(id, attempt) of a batch the worker is running now, other than ``besides``."""
     with db.sessions() as session:
-        return session.scalar(
-            select(Batch.id).where(Batch.worker == worker, Batch.status == "running").limit(1)
+        query = select(Batch.id, Batch.attempts).where(
+            Batch.worker == worker, Batch.status == "running"
         )
+        running = session.execute(query).all()
+    return next((tuple(row) for row in running if tuple(row) not in besides), None)
 
 
 def generating(db: Database, worker: str) -> int | None:
     """The batch the worker is running, once its checkpoint is loaded (so it is denoising)."""
     with db.sessions() as session:
         loaded = session.scalar(select(func.count()).select_from(Checkpoint))
-    return running_batch_of(db, worker) if loaded else None
+    running = running_batch_of(db, worker) if loaded else None
+    return running[0] if running else None
 
 
 def image_batches(db: Database, job_id: int) -> set[int]:
