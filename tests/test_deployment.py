@@ -1,4 +1,4 @@
-"""Deployment: one worker per GPU, and a docker-compose file that says what the README says.
+"""Deployment: one worker per GPU, no connection shared across a fork, the compose file.
 
 ``docker compose config`` needs a Docker engine, which the test machines do not
 have; the compose file is read as YAML here instead.
@@ -6,11 +6,14 @@ have; the compose file is read as YAML here instead.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 import yaml
+from sqlalchemy import text
 
+from reprogrid.models import Database
 from reprogrid.worker.gpus import NoFreeGpu, claim_free_gpu
 
 COMPOSE = Path(__file__).parents[1] / "docker-compose.yml"
@@ -58,3 +61,15 @@ def test_compose_scheduler_and_workers_use_postgresql_and_redis(services: dict) 
         assert environment["REPROGRID_DB"].startswith("postgresql://reprogrid:")
         assert environment["REPROGRID_STORE"] == "/store"
     assert services["scheduler"]["command"] == ["reprogrid", "scheduler"]
+
+
+def test_a_forked_child_does_not_reuse_the_parents_database_connections(db: Database) -> None:
+    with db.engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+    assert db.engine.pool.checkedin() == 1
+    child = os.fork()
+    if child == 0:  # the child: its pool must start empty
+        os._exit(0 if db.engine.pool.checkedin() == 0 else 1)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert db.engine.pool.checkedin() == 1, "the parent keeps its connection"

@@ -23,6 +23,8 @@ from reprogrid.models import Batch, Cell, Job, Worker, open_database, utcnow
 from reprogrid.scheduler.broker import celery_app, publish_batch
 from reprogrid.scheduler.dispatch import DispatchLimits, dispatch_once
 
+pytestmark = pytest.mark.redis
+
 GRID = ["--prompt", "a red fox", "--steps", "2", "--width", "64", "--height", "64"]
 
 
@@ -133,6 +135,7 @@ def test_a_batch_whose_worker_died_is_published_again_then_failed_after_max_atte
     db.dispose()
 
 
+@pytest.mark.postgres
 def test_two_schedulers_at_once_never_make_two_copies_of_a_batch(
     postgres_url: str, redis_url: str, tmp_path: Path
 ) -> None:

@@ -10,7 +10,7 @@ Each pass (``dispatch_once``):
    priority first, then in submission order, and tops each queue up to
    ``max_in_flight`` batches queued or running, re-sending batches waiting to
    be retried before forming new ones;
-3. finishes jobs none of whose cells is left to run.
+3. finishes jobs none of whose cells or batches is left to run.
 
 A job row is locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` serializes writers anyway) while its batches are formed,
@@ -38,6 +38,7 @@ from reprogrid.models import (
     QUEUED,
     RUNNING,
     Batch,
+    Cell,
     Database,
     Job,
     Worker,
@@ -152,7 +153,7 @@ def _dispatch_job(
             return 0
         free = limits.max_in_flight - in_flight[job.queue]
         pending = _pending_batches(session, job_id)
-        if len(pending) < free:
+        if len(pending) < free and _has_unbatched_cells(session, job_id):
             form_batches(session, job_id, limit=free - len(pending), queue=job.queue)
             pending = _pending_batches(session, job_id)
         chosen = []
@@ -162,11 +163,25 @@ def _dispatch_job(
                 in_flight[queue] += 1
         if chosen:
             _stamp_published(session, [batch_id for batch_id, _ in chosen], status=QUEUED)
-        else:
+        elif not _has_active_batches(session, job_id):
             update_job_status(session, job_id)
         session.commit()
     _publish_all(db, publish, chosen)
     return len(chosen)
+
+
+def _has_unbatched_cells(session: Session, job_id: int) -> bool:
+    query = select(Cell.id).where(
+        Cell.job_id == job_id, Cell.status == QUEUED, Cell.batch_id.is_(None)
+    )
+    return session.scalar(query.limit(1)) is not None
+
+
+def _has_active_batches(session: Session, job_id: int) -> bool:
+    query = select(Batch.id).where(
+        Batch.job_id == job_id, Batch.status.in_([PENDING, QUEUED, RUNNING])
+    )
+    return session.scalar(query.limit(1)) is not None
 
 
 def _pending_batches(session: Session, job_id: int) -> list[tuple[int, str]]:
