@@ -19,7 +19,7 @@ from processes import LEASE_SECONDS, Fleet, queued_messages, wait_until
 from sqlalchemy import func, select, update
 
 from reprogrid.config import Settings
-from reprogrid.models import Batch, Cell, Job, Worker, open_database, utcnow
+from reprogrid.models import Batch, Cell, Database, Job, Worker, open_database, utcnow
 from reprogrid.scheduler.broker import celery_app, publish_batch
 from reprogrid.scheduler.dispatch import DispatchLimits, dispatch_once
 
@@ -89,11 +89,7 @@ def test_job_is_held_until_its_not_before_time(fleet: Fleet) -> None:
 def test_a_queued_batch_whose_message_was_lost_is_published_again_for_an_idle_worker(
     fleet: Fleet,
 ) -> None:
-    submit(fleet, "--seeds", "0-3")
-    once(fleet)
-    (batch_id,) = queued_messages(fleet.broker_url)
-    redis.Redis.from_url(fleet.broker_url).flushdb()
-    db = open_database(fleet.db_url)
+    batch_id, db = _published_then_lost(fleet)
     _age_batches(db, published=timedelta(seconds=LEASE_SECONDS + 1))
     once(fleet)
     assert queued_messages(fleet.broker_url) == [], "re-sent with no worker to take it"
@@ -106,11 +102,7 @@ def test_a_queued_batch_whose_message_was_lost_is_published_again_for_an_idle_wo
 def test_a_batch_whose_worker_died_is_published_again_then_failed_after_max_attempts(
     fleet: Fleet,
 ) -> None:
-    submit(fleet, "--seeds", "0-3")
-    once(fleet)
-    (batch_id,) = queued_messages(fleet.broker_url)
-    redis.Redis.from_url(fleet.broker_url).flushdb()
-    db = open_database(fleet.db_url)
+    batch_id, db = _published_then_lost(fleet)
     settings = Settings(db_url=fleet.db_url, broker_url=fleet.broker_url, lease_seconds=10)
     limits = DispatchLimits(max_in_flight=8, lease_seconds=10, max_attempts=2)
     broker = celery_app(settings)
@@ -158,6 +150,15 @@ def test_two_schedulers_at_once_never_make_two_copies_of_a_batch(
     assert {job for _, job, _, _ in formed} == set(jobs)
     messages = queued_messages(redis_url)
     assert sorted(messages) == [batch_id for batch_id, _, _, _ in formed]
+
+
+def _published_then_lost(fleet: Fleet) -> tuple[int, Database]:
+    """One batch published, its message then lost by Redis; and the open database."""
+    submit(fleet, "--seeds", "0-3")
+    once(fleet)
+    (batch_id,) = queued_messages(fleet.broker_url)
+    redis.Redis.from_url(fleet.broker_url).flushdb()
+    return batch_id, open_database(fleet.db_url)
 
 
 def _age_batches(db, published: timedelta) -> None:
