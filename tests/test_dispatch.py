@@ -64,6 +64,14 @@ def test_scheduler_keeps_at_most_max_in_flight_batches_per_queue(fleet: Fleet) -
     assert [status for _, _, status, _ in batches(fleet.db_url)] == ["queued", "queued"]
 
 
+def test_a_job_s_batches_go_to_the_queue_it_was_submitted_to(fleet: Fleet) -> None:
+    submit(fleet, "--seeds", "0-3", "--queue", "big-gpus")
+    once(fleet)
+    ((batch_id, _, _, _),) = batches(fleet.db_url)
+    assert queued_messages(fleet.broker_url, "big-gpus") == [batch_id]
+    assert queued_messages(fleet.broker_url, "default") == []
+
+
 def test_higher_priority_runs_first_then_submission_order(fleet: Fleet) -> None:
     low = submit(fleet, "--seeds", "0-3", "--priority", "0")
     high = submit(fleet, "--seeds", "0-3", "--priority", "5")

@@ -130,6 +130,9 @@ def job_progress(session: Session, job_id: int | None = None) -> list[dict[str, 
                 "name": job.name,
                 "model": job.model,
                 "status": job.status,
+                "priority": job.priority,
+                "queue": job.queue,
+                "not_before": job.not_before.isoformat() if job.not_before else None,
                 "cells": job.cell_count,
                 **{
                     s: counts.get(s, 0)
