@@ -15,7 +15,14 @@ from typing import Any
 import click
 
 from reprogrid.cli.app import App, BadInput, main, pass_app
-from reprogrid.cli.output import print_table, text_lines, write_csv, write_json_array
+from reprogrid.cli.output import (
+    WORKER_COLUMNS,
+    duration_text,
+    print_table,
+    text_lines,
+    write_csv,
+    write_json_array,
+)
 from reprogrid.cli.spec_flags import spec_flags, validated_spec
 from reprogrid.models.queries import (
     QUERY_COLUMNS,
@@ -25,6 +32,7 @@ from reprogrid.models.queries import (
     find_image,
     image_record,
     job_progress,
+    live_workers,
     query_cells,
 )
 from reprogrid.models.verifications import VERDICTS
@@ -179,7 +187,9 @@ def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
 )
 @pass_app
 def status(app: App, job: int | None, fmt: str) -> None:
-    """Show every job's progress, or one job's.
+    """Show every job's progress (ETA from recent throughput), or one job's, and live workers.
+
+    The JSON form lists the jobs only; `reprogrid workers` lists the workers.
 
     \b
     Example:
@@ -190,6 +200,8 @@ def status(app: App, job: int | None, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
+    for row in rows:
+        row["eta"] = duration_text(row["eta_seconds"])
     columns = [
         "job_id",
         "name",
@@ -200,9 +212,14 @@ def status(app: App, job: int | None, fmt: str) -> None:
         "queued",
         "running",
         "cancelled",
+        "eta",
         "model",
     ]
     print_table(rows, columns)
+    with app.db.sessions() as session:
+        workers = live_workers(session)
+    if workers:
+        print_table(workers, WORKER_COLUMNS)
 
 
 @main.command()

@@ -8,6 +8,20 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
+# What ``status`` and ``workers`` show of each live worker.
+WORKER_COLUMNS = ["name", "device", "queue", "job_id", "batch_id", "checkpoints", "hostname"]
+
+
+def duration_text(seconds: float | None) -> str:
+    """A duration for people: ``45s``, ``3m12s``, ``2h05m``; empty when unknown."""
+    if seconds is None:
+        return ""
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
 
 def text_lines(value: Any, indent: str = "") -> Iterator[str]:
     """A nested record as indented ``key: value`` lines."""

@@ -1,5 +1,6 @@
 """Engines and sessions for SQLite and PostgreSQL, migrated to the latest schema on open.
 
+A forked child never reuses its parent's pooled connections.
 SQLite runs in WAL mode with a busy timeout and ``BEGIN IMMEDIATE`` transactions,
 so several local processes (the CLI, workers, a scheduler) can share one file:
 a writer waits for the lock instead of failing half-way through a transaction.
@@ -7,6 +8,8 @@ a writer waits for the lock instead of failing half-way through a transaction.
 
 from __future__ import annotations
 
+import os
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,9 +81,21 @@ def _configure_sqlite_connection(dbapi_connection, _record) -> None:
 def open_database(url: str, migrate: bool = True) -> Database:
     """Connect to ``url`` and, unless told not to, bring its schema up to date."""
     engine = create_db_engine(url)
+    _forget_pool_after_fork(engine)
     if migrate:
         upgrade(engine)
     return Database(engine, sessionmaker(engine, expire_on_commit=False))
+
+
+def _forget_pool_after_fork(engine: Engine) -> None:
+    """Give a forked child its own connections: a pool is never shared across a fork."""
+    ref = weakref.ref(engine)
+
+    def in_child() -> None:
+        if (alive := ref()) is not None:
+            alive.dispose(close=False)  # drop the parent's connections without closing them
+
+    os.register_at_fork(after_in_child=in_child)
 
 
 def alembic_config() -> Config:

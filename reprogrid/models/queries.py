@@ -1,4 +1,4 @@
-"""Read-only queries behind ``status``, ``query`` and ``show``: no torch, one round trip each.
+"""Read-only queries behind ``status``, ``query`` and ``show``: no torch, few round trips.
 
 Rows come back as plain dicts ready for JSON, CSV or a table.
 """
@@ -9,7 +9,7 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,7 @@ from sqlalchemy import case, func, or_, select
 from sqlalchemy.orm import Session
 
 from reprogrid.models.tables import (
+    FINISHED,
     Batch,
     Cell,
     Checkpoint,
@@ -24,7 +25,14 @@ from reprogrid.models.tables import (
     Image,
     Job,
     Verification,
+    Worker,
+    utcnow,
 )
+
+# A worker whose heartbeat (every 5 s) is older than this is taken for gone.
+LIVE_WORKER_SECONDS = 15
+# Throughput, and so the ETA, is measured over the images of the last few minutes.
+THROUGHPUT_WINDOW_SECONDS = 300
 
 
 class NotFound(LookupError):
@@ -152,6 +160,9 @@ def job_progress(session: Session, job_id: int | None = None) -> list[dict[str, 
                 "name": job.name,
                 "model": job.model,
                 "status": job.status,
+                "priority": job.priority,
+                "queue": job.queue,
+                "not_before": job.not_before.isoformat() if job.not_before else None,
                 "cells": job.cell_count,
                 **{
                     s: counts.get(s, 0)
@@ -159,10 +170,64 @@ def job_progress(session: Session, job_id: int | None = None) -> list[dict[str, 
                 },
                 "created_at": job.created_at.isoformat(),
                 "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+                **_throughput(session, job, counts.get("queued", 0) + counts.get("running", 0)),
             }
         )
     if job_id is not None and not rows:
         raise NotFound(f"no job {job_id}")
+    return rows
+
+
+def _throughput(session: Session, job: Job, remaining: int) -> dict[str, float | None]:
+    """Images per second over the last few minutes, and the ETA of the rest at that pace."""
+    if job.started_at is None:
+        return {"images_per_second": None, "eta_seconds": None}
+    end = job.finished_at or utcnow()
+    since = max(job.started_at, end - timedelta(seconds=THROUGHPUT_WINDOW_SECONDS))
+    recent = session.scalar(
+        select(func.count())
+        .select_from(Image)
+        .join(Cell, Cell.id == Image.cell_id)
+        .where(Cell.job_id == job.id, Image.created_at >= since)
+    )
+    seconds = (end - since).total_seconds()
+    rate = recent / seconds if seconds > 0 else None
+    eta = remaining / rate if rate and job.status not in FINISHED else None
+    return {
+        "images_per_second": round(rate, 3) if rate is not None else None,
+        "eta_seconds": round(eta) if eta is not None else None,
+    }
+
+
+def live_workers(session: Session, now: datetime | None = None) -> list[dict[str, Any]]:
+    """Workers whose heartbeat is recent: device, queue, current batch and job, checkpoints."""
+    now = now or utcnow()
+    workers = session.scalars(
+        select(Worker)
+        .where(Worker.heartbeat_at >= now - timedelta(seconds=LIVE_WORKER_SECONDS))
+        .order_by(Worker.name)
+    ).all()
+    rows = []
+    for worker in workers:
+        batch = session.get(Batch, worker.current_batch_id) if worker.current_batch_id else None
+        checkpoints = session.scalars(
+            select(Checkpoint.model).where(Checkpoint.id.in_(worker.checkpoints))
+        ).all()
+        rows.append(
+            {
+                "name": worker.name,
+                "hostname": worker.hostname,
+                "pid": worker.pid,
+                "device": worker.device,
+                "queue": worker.queue,
+                "environment_id": worker.environment_id,
+                "batch_id": worker.current_batch_id,
+                "job_id": batch.job_id if batch else None,
+                "checkpoints": sorted(checkpoints),
+                "heartbeat_seconds_ago": round((now - worker.heartbeat_at).total_seconds(), 1),
+                "started_at": worker.started_at.isoformat(),
+            }
+        )
     return rows
 
 

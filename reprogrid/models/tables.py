@@ -29,6 +29,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 # Status values, shared by the scheduler and the workers.
 QUEUED, RUNNING, DONE, FAILED, CANCELLED = "queued", "running", "done", "failed", "cancelled"
 PENDING = "pending"  # a batch formed but not yet published
+SPLIT = "split"  # a batch replaced by its two halves after running out of GPU memory
 FINISHED = frozenset({DONE, FAILED, CANCELLED})
 
 
@@ -94,6 +95,8 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(16), default=QUEUED, index=True)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     not_before: Mapped[datetime | None]
+    # the Celery queue of a submitted job; None for a job run embedded, which no scheduler touches
+    queue: Mapped[str | None] = mapped_column(String(100))
     # no foreign key: job -> image -> cell -> job would be a cycle
     parent_image_id: Mapped[int | None] = mapped_column(Integer)
     cell_count: Mapped[int] = mapped_column(Integer)

@@ -28,8 +28,13 @@ def create_job(
     priority: int = 0,
     not_before: datetime | None = None,
     parent_image_id: int | None = None,
+    queue: str | None = None,
 ) -> int:
-    """Insert the job and every cell of its grid in one transaction; return the job id."""
+    """Insert the job and every cell of its grid in one transaction; return the job id.
+
+    A job with a ``queue`` is dispatched by the scheduler; one without is run
+    embedded by the process that created it.
+    """
     with db.sessions() as session:
         job = Job(
             name=spec.name,
@@ -39,6 +44,7 @@ def create_job(
             priority=priority,
             not_before=not_before,
             parent_image_id=parent_image_id,
+            queue=queue,
             cell_count=spec.cell_count,
         )
         session.add(job)

@@ -30,7 +30,9 @@ def run_job(
             batch_ids = list(
                 session.scalars(
                     select(Batch.id)
-                    .where(Batch.job_id == job_id, Batch.status == PENDING)
+                    .where(
+                        Batch.job_id == job_id, Batch.kind == "generate", Batch.status == PENDING
+                    )
                     .order_by(Batch.id)
                 )
             )

@@ -77,7 +77,7 @@ class WorkerContext:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What became of one batch: done, retrying, failed, cancelled or skipped."""
+    """What became of one batch: done, retrying, failed, cancelled, split or skipped."""
 
     batch_id: int
     status: str
@@ -118,6 +118,9 @@ def execute_batch(
 
     ``run`` replaces the generation for other kinds of batches (verification);
     it returns how many results it recorded.
+
+    A batch that runs out of GPU memory is split in two halves that wait to be
+    run; any other error is retried until the attempt limit, then fails its cells.
     """
     started = time.perf_counter()
     with ctx.db.sessions() as session:
@@ -132,11 +135,25 @@ def execute_batch(
         return BatchOutcome(batch_id, "cancelled", 0, time.perf_counter() - started)
     except Exception as exc:
         error = f"{type(exc).__name__}: {exc}"
+        if _out_of_memory(exc) and len(claim.cells) > 1:
+            with ctx.db.sessions() as session:
+                records.split_batch(session, claim, ctx.name, error)
+            return BatchOutcome(batch_id, "split", 0, time.perf_counter() - started, error)
         with ctx.db.sessions() as session:
             retry = records.fail_batch(session, claim, ctx.name, error, ctx.max_attempts)
         status = "retrying" if retry else "failed"
         return BatchOutcome(batch_id, status, 0, time.perf_counter() - started, error)
     return BatchOutcome(batch_id, "done", kept, time.perf_counter() - started)
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """True for a CUDA out-of-memory error, after giving the cached memory back."""
+    import torch
+
+    if not isinstance(exc, torch.cuda.OutOfMemoryError):
+        return False
+    torch.cuda.empty_cache()
+    return True
 
 
 def _generate_and_record(ctx: WorkerContext, claim: records.ClaimedBatch) -> int:

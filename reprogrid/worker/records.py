@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from reprogrid.models import (
     PENDING,
     QUEUED,
     RUNNING,
+    SPLIT,
     Batch,
     Cell,
     Checkpoint,
@@ -33,6 +34,7 @@ from reprogrid.models import (
     Verification,
     utcnow,
 )
+from reprogrid.scheduler.control import finish_batch, update_job_status
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def claim_batch(
         return None
     job_id, attempt, cell_ids = claimed
     if session.get(Job, job_id).status == CANCELLED:
-        _finish_batch(session, batch_id, worker, CANCELLED, "job cancelled")
+        finish_batch(session, batch_id, worker, CANCELLED, "job cancelled")
         session.commit()
         return None
     rows = session.execute(
@@ -234,7 +236,7 @@ def fail_batch(
         if owned:
             _set_cells(session, claim, QUEUED, error)
     else:
-        _finish_batch(session, claim.batch_id, worker, FAILED, error)
+        finish_batch(session, claim.batch_id, worker, FAILED, error)
     update_job_status(session, claim.job_id)
     session.commit()
     return retry
@@ -242,24 +244,9 @@ def fail_batch(
 
 def cancel_batch(session: Session, claim: ClaimedBatch, worker: str) -> None:
     """Mark a batch interrupted by its job's cancellation. Commits."""
-    _finish_batch(session, claim.batch_id, worker, CANCELLED, "job cancelled")
+    finish_batch(session, claim.batch_id, worker, CANCELLED, "job cancelled")
     update_job_status(session, claim.job_id)
     session.commit()
-
-
-def _finish_batch(session: Session, batch_id: int, worker: str, status: str, error: str) -> None:
-    owned = session.execute(
-        update(Batch)
-        .where(Batch.id == batch_id, Batch.worker == worker, Batch.status == RUNNING)
-        .values(status=status, finished_at=utcnow(), lease_until=None, error=error)
-    ).rowcount
-    if owned:
-        cell_ids = session.scalar(select(Batch.cell_ids).where(Batch.id == batch_id))
-        session.execute(
-            update(Cell)
-            .where(Cell.id.in_(cell_ids), Cell.status.not_in(FINISHED))
-            .values(status=status, error=error)
-        )
 
 
 def _set_cells(session: Session, claim: ClaimedBatch, status: str, error: str) -> None:
@@ -270,24 +257,30 @@ def _set_cells(session: Session, claim: ClaimedBatch, status: str, error: str) -
     )
 
 
-def update_job_status(session: Session, job_id: int) -> str:
-    """Set a job done, failed or cancelled once none of its cells is left to run."""
-    job = session.get(Job, job_id)
-    unfinished = session.scalar(
-        select(Cell.id).where(Cell.job_id == job_id, Cell.status.in_([QUEUED, RUNNING])).limit(1)
-    )
-    if unfinished is not None or job.status in FINISHED:
-        return job.status
-    counts = dict(
+def split_batch(session: Session, claim: ClaimedBatch, worker: str, error: str) -> list[int]:
+    """Replace a batch that ran out of memory by its two halves, in order. Commits.
+
+    The halves wait to be dispatched like any new batch; each image records the
+    batch it was finally computed in. Returns the new batch ids (none if the
+    batch was no longer ours).
+    """
+    if not finish_batch(session, claim.batch_id, worker, SPLIT, error):
+        session.rollback()
+        return []
+    batch = session.get(Batch, claim.batch_id)
+    cell_ids = [cell_id for cell_id, _, _ in claim.cells]
+    middle = len(cell_ids) // 2
+    halves = []
+    for half in (cell_ids[:middle], cell_ids[middle:]):
+        # finish_batch marked the cells "split" too: give them to their half, waiting
+        new = Batch(job_id=batch.job_id, kind=batch.kind, queue=batch.queue, cell_ids=half)
+        session.add(new)
+        session.flush()
         session.execute(
-            select(Cell.status, func.count()).where(Cell.job_id == job_id).group_by(Cell.status)
-        ).all()
-    )
-    if counts.get(FAILED, 0):
-        job.status = FAILED
-    elif counts.get(CANCELLED, 0):
-        job.status = CANCELLED
-    else:
-        job.status = DONE
-    job.finished_at = utcnow()
-    return job.status
+            update(Cell)
+            .where(Cell.id.in_(half), Cell.status.not_in(FINISHED))
+            .values(status=QUEUED, batch_id=new.id, error=error)
+        )
+        halves.append(new.id)
+    session.commit()
+    return halves

@@ -1,0 +1,62 @@
+"""The Celery app both sides share, and publishing a batch by task name.
+
+Redis only carries messages; the database says what each batch is and who
+holds it. So the settings are the safe ones: JSON only (a pickle message is
+refused), no result backend, acknowledgement after the task ran, one message
+prefetched per worker, no ETA or countdown (not-before lives in the job row).
+The scheduler names the task by string, so this module never imports the
+worker or torch.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from reprogrid.config import Settings
+
+if TYPE_CHECKING:
+    from celery import Celery
+
+# The one task: run the batch with this id. Its message body is just the id.
+RUN_BATCH_TASK = "reprogrid.run_batch"
+DEFAULT_QUEUE = "default"
+# Redis hands an unacknowledged message to another worker after this long. The
+# scheduler already re-publishes a batch whose lease ran out, and a second copy
+# is refused by the claim, so this only needs to outlast the longest batch.
+MIN_VISIBILITY_SECONDS = 3600
+VISIBILITY_LEASES = 6
+
+
+def visibility_timeout(lease_seconds: int) -> int:
+    """Seconds before Redis redelivers an unacknowledged message."""
+    return max(MIN_VISIBILITY_SECONDS, VISIBILITY_LEASES * lease_seconds)
+
+
+def celery_app(settings: Settings) -> Celery:
+    """A Celery app on ``settings.broker_url`` with reprogrid's settings."""
+    from celery import Celery  # only commands that talk to the broker pay for the import
+
+    app = Celery("reprogrid", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_default_queue=DEFAULT_QUEUE,
+        broker_transport_options={"visibility_timeout": visibility_timeout(settings.lease_seconds)},
+        broker_connection_retry_on_startup=True,
+        # The database is the worker registry: no remote control, gossip or events.
+        worker_enable_remote_control=False,
+        worker_send_task_events=False,
+        worker_hijack_root_logger=False,
+    )
+    return app
+
+
+def publish_batch(app: Celery, batch_id: int, queue: str) -> None:
+    """Send one ``run_batch`` message for the batch to its queue."""
+    app.send_task(RUN_BATCH_TASK, args=[batch_id], queue=queue)

@@ -1,0 +1,166 @@
+"""A job's life after submission: cancel, retry, and its final status.
+
+The same functions serve embedded and distributed jobs: they only change
+rows. A running batch notices its job's cancellation between denoising steps
+(the worker's lease check reads the job's status) and stops there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from reprogrid.models import (
+    CANCELLED,
+    DONE,
+    FAILED,
+    FINISHED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    Batch,
+    Cell,
+    Job,
+    utcnow,
+)
+from reprogrid.models.queries import NotFound
+
+CANCELLED_ERROR = "job cancelled"
+
+
+@dataclass(frozen=True)
+class JobChange:
+    """What a cancel or retry changed."""
+
+    job_id: int
+    status: str
+    cells: int  # cells cancelled, or re-queued
+    running_batches: int  # batches still running, told to stop (cancel only)
+
+
+def update_job_status(session: Session, job_id: int) -> str:
+    """Set a job done, failed or cancelled once none of its cells is left to run."""
+    job = session.get(Job, job_id)
+    unfinished = session.scalar(
+        select(Cell.id).where(Cell.job_id == job_id, Cell.status.in_([QUEUED, RUNNING])).limit(1)
+    )
+    if unfinished is not None or job.status in FINISHED:
+        return job.status
+    counts = dict(
+        session.execute(
+            select(Cell.status, func.count()).where(Cell.job_id == job_id).group_by(Cell.status)
+        ).all()
+    )
+    if counts.get(FAILED, 0):
+        job.status = FAILED
+    elif counts.get(CANCELLED, 0):
+        job.status = CANCELLED
+    else:
+        job.status = DONE
+    job.finished_at = utcnow()
+    return job.status
+
+
+def finish_batch(session: Session, batch_id: int, worker: str, status: str, error: str) -> bool:
+    """End a batch leased to ``worker`` and its unfinished cells with ``status``.
+
+    Returns False, changing nothing, if the batch is no longer running for that worker.
+    """
+    owned = session.execute(
+        update(Batch)
+        .where(Batch.id == batch_id, Batch.worker == worker, Batch.status == RUNNING)
+        .values(status=status, finished_at=utcnow(), lease_until=None, error=error)
+    ).rowcount
+    if owned:
+        cell_ids = session.scalar(select(Batch.cell_ids).where(Batch.id == batch_id))
+        session.execute(
+            update(Cell)
+            .where(Cell.id.in_(cell_ids), Cell.status.not_in(FINISHED))
+            .values(status=status, error=error)
+        )
+    return bool(owned)
+
+
+def _locked_job(session: Session, job_id: int) -> Job:
+    # The scheduler holds this lock while it forms batches: a cancel or retry
+    # waits for it, so no batch is formed from a half-cancelled job.
+    job = session.get(Job, job_id, with_for_update=True)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+def cancel_job(session: Session, job_id: int) -> JobChange:
+    """Cancel a job: its waiting cells and batches now, its running batches at their next step.
+
+    Commits. A finished job is left as it is.
+    """
+    job = _locked_job(session, job_id)
+    if job.status in FINISHED:
+        session.rollback()
+        return JobChange(job_id, job.status, 0, 0)
+    now = utcnow()
+    job.status, job.finished_at = CANCELLED, now
+    session.execute(
+        update(Batch)
+        .where(Batch.job_id == job_id, Batch.status.in_([PENDING, QUEUED]))
+        .values(status=CANCELLED, finished_at=now, lease_until=None, error=CANCELLED_ERROR)
+    )
+    cells = session.execute(
+        update(Cell)
+        .where(Cell.job_id == job_id, Cell.status == QUEUED)
+        .values(status=CANCELLED, error=CANCELLED_ERROR)
+    ).rowcount
+    running = session.scalar(
+        select(func.count()).where(Batch.job_id == job_id, Batch.status == RUNNING)
+    )
+    session.commit()
+    return JobChange(job_id, CANCELLED, cells, running)
+
+
+def retry_job(session: Session, job_id: int) -> JobChange:
+    """Queue a job's failed and cancelled cells again, in their recorded batches. Commits.
+
+    Batches whose lease ran out (their process died) are re-opened too.
+    Reopening the same batch rows keeps every batch's composition, so a retried
+    cell is computed exactly as it would have been the first time.
+    """
+    job = _locked_job(session, job_id)
+    lost = list(
+        session.scalars(
+            select(Batch.id).where(
+                Batch.job_id == job_id, Batch.status == RUNNING, Batch.lease_until < utcnow()
+            )
+        )
+    )
+    cells = session.execute(
+        update(Cell).where(Cell.batch_id.in_(lost), Cell.status == RUNNING).values(status=QUEUED)
+    ).rowcount
+    session.execute(
+        update(Batch)
+        .where(
+            Batch.job_id == job_id,
+            or_(Batch.status.in_([FAILED, CANCELLED]), Batch.id.in_(lost)),
+        )
+        .values(
+            status=PENDING,
+            attempts=0,
+            worker=None,
+            lease_until=None,
+            error=None,
+            published_at=None,
+            started_at=None,
+            finished_at=None,
+        )
+    )
+    cells += session.execute(
+        update(Cell)
+        .where(Cell.job_id == job_id, Cell.status.in_([FAILED, CANCELLED]))
+        .values(status=QUEUED, error=None)
+    ).rowcount
+    if cells:
+        job.status, job.finished_at = QUEUED, None
+    session.commit()
+    return JobChange(job_id, job.status, cells, 0)

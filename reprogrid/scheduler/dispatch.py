@@ -1,0 +1,315 @@
+"""The dispatch loop: turn waiting cells into batches and publish them, a few at a time.
+
+Each pass (``dispatch_once``):
+
+1. recovers lost work: a queued batch nobody claimed within a lease although
+   a worker of its queue is idle (its message was lost, e.g. Redis restarted
+   empty) and a running batch whose lease ran out (its worker died) are
+   published again; a batch whose workers died ``max_attempts`` times fails;
+2. walks the runnable jobs (submitted, not held by ``not_before``), highest
+   priority first, then in submission order, and tops each queue up to
+   ``max_in_flight`` batches queued or running, re-sending batches waiting to
+   be retried before forming new ones;
+3. finishes jobs none of whose cells or batches is left to run.
+
+A job row is locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's
+``BEGIN IMMEDIATE`` serializes writers anyway) while its batches are formed,
+so two schedulers never form two batches from the same cells. Messages are
+sent after the commit: a scheduler killed in between leaves queued batches
+that step 1 re-sends.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session
+
+from reprogrid.models import (
+    CANCELLED,
+    FAILED,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    Batch,
+    Cell,
+    Database,
+    Job,
+    Worker,
+    utcnow,
+)
+from reprogrid.models.queries import LIVE_WORKER_SECONDS
+from reprogrid.models.verifications import VERIFY_KIND
+from reprogrid.scheduler.control import CANCELLED_ERROR, finish_batch, update_job_status
+from reprogrid.scheduler.jobs import form_batches
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[int, str], None]  # (batch id, queue name)
+RECOVER_CHUNK = 500
+# Batches the scheduler looks after: those of submitted jobs (a job made by
+# `run` has no queue), and verify batches whatever their job.
+FLEET_BATCH = or_(Job.queue.is_not(None), Batch.kind == VERIFY_KIND)
+
+
+@dataclass(frozen=True)
+class DispatchLimits:
+    """How much to keep in flight, and when work counts as lost."""
+
+    max_in_flight: int
+    lease_seconds: int
+    max_attempts: int
+
+
+@dataclass
+class DispatchReport:
+    """What one pass did."""
+
+    published: int = 0
+    republished: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    in_flight: dict[str, int] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.published or self.republished or self.failed or self.cancelled)
+
+
+def dispatch_once(db: Database, publish: Publish, limits: DispatchLimits) -> DispatchReport:
+    """One pass of the scheduler: recover lost work, publish new work, finish jobs."""
+    report = DispatchReport()
+    _recover(db, publish, limits, report)
+    with db.sessions() as session:
+        in_flight = Counter(
+            dict(
+                session.execute(
+                    select(Batch.queue, func.count())
+                    .join(Job, Job.id == Batch.job_id)
+                    .where(FLEET_BATCH, Batch.status.in_([QUEUED, RUNNING]))
+                    .group_by(Batch.queue)
+                ).all()
+            )
+        )
+        jobs = session.execute(_runnable_jobs()).all()
+    for job_id, queue in jobs:
+        if in_flight[queue] < limits.max_in_flight:
+            report.published += _dispatch_job(db, job_id, publish, limits, in_flight)
+    report.published += _dispatch_verification(db, publish, limits, in_flight)
+    report.in_flight = dict(in_flight)
+    return report
+
+
+def run_scheduler(
+    db: Database,
+    publish: Publish,
+    limits: DispatchLimits,
+    interval: float,
+    stop: threading.Event,
+) -> None:
+    """Dispatch every ``interval`` seconds until ``stop`` is set (by SIGTERM, say)."""
+    while not stop.is_set():
+        try:
+            report = dispatch_once(db, publish, limits)
+        except Exception:  # a broker or database outage: keep going, try again
+            log.exception("dispatch pass failed; retrying in %.0f s", interval)
+        else:
+            if report:
+                log.info(
+                    "published %d, re-published %d, failed %d, cancelled %d; in flight %s",
+                    report.published,
+                    report.republished,
+                    report.failed,
+                    report.cancelled,
+                    report.in_flight,
+                )
+        stop.wait(interval)
+
+
+def _runnable_jobs():
+    now = utcnow()
+    return (
+        select(Job.id, Job.queue)
+        .where(
+            Job.queue.is_not(None),
+            Job.status.in_([QUEUED, RUNNING]),
+            or_(Job.not_before.is_(None), Job.not_before <= now),
+        )
+        .order_by(Job.priority.desc(), Job.id)
+    )
+
+
+def _dispatch_job(
+    db: Database, job_id: int, publish: Publish, limits: DispatchLimits, in_flight: Counter
+) -> int:
+    """Top the job's queue up with its waiting batches, forming new ones as needed."""
+    with db.sessions() as session:
+        job = session.scalar(
+            select(Job)
+            .where(Job.id == job_id, Job.status.in_([QUEUED, RUNNING]))
+            .with_for_update(skip_locked=True)
+        )
+        if job is None:  # another scheduler holds it, or it was cancelled meanwhile
+            return 0
+        free = limits.max_in_flight - in_flight[job.queue]
+        pending = _pending_batches(session, job_id)
+        if len(pending) < free and _has_unbatched_cells(session, job_id):
+            form_batches(session, job_id, limit=free - len(pending), queue=job.queue)
+            pending = _pending_batches(session, job_id)
+        chosen = []
+        for batch_id, queue in pending:
+            if in_flight[queue] < limits.max_in_flight:
+                chosen.append((batch_id, queue))
+                in_flight[queue] += 1
+        if chosen:
+            _stamp_published(session, [batch_id for batch_id, _ in chosen], status=QUEUED)
+        elif not _has_active_batches(session, job_id):
+            update_job_status(session, job_id)
+        session.commit()
+    _publish_all(db, publish, chosen)
+    return len(chosen)
+
+
+def _dispatch_verification(
+    db: Database, publish: Publish, limits: DispatchLimits, in_flight: Counter
+) -> int:
+    """Publish waiting verify batches (``reprogrid verify --queue``), after generation work.
+
+    They belong to jobs that are usually finished, run embedded or on the
+    fleet alike, so they are found by kind rather than through a runnable job.
+    """
+    with db.sessions() as session:
+        pending = session.execute(
+            select(Batch.id, Batch.queue)
+            .where(Batch.kind == VERIFY_KIND, Batch.status == PENDING)
+            .order_by(Batch.id)
+            .limit(RECOVER_CHUNK)
+            .with_for_update(skip_locked=True)
+        ).all()
+        chosen = []
+        for batch_id, queue in pending:
+            if in_flight[queue] < limits.max_in_flight:
+                chosen.append((batch_id, queue))
+                in_flight[queue] += 1
+        if chosen:
+            _stamp_published(session, [batch_id for batch_id, _ in chosen], status=QUEUED)
+        session.commit()
+    _publish_all(db, publish, chosen)
+    return len(chosen)
+
+
+def _has_unbatched_cells(session: Session, job_id: int) -> bool:
+    query = select(Cell.id).where(
+        Cell.job_id == job_id, Cell.status == QUEUED, Cell.batch_id.is_(None)
+    )
+    return session.scalar(query.limit(1)) is not None
+
+
+def _has_active_batches(session: Session, job_id: int) -> bool:
+    query = select(Batch.id).where(
+        Batch.job_id == job_id, Batch.status.in_([PENDING, QUEUED, RUNNING])
+    )
+    return session.scalar(query.limit(1)) is not None
+
+
+def _pending_batches(session: Session, job_id: int) -> list[tuple[int, str]]:
+    return session.execute(
+        select(Batch.id, Batch.queue)
+        .where(Batch.job_id == job_id, Batch.kind == "generate", Batch.status == PENDING)
+        .order_by(Batch.id)
+    ).all()
+
+
+def _stamp_published(session: Session, batch_ids: list[int], **values: str) -> None:
+    session.execute(
+        update(Batch).where(Batch.id.in_(batch_ids)).values(published_at=utcnow(), **values)
+    )
+
+
+def _publish_all(db: Database, publish: Publish, batches: list[tuple[int, str]]) -> None:
+    """Send the messages; if the broker fails, put the unsent batches back to wait."""
+    for index, (batch_id, queue) in enumerate(batches):
+        try:
+            publish(batch_id, queue)
+        except Exception:
+            unsent = [b for b, _ in batches[index:]]
+            with db.sessions() as session:
+                session.execute(
+                    update(Batch)
+                    .where(Batch.id.in_(unsent), Batch.status == QUEUED)
+                    .values(status=PENDING, published_at=None)
+                )
+                session.commit()
+            raise
+
+
+def _recover(
+    db: Database, publish: Publish, limits: DispatchLimits, report: DispatchReport
+) -> None:
+    """Re-send batches whose message or worker was lost; give up on those lost too often.
+
+    A batch is re-sent only to a queue that has an idle live worker: a message
+    still waiting behind busy workers is not lost, and one sent to a queue
+    nobody serves would only wait there too.
+    """
+    now = utcnow()
+    stale = now - timedelta(seconds=limits.lease_seconds)
+    with db.sessions() as session:
+        idle = set(
+            session.scalars(
+                select(Worker.queue).where(
+                    Worker.heartbeat_at >= now - timedelta(seconds=LIVE_WORKER_SECONDS),
+                    Worker.current_batch_id.is_(None),
+                )
+            )
+        )
+        lost = session.scalars(
+            select(Batch)
+            .join(Job, Job.id == Batch.job_id)
+            .where(
+                FLEET_BATCH,
+                or_(
+                    (Batch.status == QUEUED) & Batch.queue.in_(idle),
+                    (Batch.status == RUNNING) & (Batch.lease_until < now),
+                ),
+                or_(Batch.published_at.is_(None), Batch.published_at < stale),
+            )
+            .order_by(Batch.id)
+            .limit(RECOVER_CHUNK)
+            .with_for_update(skip_locked=True, of=Batch)
+        ).all()
+        resend = [
+            (batch.id, batch.queue)
+            for batch in lost
+            if _settle_lost(session, batch, limits.max_attempts, report) and batch.queue in idle
+        ]
+        # A running batch stays leased to its worker: if that worker was only
+        # slow, it renews the lease and the claim refuses the new message.
+        if resend:
+            _stamp_published(session, [batch_id for batch_id, _ in resend])
+        session.commit()
+    for batch_id, queue in resend:
+        publish(batch_id, queue)
+    report.republished += len(resend)
+
+
+def _settle_lost(session: Session, batch: Batch, max_attempts: int, report: DispatchReport) -> bool:
+    """Fail or cancel a lost batch if that is its fate; True if it should be re-sent."""
+    if batch.status != RUNNING:
+        return True
+    if session.get(Job, batch.job_id).status == CANCELLED:
+        finish_batch(session, batch.id, batch.worker, CANCELLED, CANCELLED_ERROR)
+        report.cancelled += 1
+    elif batch.attempts >= max_attempts:
+        error = f"worker {batch.worker} lost (lease expired) on attempt {batch.attempts}"
+        finish_batch(session, batch.id, batch.worker, FAILED, error)
+        report.failed += 1
+    else:
+        return True
+    update_job_status(session, batch.job_id)
+    return False

@@ -1,0 +1,221 @@
+"""A fleet end to end: real scheduler and worker processes, PostgreSQL and Redis.
+
+Whatever happens to a message or a worker (killed mid-batch, Redis emptied,
+the same batch delivered twice, a pickle message), every cell ends with
+exactly one image, whose pixels are those the same spec gives with
+``reprogrid run``.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+import redis
+from conftest import Cli
+from kombu import Connection
+from processes import (
+    Fleet,
+    all_done,
+    cell_counts,
+    generating,
+    image_batches,
+    images_by_cell,
+    queued_messages,
+    running_batch_of,
+    store_files,
+    wait_until,
+)
+from sqlalchemy import select
+
+from reprogrid.config import Settings
+from reprogrid.models import Batch, Database, Job, open_database
+from reprogrid.scheduler.broker import RUN_BATCH_TASK, celery_app, publish_batch
+from reprogrid.scheduler.jobs import form_batches
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
+
+def write_spec(tmp_path: Path, seeds: str, steps: int, batch_size: int = 4) -> Path:
+    spec = tmp_path / "grid.toml"
+    spec.write_text(
+        f"""
+        name = "fleet"
+        model = "builtin:tiny"
+        prompts = ["a red fox", "a lighthouse at dusk"]
+        seeds = "{seeds}"
+        steps = {steps}
+        width = 64
+        height = 64
+        batch_size = {batch_size}
+        """,
+        encoding="utf-8",
+    )
+    return spec
+
+
+def submit(fleet: Fleet, spec: Path) -> tuple[int, int]:
+    """Submit the spec; return (job id, cell count)."""
+    result = fleet.command("submit", str(spec), "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    return answer["job_id"], answer["cells"]
+
+
+def embedded_pixels(spec: Path, tmp_path: Path) -> dict[tuple[str, int], str]:
+    """(prompt, seed) -> pixel_sha256 of the same spec run with ``reprogrid run``."""
+    cli = Cli(f"sqlite:///{tmp_path / 'embedded.db'}", tmp_path / "embedded-store", tmp_path)
+    assert cli("run", str(spec), "--device", "cpu").exit_code == 0
+    rows = json.loads(cli("query", "--format", "json").output)
+    return {(row["prompt"], row["seed"]): row["pixel_sha256"] for row in rows}
+
+
+def assert_each_cell_done_once(db: Database, fleet: Fleet, job_id: int, cells: int) -> dict:
+    images = images_by_cell(db, job_id)
+    assert len(images) == cells
+    assert all(len(pixels) == 1 for pixels in images.values()), "a cell has two images"
+    assert cell_counts(db, job_id) == {"done": cells}
+    assert len(store_files(fleet.store)) == cells
+    with db.sessions() as session:
+        assert session.get(Job, job_id).status == "done"
+    return {cell: pixels[0] for cell, pixels in images.items()}
+
+
+@pytest.fixture
+def db(postgres_url: str):
+    database = open_database(postgres_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def fleet(db: Database, postgres_url: str, redis_url: str, tmp_path: Path):
+    fleet = Fleet(postgres_url, redis_url, tmp_path)
+    yield fleet
+    fleet.stop()
+
+
+def test_scheduler_and_worker_complete_a_grid_with_the_pixels_of_run(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path, seeds="0-5", steps=3)
+    job_id, cells = submit(fleet, spec)
+    fleet.scheduler()
+    fleet.worker("w1")
+    wait_until(lambda: all_done(db, job_id, cells), 120, "the job to finish", fleet)
+    pixels = assert_each_cell_done_once(db, fleet, job_id, cells)
+    assert pixels == embedded_pixels(spec, tmp_path)
+
+
+def test_worker_killed_mid_batch_twice_loses_nothing_and_duplicates_nothing(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    spec = write_spec(tmp_path, seeds="0-11", steps=20)  # 6 batches
+    job_id, cells = submit(fleet, spec)
+    fleet.scheduler("--max-in-flight", "2")
+    fleet.worker("survivor")
+    victim = fleet.worker("victim")
+    killed: list[tuple[int, int]] = []  # (batch, attempt)
+    while len(killed) < 2:
+        batch = wait_until(
+            lambda: running_batch_of(db, "victim", besides=killed), 120, "victim to run", fleet
+        )
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+        if _status(db, batch[0]) == "running":  # not a batch that ended just before the kill
+            killed.append(batch)
+        victim = fleet.worker("victim")  # restarted under the same name
+    wait_until(lambda: all_done(db, job_id, cells), 240, "the job to finish", fleet)
+    pixels = assert_each_cell_done_once(db, fleet, job_id, cells)
+    with db.sessions() as session:
+        assert all(session.get(Batch, b).attempts > attempt for b, attempt in killed)
+    assert pixels == embedded_pixels(spec, tmp_path)
+
+
+def test_redis_emptied_mid_job_still_ends_with_every_cell_done_once(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    """FLUSHDB on the broker's own database: for this broker, the same as FLUSHALL."""
+    spec = write_spec(tmp_path, seeds="0-7", steps=10, batch_size=2)  # 8 batches
+    job_id, cells = submit(fleet, spec)
+    fleet.scheduler("--max-in-flight", "4")
+    fleet.worker("w1")
+    wait_until(
+        lambda: cell_counts(db, job_id).get("done") and len(queued_messages(fleet.broker_url)) >= 2,
+        120,
+        "work done and messages waiting",
+        fleet,
+    )
+    redis.Redis.from_url(fleet.broker_url).flushdb()
+    wait_until(lambda: all_done(db, job_id, cells), 180, "the job to finish", fleet)
+    assert_each_cell_done_once(db, fleet, job_id, cells)
+
+
+def test_the_same_batch_delivered_twice_yields_one_image_per_cell(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    job_id, cells = submit(fleet, write_spec(tmp_path, seeds="0-1", steps=3))  # one batch
+    with db.sessions() as session:
+        (batch_id,) = form_batches(session, job_id)
+        session.commit()
+    broker = celery_app(Settings(broker_url=fleet.broker_url))
+    publish_batch(broker, batch_id, "default")
+    publish_batch(broker, batch_id, "default")
+    fleet.worker("w1")
+    fleet.worker("w2")
+    wait_until(lambda: all_done(db, job_id, cells), 120, "the batch to finish", fleet)
+    wait_until(lambda: f"batch {batch_id} skipped" in fleet.logs(), 60, "2nd delivery", fleet)
+    assert_each_cell_done_once(db, fleet, job_id, cells)
+    assert fleet.logs().count(f"batch {batch_id} done") == 1
+
+
+def test_a_pickle_message_is_refused_and_has_no_effect(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    job_id, _ = submit(fleet, write_spec(tmp_path, seeds="0-3", steps=2))  # 2 batches of 4
+    with db.sessions() as session:
+        pickled, plain = form_batches(session, job_id)
+        session.commit()
+    with Connection(fleet.broker_url) as connection:
+        connection.Producer().publish(
+            [[pickled], {}, {}],
+            serializer="pickle",
+            exchange="",
+            routing_key="default",
+            headers={"task": RUN_BATCH_TASK, "id": str(uuid.uuid4()), "lang": "py"},
+        )
+    publish_batch(celery_app(Settings(broker_url=fleet.broker_url)), plain, "default")
+    fleet.worker("w1")
+    wait_until(lambda: _status(db, plain) == "done", 120, "the JSON message's batch", fleet)
+    assert queued_messages(fleet.broker_url) == []
+    assert _status(db, pickled) == "pending"
+    assert len(store_files(fleet.store)) == 4
+    assert "Refusing to deserialize untrusted content of type pickle" in fleet.logs()
+
+
+def test_cancel_stops_a_running_batch_and_retry_reruns_it_to_the_end(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    job_id, cells = submit(fleet, write_spec(tmp_path, seeds="0-1", steps=200))  # one batch
+    fleet.scheduler()
+    fleet.worker("w1")
+    running = wait_until(lambda: generating(db, "w1"), 120, "the batch to generate", fleet)
+    result = fleet.command("cancel", str(job_id))
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: _status(db, running) != "running", 60, "the batch to stop", fleet)
+    assert _status(db, running) == "cancelled"
+    assert images_by_cell(db, job_id) == {}
+    assert cell_counts(db, job_id) == {"cancelled": cells}
+    result = fleet.command("retry", str(job_id))
+    assert result.returncode == 0, result.stderr
+    wait_until(lambda: all_done(db, job_id, cells), 180, "the retried job", fleet)
+    assert_each_cell_done_once(db, fleet, job_id, cells)
+    assert image_batches(db, job_id) == {running}
+
+
+def _status(db: Database, batch_id: int) -> str:
+    with db.sessions() as session:
+        return session.scalar(select(Batch.status).where(Batch.id == batch_id))
