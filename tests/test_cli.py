@@ -101,7 +101,7 @@ def test_run_takes_every_spec_field_as_a_flag(cli):
         "run", "--prompt", "a cat", "--seeds", "3,5", "--steps", "2", "--width", "64",
         "--height", "64", "--axis", "guidance_scale=1.0,4", "--json",
     )  # fmt: skip
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert (summary["status"], summary["done"]) == ("done", 4)
     rows = json.loads(cli("query", "--format", "json").output)
     assert [(r["seed"], r["params"]) for r in rows] == [
@@ -112,12 +112,12 @@ def test_run_takes_every_spec_field_as_a_flag(cli):
 
 def test_flags_override_the_spec_file(cli, tiny_spec):
     result = cli("run", str(tiny_spec), "--seeds", "0", "--prompt", "only this", "--json")
-    assert json.loads(result.output)["cells"] == 1
+    assert json.loads(result.stdout)["cells"] == 1
 
 
 def test_unconditional_checkpoints_run_without_prompts(cli):
     result = cli("run", "--model", "builtin:tiny-ddpm", "--seeds", "0-1", "--steps", "2", "--json")
-    assert json.loads(result.output)["done"] == 2
+    assert json.loads(result.stdout)["done"] == 2
 
 
 @pytest.mark.parametrize(

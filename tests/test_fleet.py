@@ -219,3 +219,22 @@ def test_cancel_stops_a_running_batch_and_retry_reruns_it_to_the_end(
 def _status(db: Database, batch_id: int) -> str:
     with db.sessions() as session:
         return session.scalar(select(Batch.status).where(Batch.id == batch_id))
+
+
+def test_verify_queue_has_the_fleet_regenerate_a_job_run_with_run(db, fleet, tmp_path):
+    """`verify --queue` on a job made by `run`: workers replay its batches and record verdicts."""
+    spec = write_spec(tmp_path, seeds="0-2", steps=2)
+    assert fleet.command("run", str(spec), "--device", "cpu").returncode == 0
+    queued = fleet.command("verify", "1", "--queue")
+    assert queued.returncode == 0, queued.stderr
+    fleet.scheduler()
+    fleet.worker("auditor")
+
+    def verdicts():
+        result = fleet.command("query", "--job", "1", "--verdict", "identical", "--format", "json")
+        return len(json.loads(result.stdout)) == 6
+
+    wait_until(verdicts, timeout=120, what="6 identical verifications", fleet=fleet)
+    with db.sessions() as session:
+        kinds = session.execute(select(Batch.kind, Batch.status, Batch.worker)).all()
+    assert {(k, s, w) for k, s, w in kinds if k == "verify"} == {("verify", "done", "auditor")}
