@@ -11,7 +11,7 @@ import itertools
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from reprogrid.models import PENDING, QUEUED, Batch, Cell, Database, Job
@@ -108,11 +108,18 @@ def form_batches(
         # The query may have cut the last group short: form it on a later call, whole,
         # so batch compositions never depend on how many batches were formed at once.
         groups.pop()
-    batch_ids: list[int] = []
-    for cell_ids in groups[:limit]:
-        batch = Batch(job_id=job_id, cell_ids=cell_ids, status=PENDING, queue=queue)
-        session.add(batch)
-        session.flush()
-        session.execute(update(Cell).where(Cell.id.in_(cell_ids)).values(batch_id=batch.id))
-        batch_ids.append(batch.id)
-    return batch_ids
+    batches = [
+        Batch(job_id=job_id, cell_ids=cell_ids, status=PENDING, queue=queue)
+        for cell_ids in groups[:limit]
+    ]
+    if not batches:
+        return []
+    # One multi-row INSERT for the batches and one executemany UPDATE for their cells.
+    session.add_all(batches)
+    session.flush()
+    cells = Cell.__table__
+    session.connection().execute(
+        update(cells).where(cells.c.id == bindparam("cell")).values(batch_id=bindparam("batch")),
+        [{"cell": cell_id, "batch": batch.id} for batch in batches for cell_id in batch.cell_ids],
+    )
+    return [batch.id for batch in batches]
