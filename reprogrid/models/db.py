@@ -7,19 +7,23 @@ a writer waits for the lock instead of failing half-way through a transaction.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+BULK_CHUNK = 20_000
 # An arbitrary constant: the PostgreSQL advisory lock taken while migrating.
 MIGRATION_LOCK_ID = 7_346_221_901
 
@@ -103,3 +107,31 @@ def upgrade(engine: Engine) -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def bulk_insert(
+    connection: Connection, table: Table, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
+    """Insert many rows through the driver, inside the connection's transaction.
+
+    PostgreSQL gets one ``COPY``; SQLite one prepared ``INSERT`` run by
+    ``executemany`` per chunk of rows. Values must already be in their stored
+    form (what the column types would write: a signed seed, JSON as text),
+    which is what makes this several times faster than a Core insert of dicts.
+    """
+    names = ", ".join(columns)
+    driver = connection.connection.driver_connection
+    if connection.dialect.name == "postgresql":
+        with (
+            driver.cursor() as cursor,
+            cursor.copy(f"COPY {table.name} ({names}) FROM STDIN") as copy,
+        ):
+            for row in rows:
+                copy.write_row(row)
+        return
+    statement = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
+    cursor = driver.cursor()
+    iterator = iter(rows)
+    while chunk := list(itertools.islice(iterator, BULK_CHUNK)):
+        cursor.executemany(statement, chunk)
+    cursor.close()
