@@ -58,6 +58,15 @@ def write_rows(path: Path | None, rows: Sequence[Row]) -> None:
         path.write_text(json.dumps([asdict(r) for r in rows], indent=1), encoding="utf-8")
 
 
+def table(rows: Sequence[Row]) -> str:
+    """The rows as one Markdown table, with a last line counting missed targets."""
+    lines = ["| # | measurement | figure | target | verdict |", "| --- | --- | --- | --- | --- |"]
+    lines += [f"| {r.item} | {r.name} | {r.figure} | {r.target} | {r.verdict} |" for r in rows]
+    missed = sum(row.verdict == MISSED for row in rows)
+    lines.append(f"\n{missed} target(s) missed" if missed else "\nevery target met")
+    return "\n".join(lines)
+
+
 def read_rows(path: Path) -> list[Row]:
     """Rows saved by :func:`write_rows`."""
     return [Row(**r) for r in json.loads(path.read_text(encoding="utf-8"))]
@@ -98,8 +107,8 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def tiny_spec(**fields: Any) -> JobSpec:
-    """A validated spec on ``builtin:tiny`` (fields override the defaults)."""
+def bench_spec(**fields: Any) -> JobSpec:
+    """A validated spec; fields override the defaults (builtin:tiny, 64x64)."""
     raw: dict[str, Any] = {"model": "builtin:tiny", "width": 64, "height": 64, **fields}
     return validate_spec(raw, max_cells=DEFAULT_MAX_CELLS)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 
-from bench.common import Row, arguments, rss_mib, sqlite_url, tiny_spec, verdict, write_rows
+from bench.common import Row, arguments, bench_spec, rss_mib, sqlite_url, verdict, write_rows
 from reprogrid.config import Settings
 from reprogrid.models import open_database
 from reprogrid.scheduler.jobs import create_job, form_batches
@@ -41,7 +41,7 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     db = open_database(sqlite_url(workdir / "memory.db"))
     settings = Settings(db_url=str(db.engine.url), store=workdir / "store", threads=args.threads)
-    spec = tiny_spec(prompts=["a red fox"], seeds=f"0-{args.batches - 1}", steps=1, batch_size=1)
+    spec = bench_spec(prompts=["a red fox"], seeds=f"0-{args.batches - 1}", steps=1, batch_size=1)
     job_id = create_job(db, spec)
     with db.sessions() as session:
         batch_ids = form_batches(session, job_id)

@@ -36,10 +36,10 @@ from sqlalchemy import Column, Connection, and_, func, select, text, update
 from bench.common import (
     Row,
     arguments,
+    bench_spec,
     percentile,
     scratch_postgres,
     sqlite_url,
-    tiny_spec,
     verdict,
     write_rows,
 )
@@ -104,7 +104,7 @@ def load(db: Database, scale: float) -> list[int]:
     """Create the jobs and their synthetic results; return the job ids."""
     prompts = [prompt(i) for i in range(int(PROMPTS * scale))]
     seeds, ddpm_cells = f"0-{SEEDS - 1}", int(DDPM_CELLS * scale)
-    specs = [tiny_spec(prompts=prompts, seeds=seeds, steps=20) for _ in range(TINY_JOBS)]
+    specs = [bench_spec(prompts=prompts, seeds=seeds, steps=20) for _ in range(TINY_JOBS)]
     raw = {"model": "builtin:tiny-ddpm", "seeds": f"0-{ddpm_cells - 1}", "steps": 20}
     specs.append(validate_spec(raw, max_cells=DEFAULT_MAX_CELLS))
     job_ids = [create_job(db, spec) for spec in specs]

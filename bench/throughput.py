@@ -9,8 +9,10 @@ each case computes the same images and no case finds its files already written.
 :func:`measure` sets every case up, runs one untimed warm-up repetition of each,
 checks that every case made the same pixels as the baseline, then runs the
 cases interleaved (rep 1 of each, rep 2 of each, ...) so that a change in the
-machine's load hits all of them alike. The ratio of a case is the median, over
-repetitions, of ``baseline seconds / case seconds`` in the same repetition.
+machine's load hits all of them alike. images/s is the median over
+repetitions; the ratio of a case is the median, over repetitions, of
+``baseline seconds / case seconds`` in the same repetition (paired, so it is
+steadier than the ratio of the two medians on a busy machine).
 
 To measure another path, write one more case and add it to ``CASES``; e.g. the
 distributed path: in setup, a scratch PostgreSQL (``common.scratch_postgres``),
@@ -26,7 +28,7 @@ import cProfile
 import re
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from bench.common import Row, arguments, median, sqlite_url, tiny_spec, verdict, write_rows
+from bench.common import Row, arguments, bench_spec, median, sqlite_url, verdict, write_rows
 from reprogrid.config import Settings
 from reprogrid.models import Cell, Image, open_database
 from reprogrid.scheduler.checkpoint_refs import resolve_checkpoint
@@ -51,14 +53,17 @@ Case = Callable[["Workload", Path], Runner]
 
 @dataclass(frozen=True)
 class Workload:
-    """What every case computes in one repetition: prompts x seeds on builtin:tiny."""
+    """What every case computes in one repetition: prompts x seeds, in batches."""
 
     prompts: tuple[str, ...] = ("a red fox in the snow", "a blue bird on a wire")
     seeds_per_prompt: int = 16
     steps: int = 4
     size: int = 64
     batch_size: int = 4
-    threads: int = 1
+    threads: int | None = 1
+    model: str = "builtin:tiny"
+    dtype: str = "float32"
+    device: str = "cpu"
 
     @property
     def images(self) -> int:
@@ -72,21 +77,24 @@ class Workload:
     def spec(self, rep: int, **fields: Any) -> JobSpec:
         """The reprogrid spec of repetition ``rep``."""
         seeds = self.seeds(rep)
-        return tiny_spec(
+        return bench_spec(
             prompts=list(self.prompts),
             seeds=f"{seeds.start}-{seeds.stop - 1}",
             steps=self.steps,
             width=self.size,
             height=self.size,
             batch_size=self.batch_size,
+            model=self.model,
+            dtype=self.dtype,
             **fields,
         )
 
     def describe(self) -> str:
         """One line for the table."""
+        model = self.model if self.model.startswith("builtin:") else Path(self.model).name
         return (
-            f"builtin:tiny {self.size}x{self.size}, {self.steps} steps, batch {self.batch_size},"
-            f" {self.images} images/rep, {self.threads} thread(s)"
+            f"{model} {self.size}x{self.size} {self.dtype} on {self.device}, {self.steps}"
+            f" steps, batch {self.batch_size}, {self.images} images/rep, {self.threads} thread(s)"
         )
 
 
@@ -95,7 +103,9 @@ def plain_loop(workload: Workload, workdir: Path) -> Runner:
     import torch
     from diffusers import DiffusionPipeline
 
-    pipeline = DiffusionPipeline.from_pretrained(resolve_checkpoint("builtin:tiny").path)
+    pipeline = DiffusionPipeline.from_pretrained(
+        resolve_checkpoint(workload.model).path, dtype=getattr(torch, workload.dtype)
+    ).to(workload.device)
     pipeline.set_progress_bar_config(disable=True)
     out = workdir / "images"
     out.mkdir(parents=True, exist_ok=True)
@@ -135,7 +145,7 @@ def embedded(
     def run(rep: int) -> float:
         started = time.perf_counter()
         job_id = create_job(db, workload.spec(rep, **spec_fields))
-        ctx = WorkerContext.start(settings, db, "cpu", "bench")
+        ctx = WorkerContext.start(settings, db, workload.device, "bench")
         status = run_job(ctx, job_id)
         seconds = time.perf_counter() - started
         if status != "done":
@@ -177,12 +187,21 @@ def case_pixels(workdir: Path, workload: Workload, rep: int) -> list[str]:
 
 
 def measure(
-    cases: dict[str, Case], workload: Workload, reps: int, workdir: Path, check_pixels: bool = True
+    cases: dict[str, Case],
+    workload: Workload,
+    reps: int,
+    workdir: Path,
+    same_pixels: Collection[str] | None = None,
 ) -> dict[str, list[float]]:
-    """Seconds per repetition of every case, interleaved, after one warm-up each."""
+    """Seconds per repetition of every case, interleaved, after one warm-up each.
+
+    The warm-up's images of the cases named in ``same_pixels`` (default: all)
+    must be identical to the first case's: proof that they did the same work.
+    """
     import torch
 
-    torch.set_num_threads(workload.threads)
+    if workload.threads is not None:
+        torch.set_num_threads(workload.threads)
     dirs = {name: workdir / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") for name in cases}
     for folder in dirs.values():
         shutil.rmtree(folder, ignore_errors=True)
@@ -190,11 +209,11 @@ def measure(
     runners = {name: case(workload, dirs[name]) for name, case in cases.items()}
     for run in runners.values():
         run(0)
-    if check_pixels:
-        reference = case_pixels(next(iter(dirs.values())), workload, 0)
-        for name, folder in dirs.items():
-            if case_pixels(folder, workload, 0) != reference:
-                raise RuntimeError(f"{name} made other pixels than {next(iter(dirs))}")
+    baseline = next(iter(cases))
+    reference = case_pixels(dirs[baseline], workload, 0)
+    for name in cases if same_pixels is None else same_pixels:
+        if case_pixels(dirs[name], workload, 0) != reference:
+            raise RuntimeError(f"{name} made other pixels than {baseline}")
     seconds: dict[str, list[float]] = {name: [] for name in cases}
     for rep in range(1, reps + 1):
         for name, run in runners.items():
@@ -217,7 +236,7 @@ def ratio_rows(
             rows.append(Row(item, f"{name}: images/s", f"{rate:.1f}"))
             continue
         ratio = median([b / t for b, t in zip(seconds[baseline], times, strict=True)])
-        figure = f"{rate:.1f} images/s = {ratio:.3f} x"
+        figure = f"{rate:.1f} images/s; ratio {ratio:.3f} x"
         if target is None:
             rows.append(Row(item, name, figure))
         else:
@@ -254,9 +273,6 @@ def profile_embedded(workload: Workload, workdir: Path, reps: int, path: Path) -
     """Run the embedded case under cProfile (after a warm-up) and print where time goes."""
     import pstats
 
-    import torch
-
-    torch.set_num_threads(workload.threads)
     run = embedded(workload, workdir / "profile")
     run(0)
     profiler = cProfile.Profile()
