@@ -279,7 +279,7 @@ def measure(db: Database, job_ids: list[int], reps: int, scale: float, label: st
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--backends", nargs="+", default=["sqlite", "postgresql"])
-    parser.add_argument("--reps", type=int, default=40, help="queries per filter")
+    parser.add_argument("--reps", type=int, default=20, help="queries per filter")
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of the 1M rows")
     args = parser.parse_args()
     rows = []
