@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 BULK_CHUNK = 20_000
+BULK_CACHE_KIB = 64 * 1024
 # An arbitrary constant: the PostgreSQL advisory lock taken while migrating.
 MIGRATION_LOCK_ID = 7_346_221_901
 
@@ -131,7 +132,11 @@ def bulk_insert(
         return
     statement = f"INSERT INTO {table.name} ({names}) VALUES ({', '.join('?' * len(columns))})"
     cursor = driver.cursor()
+    (cache_size,) = cursor.execute("PRAGMA cache_size").fetchone()
+    # Indexes on random keys (hashes) touch pages all over their B-tree: keep them in memory.
+    cursor.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
     iterator = iter(rows)
     while chunk := list(itertools.islice(iterator, BULK_CHUNK)):
         cursor.executemany(statement, chunk)
+    cursor.execute(f"PRAGMA cache_size={cache_size}")
     cursor.close()
