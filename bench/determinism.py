@@ -34,10 +34,10 @@ def main() -> None:
     args = parser.parse_args()
     workload = Workload(seeds_per_prompt=args.seeds, threads=args.threads)
     print(f"determinism: {workload.describe()}, {args.reps} reps")
-    seconds = measure(
+    timings = measure(
         CASES, workload, args.reps, args.workdir / "determinism", {"full determinism off"}
     )
-    rows = ratio_rows("5 determinism", workload, seconds, BASELINE, target=None)
+    rows = ratio_rows("5 determinism", workload, timings, BASELINE, target=None)
     rows.append(Row("5 determinism", "pixels, full determinism off vs on", "identical"))
     write_rows(args.out, rows)
 

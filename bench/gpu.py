@@ -237,10 +237,10 @@ def main() -> None:
             device=device,
         )
         cases = {BASELINE: plain_loop, WORKER_PATH: embedded}
-        seconds = measure(cases, workload, args.reps, workdir / f"batch-{batch_size}", ())
+        timings = measure(cases, workload, args.reps, workdir / f"batch-{batch_size}", ())
         item = f"6 gpu batch {batch_size}"
         rows += [Row(item, "workload", workload.describe())]
-        rows += ratio_rows(item, workload, seconds, BASELINE, target=None)
+        rows += ratio_rows(item, workload, timings, BASELINE, target=None)
         print(f"batch {batch_size} done after {time.perf_counter() - started:.0f} s", flush=True)
     rows += determinism_rows(workload, args.reps)
     rows.append(generator_row(workload))
