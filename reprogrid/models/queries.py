@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, func, or_, select
+from sqlalchemy import case, func, select, union
 from sqlalchemy.orm import Session
 
 from reprogrid.models.tables import (
@@ -240,19 +240,17 @@ def find_image(session: Session, reference: str) -> Image:
     prefix = reference.lower()
     if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
         raise NotFound(f"no image {reference!r} (give an id or at least 4 hex digits of a hash)")
-    pattern = prefix + "%"
-    matches = session.scalars(
-        select(Image)
+    # One index range per hash column, not LIKE across a join (a full scan: SQLite's
+    # LIKE ignores case, so no index serves it). "g" sorts after every hex digit.
+    low, high = prefix, prefix + "g"
+    candidates = union(
+        select(Image.id).where(Image.pixel_sha256 >= low, Image.pixel_sha256 < high),
+        select(Image.id).where(Image.png_sha256 >= low, Image.png_sha256 < high),
+        select(Image.id)
         .join(Cell, Cell.id == Image.cell_id)
-        .where(
-            or_(
-                Image.pixel_sha256.like(pattern),
-                Image.png_sha256.like(pattern),
-                Cell.recipe_sha256.like(pattern),
-            )
-        )
-        .limit(2)
-    ).all()
+        .where(Cell.recipe_sha256 >= low, Cell.recipe_sha256 < high),
+    )
+    matches = session.scalars(select(Image).where(Image.id.in_(candidates)).limit(2)).all()
     if not matches:
         raise NotFound(f"no image whose id or hash starts with {reference!r}")
     if len(matches) > 1:

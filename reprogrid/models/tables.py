@@ -112,6 +112,8 @@ class Cell(Base):
     __table_args__ = (
         UniqueConstraint("job_id", "grid_index"),
         Index("ix_cell_job_status", "job_id", "status"),
+        # query --status S [--job N]: matching cells already in job and grid order
+        Index("ix_cell_status_job_grid", "status", "job_id", "grid_index"),
         Index("ix_cell_seed", "seed"),
     )
 

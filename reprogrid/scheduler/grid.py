@@ -19,8 +19,7 @@ import hashlib
 import itertools
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from reprogrid.scheduler.spec import JobSpec
 
@@ -29,9 +28,12 @@ _PROMPT = "@@reprogrid:prompt@@"
 _SEED = "@@reprogrid:seed@@"
 
 
-@dataclass(frozen=True)
-class CellPlan:
-    """One cell of an expanded grid, before it is a database row."""
+class CellPlan(NamedTuple):
+    """One cell of an expanded grid, before it is a database row.
+
+    A named tuple rather than a dataclass: a million of them are built per
+    million-cell grid, and a tuple is built several times faster.
+    """
 
     grid_index: int
     prompt: str | None
@@ -83,9 +85,22 @@ def expand(spec: JobSpec) -> Iterator[CellPlan]:
         head, tail = _template(recipe, spec.pipeline)
         for prompt in spec.prompts or (None,):
             prompt_head = head.replace(_PROMPT, json.dumps(prompt, ensure_ascii=False)[1:-1])
+            # Every recipe of this prompt starts with prompt_head: hash it once, then
+            # finish a copy of that hash per seed.
+            head_hash = hashlib.sha256(prompt_head.encode("utf-8"))
             for seed in spec.seeds:
-                text = prompt_head + str(seed) + tail
-                yield CellPlan(grid_index, prompt, seed, params, text, sha256_text(text), batch_key)
+                end = str(seed) + tail
+                digest = head_hash.copy()
+                digest.update(end.encode("utf-8"))
+                yield CellPlan(
+                    grid_index,
+                    prompt,
+                    seed,
+                    params,
+                    prompt_head + end,
+                    digest.hexdigest(),
+                    batch_key,
+                )
                 grid_index += 1
 
 

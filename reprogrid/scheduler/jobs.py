@@ -7,19 +7,18 @@ compositions (which the determinism contract depends on).
 
 from __future__ import annotations
 
-import itertools
+import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from reprogrid.models import PENDING, QUEUED, Batch, Cell, Database, Job
+from reprogrid.models.db import bulk_insert
 from reprogrid.models.tables import to_signed_seed
 from reprogrid.scheduler.grid import CellPlan, expand
 from reprogrid.scheduler.spec import JobSpec
-
-INSERT_CHUNK = 20_000
 
 
 def create_job(
@@ -49,33 +48,45 @@ def create_job(
         )
         session.add(job)
         session.flush()
-        connection = session.connection()
-        for chunk in _chunks(expand(spec), INSERT_CHUNK):
-            connection.execute(insert(Cell.__table__), [_cell_row(job.id, c) for c in chunk])
+        bulk_insert(
+            session.connection(), Cell.__table__, CELL_COLUMNS, _cell_rows(job.id, expand(spec))
+        )
         session.commit()
         return job.id
 
 
-def _cell_row(job_id: int, cell: CellPlan) -> dict:
-    # Core insert bypasses the ORM type's conversion: store the seed's signed form here.
-    return {
-        "job_id": job_id,
-        "grid_index": cell.grid_index,
-        "prompt": cell.prompt,
-        "seed": to_signed_seed(cell.seed),
-        "params": cell.params,
-        "recipe": cell.recipe,
-        "recipe_sha256": cell.recipe_sha256,
-        "batch_key": cell.batch_key,
-        "status": QUEUED,
-        "attempts": 0,
-    }
+CELL_COLUMNS = (
+    "job_id",
+    "grid_index",
+    "prompt",
+    "seed",
+    "params",
+    "recipe",
+    "recipe_sha256",
+    "batch_key",
+    "status",
+    "attempts",
+)
 
 
-def _chunks(items: Iterable, size: int) -> Iterator[list]:
-    iterator = iter(items)
-    while chunk := list(itertools.islice(iterator, size)):
-        yield chunk
+def _cell_rows(job_id: int, cells: Iterable[CellPlan]) -> Iterator[tuple]:
+    """Cells in their stored form, in the order of ``CELL_COLUMNS``."""
+    params, params_json = None, "{}"
+    for cell in cells:
+        if cell.params is not params:  # one dict per axis combination: serialize it once
+            params, params_json = cell.params, json.dumps(cell.params)
+        yield (
+            job_id,
+            cell.grid_index,
+            cell.prompt,
+            to_signed_seed(cell.seed),
+            params_json,
+            cell.recipe,
+            cell.recipe_sha256,
+            cell.batch_key,
+            QUEUED,
+            0,
+        )
 
 
 def job_spec(session: Session, job_id: int) -> JobSpec:
@@ -114,11 +125,18 @@ def form_batches(
         # The query may have cut the last group short: form it on a later call, whole,
         # so batch compositions never depend on how many batches were formed at once.
         groups.pop()
-    batch_ids: list[int] = []
-    for cell_ids in groups[:limit]:
-        batch = Batch(job_id=job_id, cell_ids=cell_ids, status=PENDING, queue=queue)
-        session.add(batch)
-        session.flush()
-        session.execute(update(Cell).where(Cell.id.in_(cell_ids)).values(batch_id=batch.id))
-        batch_ids.append(batch.id)
-    return batch_ids
+    batches = [
+        Batch(job_id=job_id, cell_ids=cell_ids, status=PENDING, queue=queue)
+        for cell_ids in groups[:limit]
+    ]
+    if not batches:
+        return []
+    # One multi-row INSERT for the batches and one executemany UPDATE for their cells.
+    session.add_all(batches)
+    session.flush()
+    cells = Cell.__table__
+    session.connection().execute(
+        update(cells).where(cells.c.id == bindparam("cell")).values(batch_id=bindparam("batch")),
+        [{"cell": cell_id, "batch": batch.id} for batch in batches for cell_id in batch.cell_ids],
+    )
+    return [batch.id for batch in batches]

@@ -7,6 +7,7 @@ canonical JSON of these fields.
 
 from __future__ import annotations
 
+import functools
 import platform
 import socket
 from importlib.metadata import version
@@ -23,9 +24,20 @@ def describe_environment(
     device: str, dtype: str, determinism: DeterminismSettings
 ) -> dict[str, Any]:
     """Collect the fields of the environment this process computes in."""
+    return {
+        **_process_facts(device),
+        "threads": determinism.threads,
+        "full_determinism": determinism.full_determinism,
+        "dtype": dtype,
+    }
+
+
+@functools.cache
+def _process_facts(device: str) -> dict[str, Any]:
+    """The fields that cannot change while this process runs (read once: a few ms)."""
     import torch
 
-    info: dict[str, Any] = {
+    return {
         "hostname": socket.gethostname(),
         "os": platform.platform(),
         "machine": platform.machine(),
@@ -37,15 +49,11 @@ def describe_environment(
         "numpy": version("numpy"),
         "device_type": torch.device(device).type,
         "device_name": _device_name(device),
-        "threads": determinism.threads,
-        "full_determinism": determinism.full_determinism,
-        "dtype": dtype,
         "generator_device": "cpu",
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "driver": _nvidia_driver() if torch.device(device).type == "cuda" else None,
     }
-    return info
 
 
 def fingerprint(info: dict[str, Any]) -> str:

@@ -1,0 +1,1 @@
+"""Benchmarks of reprogrid against plain diffusers, run by bench/run.sh."""

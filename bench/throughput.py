@@ -1,0 +1,329 @@
+"""Item 1: images/s of reprogrid against a plain diffusers loop, measured side by side.
+
+A *case* is a function ``case(workload, workdir) -> run``: it does its setup
+untimed (load the pipeline, open the database, start services) and returns
+``run(rep) -> seconds``, which makes repetition ``rep``'s images and returns its
+wall time. Repetition ``rep`` uses seeds ``rep*n .. rep*n+n-1`` in every case, so
+each case computes the same images and no case finds its files already written.
+
+:func:`measure` sets every case up, runs one untimed warm-up repetition of each,
+checks that every case made the same pixels as the baseline, then runs the
+cases interleaved (rep 1 of each, rep 2 of each, ...) so that a change in the
+machine's load hits all of them alike. images/s is the median over
+repetitions; the ratio of a case is the median, over repetitions, of
+``baseline seconds / case seconds`` in the same repetition (paired, so it is
+steadier than the ratio of the two medians on a busy machine).
+
+To measure another path, write one more case and add it to ``CASES``; e.g. the
+distributed path: in setup, a scratch PostgreSQL (``common.scratch_postgres``),
+a worker process and the scheduler on Redis db 14; in ``run``, ``create_job``
+then wait until the job is done.
+
+    python bench/throughput.py --reps 7 --out results/throughput.json
+"""
+
+from __future__ import annotations
+
+import cProfile
+import functools
+import re
+import shutil
+import time
+from collections.abc import Callable, Collection, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+
+from bench.common import Row, arguments, bench_spec, median, sqlite_url, verdict, write_rows
+from reprogrid.config import Settings
+from reprogrid.models import Cell, Image, open_database
+from reprogrid.scheduler.checkpoint_refs import resolve_checkpoint
+from reprogrid.scheduler.jobs import create_job
+from reprogrid.scheduler.spec import JobSpec
+from reprogrid.worker.embedded import run_job
+from reprogrid.worker.execute import WorkerContext
+from reprogrid.worker.store import pixel_sha256
+
+TARGET_RATIO = 0.95
+Runner = Callable[[int], float]
+Case = Callable[["Workload", Path], Runner]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What every case computes in one repetition: prompts x seeds, in batches."""
+
+    prompts: tuple[str, ...] = ("a red fox in the snow", "a blue bird on a wire")
+    seeds_per_prompt: int = 16
+    steps: int = 4
+    size: int = 64
+    batch_size: int = 4
+    threads: int | None = 1
+    model: str = "builtin:tiny"
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    @property
+    def images(self) -> int:
+        """Images per repetition."""
+        return len(self.prompts) * self.seeds_per_prompt
+
+    def seeds(self, rep: int) -> range:
+        """The seeds of repetition ``rep``."""
+        return range(rep * self.seeds_per_prompt, (rep + 1) * self.seeds_per_prompt)
+
+    def spec(self, rep: int, **fields: Any) -> JobSpec:
+        """The reprogrid spec of repetition ``rep``."""
+        seeds = self.seeds(rep)
+        return bench_spec(
+            prompts=list(self.prompts),
+            seeds=f"{seeds.start}-{seeds.stop - 1}",
+            steps=self.steps,
+            width=self.size,
+            height=self.size,
+            batch_size=self.batch_size,
+            model=self.model,
+            dtype=self.dtype,
+            **fields,
+        )
+
+    def describe(self) -> str:
+        """One line for the table."""
+        model = self.model if self.model.startswith("builtin:") else Path(self.model).name
+        return (
+            f"{model} {self.size}x{self.size} {self.dtype} on {self.device}, {self.steps}"
+            f" steps, batch {self.batch_size}, {self.images} images/rep, {self.threads} thread(s)"
+        )
+
+
+def plain_loop(workload: Workload, workdir: Path) -> Runner:
+    """The loop a user would write: one pipeline, per-image CPU generators, Pillow PNGs."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    pipeline = DiffusionPipeline.from_pretrained(
+        resolve_checkpoint(workload.model).path, dtype=getattr(torch, workload.dtype)
+    ).to(workload.device)
+    pipeline.set_progress_bar_config(disable=True)
+    out = workdir / "images"
+    out.mkdir(parents=True, exist_ok=True)
+
+    def run(rep: int) -> float:
+        started = time.perf_counter()
+        seeds = list(workload.seeds(rep))
+        for p, prompt in enumerate(workload.prompts):
+            for first in range(0, len(seeds), workload.batch_size):
+                chunk = seeds[first : first + workload.batch_size]
+                images = pipeline(
+                    [prompt] * len(chunk),
+                    num_inference_steps=workload.steps,
+                    width=workload.size,
+                    height=workload.size,
+                    generator=[torch.Generator("cpu").manual_seed(s) for s in chunk],
+                ).images
+                for seed, image in zip(chunk, images, strict=True):
+                    image.save(out / f"{p}-{seed}.png")
+        return time.perf_counter() - started
+
+    return run
+
+
+def embedded(
+    workload: Workload, workdir: Path, full_determinism: bool = True, **spec_fields: Any
+) -> Runner:
+    """``reprogrid run``: validate the spec, ``create_job``, then ``run_job`` on SQLite."""
+    db = open_database(sqlite_url(workdir / "reprogrid.db"))
+    settings = Settings(
+        db_url=str(db.engine.url),
+        store=workdir / "store",
+        threads=workload.threads,
+        full_determinism=full_determinism,
+    )
+
+    def run(rep: int) -> float:
+        started = time.perf_counter()
+        job_id = create_job(db, workload.spec(rep, **spec_fields))
+        ctx = WorkerContext.start(settings, db, workload.device, "bench")
+        status = run_job(ctx, job_id)
+        seconds = time.perf_counter() - started
+        if status != "done":
+            raise RuntimeError(f"job {job_id} ended {status}")
+        return seconds
+
+    return run
+
+
+BASELINE = "plain diffusers loop"
+CASES: dict[str, Case] = {
+    BASELINE: plain_loop,
+    "reprogrid run (embedded, SQLite)": embedded,
+    # determinism.py measures variants of the embedded case against it
+}
+
+
+def case_pixels(workdir: Path, workload: Workload, rep: int) -> list[str]:
+    """pixel_sha256 of repetition ``rep``'s images in grid order, read from a case's output."""
+    if (workdir / "reprogrid.db").exists():
+        db = open_database(f"sqlite:///{workdir / 'reprogrid.db'}", migrate=False)
+        seeds = workload.seeds(rep)
+        with db.sessions() as session:
+            hashes = session.scalars(
+                select(Image.pixel_sha256)
+                .join(Cell, Cell.id == Image.cell_id)
+                .where(Cell.seed >= seeds.start, Cell.seed < seeds.stop)
+                .order_by(Cell.job_id, Cell.grid_index)
+            ).all()
+        db.dispose()
+        return list(hashes)
+    from PIL import Image as PILImage
+
+    return [
+        pixel_sha256(np.asarray(PILImage.open(workdir / "images" / f"{p}-{s}.png").convert("RGB")))
+        for p in range(len(workload.prompts))
+        for s in workload.seeds(rep)
+    ]
+
+
+@dataclass
+class Timings:
+    """Seconds per repetition of one case: in all, and outside the pipeline's own call."""
+
+    total: list[float] = field(default_factory=list)
+    outside: list[float] = field(default_factory=list)
+
+
+@contextmanager
+def pipeline_clock() -> Iterator[list[float]]:
+    """Count the seconds spent inside ``StableDiffusionPipeline.__call__`` (both paths call it).
+
+    What a case spends outside it is what it adds to the pipeline: far steadier
+    on a busy machine than the difference of two totals.
+    """
+    from diffusers import StableDiffusionPipeline
+
+    inside = [0.0]
+    original = StableDiffusionPipeline.__call__
+
+    @functools.wraps(original)  # keeps the signature generate_batch inspects
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            inside[0] += time.perf_counter() - started
+
+    StableDiffusionPipeline.__call__ = timed
+    try:
+        yield inside
+    finally:
+        StableDiffusionPipeline.__call__ = original
+
+
+def measure(
+    cases: dict[str, Case],
+    workload: Workload,
+    reps: int,
+    workdir: Path,
+    same_pixels: Collection[str] | None = None,
+) -> dict[str, Timings]:
+    """Seconds per repetition of every case, interleaved, after one warm-up each.
+
+    The warm-up's images of the cases named in ``same_pixels`` (default: all)
+    must be identical to the first case's: proof that they did the same work.
+    """
+    import torch
+
+    if workload.threads is not None:
+        torch.set_num_threads(workload.threads)
+    dirs = {name: workdir / re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") for name in cases}
+    for folder in dirs.values():
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+    runners = {name: case(workload, dirs[name]) for name, case in cases.items()}
+    for run in runners.values():
+        run(0)
+    baseline = next(iter(cases))
+    reference = case_pixels(dirs[baseline], workload, 0)
+    for name in cases if same_pixels is None else same_pixels:
+        if case_pixels(dirs[name], workload, 0) != reference:
+            raise RuntimeError(f"{name} made other pixels than {baseline}")
+    timings = {name: Timings() for name in cases}
+    with pipeline_clock() as inside:
+        for rep in range(1, reps + 1):
+            for name, run in runners.items():
+                inside[0] = 0.0
+                seconds = run(rep)
+                timings[name].total.append(seconds)
+                timings[name].outside.append(seconds - inside[0])
+    return timings
+
+
+def ratio_rows(
+    item: str,
+    workload: Workload,
+    timings: dict[str, Timings],
+    baseline: str,
+    target: float | None,
+) -> list[Row]:
+    """images/s of each case, its ratio to the baseline and its time outside the pipeline."""
+    rows = []
+    for name, times in timings.items():
+        rate = workload.images / median(times.total)
+        outside = median(times.outside) / workload.images * 1000
+        figure = f"{rate:.1f} images/s; {outside:.1f} ms/image outside the pipeline call"
+        if name == baseline:
+            rows.append(Row(item, name, figure))
+            continue
+        pairs = zip(timings[baseline].total, times.total, strict=True)
+        ratio = median([b / t for b, t in pairs])
+        figure = f"ratio {ratio:.3f} x; {figure}"
+        if target is None:
+            rows.append(Row(item, name, figure))
+        else:
+            rows.append(Row(item, name, figure, f">= {target} x", verdict(ratio >= target)))
+    return rows
+
+
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--seeds", type=int, default=Workload.seeds_per_prompt, help="per prompt")
+    parser.add_argument("--steps", type=int, default=Workload.steps)
+    parser.add_argument("--batch-size", type=int, default=Workload.batch_size)
+    parser.add_argument("--profile", type=Path, help="cProfile the embedded case into this file")
+    args = parser.parse_args()
+    workload = Workload(
+        seeds_per_prompt=args.seeds,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        threads=args.threads,
+    )
+    workdir = args.workdir / "throughput"
+    if args.profile:
+        profile_embedded(workload, workdir, args.reps, args.profile)
+        return
+    print(f"throughput: {workload.describe()}, {args.reps} reps")
+    timings = measure(CASES, workload, args.reps, workdir)
+    rows = [Row("1 throughput", "workload", workload.describe())]
+    rows += ratio_rows("1 throughput", workload, timings, BASELINE, TARGET_RATIO)
+    write_rows(args.out, rows)
+
+
+def profile_embedded(workload: Workload, workdir: Path, reps: int, path: Path) -> None:
+    """Run the embedded case under cProfile (after a warm-up) and print where time goes."""
+    import pstats
+
+    run = embedded(workload, workdir / "profile")
+    run(0)
+    profiler = cProfile.Profile()
+    profiler.runcall(lambda: [run(rep) for rep in range(1, reps + 1)])
+    profiler.dump_stats(path)
+    pstats.Stats(profiler).sort_stats("cumulative").print_stats(40)
+
+
+if __name__ == "__main__":
+    main()
