@@ -9,10 +9,11 @@ each case computes the same images and no case finds its files already written.
 :func:`measure` sets every case up, runs one untimed warm-up repetition of each,
 checks that every case made the same pixels as the baseline, then runs the
 cases interleaved (rep 1 of each, rep 2 of each, ...) so that a change in the
-machine's load hits all of them alike. images/s is the median over
-repetitions; the ratio of a case is the median, over repetitions, of
-``baseline seconds / case seconds`` in the same repetition (paired, so it is
-steadier than the ratio of the two medians on a busy machine).
+machine's load hits all of them alike. images/s and ratios come from each
+case's fastest repetition: other work on the machine only ever slows a run
+down, so the fastest one is the least disturbed. The time a case spends
+outside the pipeline's own call (median over repetitions) is what it adds to
+the pipeline, the steadiest figure of all.
 
 To measure another path, write one more case and add it to ``CASES``; e.g. the
 distributed path: in setup, a scratch PostgreSQL (``common.scratch_postgres``),
@@ -272,14 +273,13 @@ def ratio_rows(
     """images/s of each case, its ratio to the baseline and its time outside the pipeline."""
     rows = []
     for name, times in timings.items():
-        rate = workload.images / median(times.total)
+        rate = workload.images / min(times.total)
         outside = median(times.outside) / workload.images * 1000
         figure = f"{rate:.1f} images/s; {outside:.1f} ms/image outside the pipeline call"
         if name == baseline:
             rows.append(Row(item, name, figure))
             continue
-        pairs = zip(timings[baseline].total, times.total, strict=True)
-        ratio = median([b / t for b, t in pairs])
+        ratio = min(timings[baseline].total) / min(times.total)
         figure = f"ratio {ratio:.3f} x; {figure}"
         if target is None:
             rows.append(Row(item, name, figure))

@@ -154,8 +154,10 @@ def bulk_insert(
     (cache_size,) = cursor.execute("PRAGMA cache_size").fetchone()
     # Indexes on random keys (hashes) touch pages all over their B-tree: keep them in memory.
     cursor.execute(f"PRAGMA cache_size=-{BULK_CACHE_KIB}")
-    iterator = iter(rows)
-    while chunk := list(itertools.islice(iterator, BULK_CHUNK)):
-        cursor.executemany(statement, chunk)
-    cursor.execute(f"PRAGMA cache_size={cache_size}")
-    cursor.close()
+    try:
+        iterator = iter(rows)
+        while chunk := list(itertools.islice(iterator, BULK_CHUNK)):
+            cursor.executemany(statement, chunk)
+    finally:
+        cursor.execute(f"PRAGMA cache_size={cache_size}")
+        cursor.close()
