@@ -166,10 +166,17 @@ CASES: dict[str, Case] = {
 }
 
 
+def sqlite_url_of(path: Path) -> str:
+    """The URL of an existing SQLite file (``common.sqlite_url`` starts a new one)."""
+    return f"sqlite:///{path}"
+
+
 def case_pixels(workdir: Path, workload: Workload, rep: int) -> list[str]:
     """pixel_sha256 of repetition ``rep``'s images in grid order, read from a case's output."""
-    if (workdir / "reprogrid.db").exists():
-        db = open_database(f"sqlite:///{workdir / 'reprogrid.db'}", migrate=False)
+    url_file = workdir / "db_url"  # a case on another database names it here
+    if url_file.exists() or (workdir / "reprogrid.db").exists():
+        url = url_file.read_text() if url_file.exists() else sqlite_url_of(workdir / "reprogrid.db")
+        db = open_database(url, migrate=False)
         seeds = workload.seeds(rep)
         with db.sessions() as session:
             hashes = session.scalars(
