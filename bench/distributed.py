@@ -37,7 +37,7 @@ from reprogrid.scheduler.jobs import create_job
 
 BROKER = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/14")
 CASE = "reprogrid fleet (submit, scheduler, 1 worker, Redis, PostgreSQL)"
-POLL_SECONDS = 0.01
+POLL_SECONDS = 0.05
 
 
 def fleet(resources: ExitStack, workload: Workload, workdir: Path) -> Runner:

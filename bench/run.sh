@@ -26,9 +26,10 @@ run() {
     "$PYTHON" -m "bench.$name" "${common[@]}" --out "$results/$name.json" "$@"
 }
 run throughput
+run distributed
 run submit
 run query
 run memory
 run determinism
 "$PYTHON" -m bench.report --seconds $((SECONDS - started)) \
-    "$results"/{throughput,submit,query,memory,determinism}.json
+    "$results"/{throughput,distributed,submit,query,memory,determinism}.json
