@@ -5,7 +5,8 @@
 #   BENCH_THREADS=2 bench/run.sh     # torch threads (default 1; all cases use the same)
 #
 # Needs PostgreSQL at BENCH_POSTGRES (default postgresql://postgres@127.0.0.1:5432/test,
-# where it creates and drops scratch databases). Scratch files go to BENCH_WORK.
+# where it creates and drops scratch databases) and Redis at BENCH_REDIS (default
+# redis://127.0.0.1:6379/14, flushed). Scratch files go to BENCH_WORK.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ -z "${PYTHON:-}" ]]; then
