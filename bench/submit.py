@@ -86,7 +86,7 @@ def main() -> None:
             seconds = result["seconds"]
             figure = (
                 f"{seconds:.1f} s = {cells / seconds:,.0f} cells/s, peak RSS"
-                f" {result['peak_rss']:.0f} MiB (+{result['peak_rss'] - result['rss_before']:.0f})"
+                f" {result['peak_rss']:.0f} MiB ({result['peak_rss'] - result['rss_before']:+.0f})"
             )
             limit = TARGET_SECONDS.get(cells)
             rows.append(
