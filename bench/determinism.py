@@ -37,7 +37,7 @@ def main() -> None:
     timings = measure(
         CASES, workload, args.reps, args.workdir / "determinism", {"full determinism off"}
     )
-    rows = ratio_rows("5 determinism", workload, timings, BASELINE, target=None)
+    rows = ratio_rows("5 determinism", workload, timings, BASELINE, None, same_pipeline=False)
     rows.append(Row("5 determinism", "pixels, full determinism off vs on", "identical"))
     write_rows(args.out, rows)
 

@@ -15,6 +15,8 @@ from reprogrid.scheduler.grid import cell_recipe, sha256_text
 from reprogrid.scheduler.jobs import create_job, form_batches
 from reprogrid.scheduler.spec import validate_spec
 from reprogrid.worker import records
+from reprogrid.worker.determinism import DeterminismSettings
+from reprogrid.worker.environment import describe_environment, fingerprint
 
 SPEC = {
     "prompts": ["a fox", 'a "quoted" ünïcode bird'],
@@ -80,7 +82,8 @@ def add_image(database: Database, cell_id: int, pixel: str, png: str) -> int:
         batch = Batch(job_id=cell.job_id, cell_ids=[cell_id])
         session.add(batch)
         session.flush()
-        environment = records.environment_id(session, "e" * 64, ENVIRONMENT)
+        info = describe_environment("cpu", "float32", DeterminismSettings(1, True))
+        environment = records.environment_id(session, fingerprint(info), info)
         checkpoint = records.checkpoint_id(session, "builtin:tiny", None, "0" * 64, {})
         image = Image(
             cell_id=cell_id,
@@ -99,20 +102,6 @@ def add_image(database: Database, cell_id: int, pixel: str, png: str) -> int:
         session.add(image)
         session.commit()
         return image.id
-
-
-ENVIRONMENT = {
-    "hostname": "h",
-    "device_type": "cpu",
-    "device_name": "cpu",
-    "torch": "0",
-    "diffusers": "0",
-    "transformers": "0",
-    "python": "3",
-    "threads": 1,
-    "dtype": "float32",
-    "full_determinism": True,
-}
 
 
 def test_images_are_found_by_a_prefix_of_any_of_their_hashes(database):
