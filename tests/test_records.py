@@ -184,3 +184,20 @@ def test_a_running_batch_renews_its_lease(database, tmp_path):
         after = session.scalar(select(Batch.lease_until).where(Batch.id == batch.id))
         assert after > before and session.get(Batch, batch.id).status == RUNNING
         assert not records.renew_lease(session, batch.id, "w2", 600)
+
+
+def test_a_long_read_on_sqlite_does_not_hold_the_write_lock(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "r.db"
+    db = open_database(f"sqlite:///{path}")
+    new_job(db)
+    with db.reads() as session:
+        rows = session.execute(select(Cell.id)).yield_per(1)
+        next(iter(rows))  # a read transaction is open, its rows half consumed
+        writer = sqlite3.connect(path, timeout=1, isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")  # a worker's write gets the lock at once
+        writer.execute("UPDATE job SET priority = 1")
+        writer.execute("COMMIT")
+        writer.close()
+    db.dispose()

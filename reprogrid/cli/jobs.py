@@ -173,7 +173,7 @@ class JobProgress:
 
 
 def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
-    with app.db.sessions() as session:
+    with app.db.reads() as session:
         try:
             return job_progress(session, job_id)
         except NotFound as exc:
@@ -216,7 +216,7 @@ def status(app: App, job: int | None, fmt: str) -> None:
         "model",
     ]
     print_table(rows, columns)
-    with app.db.sessions() as session:
+    with app.db.reads() as session:
         workers = live_workers(session)
     if workers:
         print_table(workers, WORKER_COLUMNS)
@@ -270,7 +270,7 @@ def query(app: App, fmt: str, **filters: Any) -> None:
       reprogrid query --job 1 --verdict different
       reprogrid query --since 12h --sort -time --limit 20
     """
-    with app.db.sessions() as session:
+    with app.db.reads() as session:
         rows = query_cells(session, CellFilter(**filters), app.settings.store)
         if fmt == "json":
             write_json_array(rows)
@@ -319,7 +319,7 @@ def show(app: App, image: str, fmt: str) -> None:
       reprogrid show 12
       reprogrid show 3fa9c2
     """
-    with app.db.sessions() as session:
+    with app.db.reads() as session:
         try:
             record = image_record(session, find_image(session, image), app.settings.store)
         except NotFound as exc:

@@ -66,7 +66,7 @@ def grid(
     from reprogrid.review.sheet import write_sheets
 
     with _review_errors():
-        with app.db.sessions() as session:
+        with app.db.reads() as session:
             sheets = job_sheets(session, job, app.settings.store, rows, cols)
         paths = write_sheets(sheets, output, thumb)
     for path in paths:
@@ -108,7 +108,7 @@ def report(app: App, job: int, output: Path, thumb: int | None, as_json: bool) -
     from reprogrid.review.report import load_report, write_report
 
     with _review_errors():
-        with app.db.sessions() as session:
+        with app.db.reads() as session:
             data = load_report(session, job, app.settings.store)
         with JobProgress(job, len(data.images), json_lines=as_json) as progress:
             index = write_report(data, output, thumb, on_image=lambda: progress.add(1))
@@ -146,7 +146,7 @@ def export(
 
     if (job is None) != all_jobs:
         raise BadInput("job: give a job id or --all (not both)")
-    with app.db.sessions() as session:
+    with app.db.reads() as session:
         if job is not None and session.get(Job, job) is None:
             raise click.ClickException(f"no job {job}")
         total = count_images(session, job)

@@ -4,6 +4,8 @@ A forked child never reuses its parent's pooled connections.
 SQLite runs in WAL mode with a busy timeout and ``BEGIN IMMEDIATE`` transactions,
 so several local processes (the CLI, workers, a scheduler) can share one file:
 a writer waits for the lock instead of failing half-way through a transaction.
+Sessions from ``Database.reads`` begin deferred instead: a long read (``query``,
+``export``) never holds the write lock that workers wait for.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
+READ_ONLY_OPTION = "reprogrid_read_only"
 BULK_CHUNK = 20_000
 BULK_CACHE_KIB = 64 * 1024
 # An arbitrary constant: the PostgreSQL advisory lock taken while migrating.
@@ -38,6 +41,7 @@ class Database:
 
     engine: Engine
     sessions: sessionmaker[Session]
+    reads: sessionmaker[Session]  # for transactions that only read
 
     @property
     def is_sqlite(self) -> bool:
@@ -71,7 +75,7 @@ def create_db_engine(url: str) -> Engine:
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     event.listen(engine, "connect", _configure_sqlite_connection)
-    event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+    event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
 
 
@@ -87,13 +91,23 @@ def _configure_sqlite_connection(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+def _begin_sqlite_transaction(connection) -> None:
+    read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+    connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
 def open_database(url: str, migrate: bool = True) -> Database:
     """Connect to ``url`` and, unless told not to, bring its schema up to date."""
     engine = create_db_engine(url)
     _forget_pool_after_fork(engine)
     if migrate:
         upgrade(engine)
-    return Database(engine, sessionmaker(engine, expire_on_commit=False))
+    reader = engine.execution_options(**{READ_ONLY_OPTION: True})
+    return Database(
+        engine,
+        sessionmaker(engine, expire_on_commit=False),
+        sessionmaker(reader, expire_on_commit=False),
+    )
 
 
 def _forget_pool_after_fork(engine: Engine) -> None:

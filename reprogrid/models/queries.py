@@ -121,7 +121,10 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
     if where.seed is not None:
         query = query.where(Cell.seed == where.seed)
     if where.model is not None:
-        query = query.where(Cell.job_id.in_(select(Job.id).where(Job.model == where.model)))
+        # The job ids as literals: as a subquery, PostgreSQL sorts every matching
+        # cell before returning the first row (docs/benchmarks.md).
+        job_ids = session.scalars(select(Job.id).where(Job.model == where.model)).all()
+        query = query.where(Cell.job_id.in_(job_ids))
     if where.status is not None:
         query = query.where(Cell.status == where.status)
     if where.verdict is not None:

@@ -161,18 +161,29 @@ def _dispatch_job(
         if len(pending) < free and _has_unbatched_cells(session, job_id):
             form_batches(session, job_id, limit=free - len(pending), queue=job.queue)
             pending = _pending_batches(session, job_id)
-        chosen = []
-        for batch_id, queue in pending:
-            if in_flight[queue] < limits.max_in_flight:
-                chosen.append((batch_id, queue))
-                in_flight[queue] += 1
-        if chosen:
-            _stamp_published(session, [batch_id for batch_id, _ in chosen], status=QUEUED)
-        elif not _has_active_batches(session, job_id):
+        chosen = _queue_within_bound(session, pending, limits, in_flight)
+        if not chosen and not _has_active_batches(session, job_id):
             update_job_status(session, job_id)
         session.commit()
     _publish_all(db, publish, chosen)
     return len(chosen)
+
+
+def _queue_within_bound(
+    session: Session,
+    pending: list[tuple[int, str]],
+    limits: DispatchLimits,
+    in_flight: Counter,
+) -> list[tuple[int, str]]:
+    """Mark as queued the pending batches their queue's in-flight bound allows; return them."""
+    chosen = []
+    for batch_id, queue in pending:
+        if in_flight[queue] < limits.max_in_flight:
+            chosen.append((batch_id, queue))
+            in_flight[queue] += 1
+    if chosen:
+        _stamp_published(session, [batch_id for batch_id, _ in chosen], status=QUEUED)
+    return chosen
 
 
 def _dispatch_verification(
@@ -191,13 +202,7 @@ def _dispatch_verification(
             .limit(RECOVER_CHUNK)
             .with_for_update(skip_locked=True)
         ).all()
-        chosen = []
-        for batch_id, queue in pending:
-            if in_flight[queue] < limits.max_in_flight:
-                chosen.append((batch_id, queue))
-                in_flight[queue] += 1
-        if chosen:
-            _stamp_published(session, [batch_id for batch_id, _ in chosen], status=QUEUED)
+        chosen = _queue_within_bound(session, pending, limits, in_flight)
         session.commit()
     _publish_all(db, publish, chosen)
     return len(chosen)
