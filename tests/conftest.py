@@ -69,6 +69,18 @@ def redis_url() -> str:
     return REDIS
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def database(request, tmp_path: Path) -> Iterator[Database]:
+    """The same test on a SQLite file and on a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'r.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    db = open_database(url)
+    yield db
+    db.dispose()
+
+
 @pytest.fixture
 def db(sqlite_url: str) -> Iterator[Database]:
     database = open_database(sqlite_url)

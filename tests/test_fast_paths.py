@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
-from reprogrid.models import Batch, Cell, Database, Image, open_database
+from reprogrid.models import Batch, Cell, Database, Image
 from reprogrid.models.queries import NotFound, find_image
 from reprogrid.scheduler.grid import cell_recipe, sha256_text
 from reprogrid.scheduler.jobs import create_job, form_batches
@@ -27,17 +25,6 @@ SPEC = {
     "batch_size": 2,
     "axes": {"guidance_scale": [1.0, 5.0], "steps": [2, 3]},
 }
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'r.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    db = open_database(url)
-    yield db
-    db.dispose()
 
 
 def test_bulk_inserted_cells_read_back_as_the_spec_expands(database):

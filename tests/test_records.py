@@ -3,7 +3,6 @@
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import func, select, update
 
 from reprogrid.config import Settings
@@ -15,17 +14,6 @@ from reprogrid.worker.embedded import run_job
 from reprogrid.worker.execute import WorkerContext, execute_batch
 
 SPEC = {"prompts": ["a fox", "a bird"], "seeds": "0-2", "steps": 2, "width": 64, "height": 64}
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database(request, tmp_path: Path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'r.db'}"
-    else:
-        url = request.getfixturevalue("postgres_url")
-    db = open_database(url)
-    yield db
-    db.dispose()
 
 
 def new_job(db, **fields):
