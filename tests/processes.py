@@ -22,6 +22,9 @@ import redis
 from sqlalchemy import func, select
 
 from reprogrid.models import Batch, Cell, Checkpoint, Database, Image
+from reprogrid.scheduler.control import cancel_job
+from reprogrid.scheduler.jobs import form_batches
+from reprogrid.worker import records
 
 LEASE_SECONDS = 10  # the shortest lease the settings accept: lost work comes back fast
 
@@ -177,3 +180,19 @@ def queued_messages(broker_url: str, queue: str = "default") -> list[int]:
         args, _kwargs, _embed = json.loads(base64.b64decode(message["body"]))
         ids.append(args[0])
     return ids
+
+
+def interrupted_by_cancel(db: Database, job_id: int) -> int:
+    """Leave a one-batch job as a worker leaves it when the job is cancelled mid-batch.
+
+    The same calls a worker makes, without the race: claim the batch, cancel the
+    job, and record the batch as interrupted. Returns the batch id.
+    """
+    with db.sessions() as session:
+        (batch_id,) = form_batches(session, job_id)
+        session.commit()
+    with db.sessions() as session:
+        claim = records.claim_batch(session, batch_id, "interrupted", LEASE_SECONDS)
+        cancel_job(session, job_id)
+        records.cancel_batch(session, claim, "interrupted")
+    return batch_id

@@ -12,7 +12,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from processes import Fleet, cell_counts, generating, image_batches, wait_until
+from processes import (
+    Fleet,
+    cell_counts,
+    generating,
+    image_batches,
+    interrupted_by_cancel,
+    store_files,
+    wait_until,
+)
 from sqlalchemy import func, select
 
 from reprogrid.cli.app import BadInput
@@ -80,12 +88,13 @@ def test_cancel_and_retry_an_unknown_job_is_bad_input(cli) -> None:
         assert result.output.strip() == "Error: job: no job 42"
 
 
-def test_cancel_stops_an_embedded_run_and_retry_runs_it_here_to_the_end(
+def test_cancel_interrupts_an_embedded_run_between_denoising_steps(
     db: Database, sqlite_url: str, tmp_path: Path
 ) -> None:
     fleet = Fleet(sqlite_url, "redis://127.0.0.1:1/0", tmp_path)  # no broker is needed
+    # Far more steps than any machine runs before the cancel lands: the batch is mid-way.
     run = fleet.start(
-        "run", "--prompt", "a red fox", "--seeds", "0-3", "--steps", "200", "--device", "cpu"
+        "run", "--prompt", "a red fox", "--seeds", "0-3", "--steps", "20000", "--device", "cpu"
     )
     try:
         batch = wait_until(
@@ -98,11 +107,19 @@ def test_cancel_stops_an_embedded_run_and_retry_runs_it_here_to_the_end(
         fleet.stop()
     assert "job 1 cancelled: 0 of 4 images" in fleet.logs()
     assert cell_counts(db, 1) == {"cancelled": 4}
-    retry = fleet.command("retry", "1", "--device", "cpu", timeout=300)
-    assert retry.returncode == 0, retry.stderr
-    assert retry.stdout.startswith("job 1 done: 4 of 4 images")
-    assert cell_counts(db, 1) == {"done": 4}
-    assert image_batches(db, 1) == {batch}
+    with db.sessions() as session:
+        assert session.get(Batch, batch).status == "cancelled"
+    assert store_files(tmp_path / "store") == []
+
+
+def test_retry_runs_a_batch_cancelled_mid_run_here_to_the_end(cli, db: Database) -> None:
+    job_id = create_job(db, validate_spec({**TINY, "seeds": "0-3", "steps": 2}, 100))
+    batch = interrupted_by_cancel(db, job_id)
+    result = cli("retry", str(job_id), "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"job {job_id} done: 4 of 4 images")
+    assert cell_counts(db, job_id) == {"done": 4}
+    assert image_batches(db, job_id) == {batch}
 
 
 def test_a_batch_failing_every_attempt_fails_its_cells_with_the_error_then_retry_runs_it(

@@ -24,6 +24,7 @@ from processes import (
     generating,
     image_batches,
     images_by_cell,
+    interrupted_by_cancel,
     queued_messages,
     running_batch_of,
     store_files,
@@ -196,10 +197,11 @@ def test_a_pickle_message_is_refused_and_has_no_effect(
     assert "Refusing to deserialize untrusted content of type pickle" in fleet.logs()
 
 
-def test_cancel_stops_a_running_batch_and_retry_reruns_it_to_the_end(
+def test_cancel_stops_a_running_batch_between_denoising_steps(
     fleet: Fleet, db: Database, tmp_path: Path
 ) -> None:
-    job_id, cells = submit(fleet, write_spec(tmp_path, seeds="0-1", steps=200))  # one batch
+    # One batch of far more steps than any machine runs before the cancel lands.
+    job_id, cells = submit(fleet, write_spec(tmp_path, seeds="0-1", steps=20000))
     fleet.scheduler()
     fleet.worker("w1")
     running = wait_until(lambda: generating(db, "w1"), 120, "the batch to generate", fleet)
@@ -209,11 +211,21 @@ def test_cancel_stops_a_running_batch_and_retry_reruns_it_to_the_end(
     assert _status(db, running) == "cancelled"
     assert images_by_cell(db, job_id) == {}
     assert cell_counts(db, job_id) == {"cancelled": cells}
+    assert store_files(fleet.store) == []
+
+
+def test_retry_has_the_fleet_rerun_a_batch_cancelled_mid_run(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    job_id, cells = submit(fleet, write_spec(tmp_path, seeds="0-1", steps=3))  # one batch
+    batch = interrupted_by_cancel(db, job_id)
     result = fleet.command("retry", str(job_id))
     assert result.returncode == 0, result.stderr
-    wait_until(lambda: all_done(db, job_id, cells), 180, "the retried job", fleet)
+    fleet.scheduler()
+    fleet.worker("w1")
+    wait_until(lambda: all_done(db, job_id, cells), 120, "the retried job", fleet)
     assert_each_cell_done_once(db, fleet, job_id, cells)
-    assert image_batches(db, job_id) == {running}
+    assert image_batches(db, job_id) == {batch}
 
 
 def _status(db: Database, batch_id: int) -> str:
