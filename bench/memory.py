@@ -1,7 +1,8 @@
-"""Item 4: resident memory of one worker process over 1,000 batches of ``execute_batch``.
+"""Item 4: resident memory of one worker process over 1,000 batches.
 
 One job of 1,000 single-image batches (builtin:tiny, 64x64, one step) is run
-batch by batch through ``execute_batch`` in this process, as a worker would,
+batch by batch through ``OverlappedBatches`` in this process, as a worker does
+(each batch recorded on the recording thread while the next one computes),
 with a SQLite database and the PNG store; RSS is sampled every 10 batches.
 The first 100 batches are warm-up (allocator pools, caches filling); the slope
 over the rest is a least-squares fit. A leak of one 64x64 image per batch
@@ -19,7 +20,7 @@ from bench.common import Row, arguments, bench_spec, rss_mib, sqlite_url, verdic
 from reprogrid.config import Settings
 from reprogrid.models import open_database
 from reprogrid.scheduler.jobs import create_job, form_batches
-from reprogrid.worker.execute import WorkerContext, execute_batch
+from reprogrid.worker.execute import BatchOutcome, OverlappedBatches, WorkerContext
 
 WARM_UP = 100
 SAMPLE_EVERY = 10
@@ -49,12 +50,16 @@ def main() -> None:
     ctx = WorkerContext.start(settings, db, "cpu", "bench-memory")
     started = time.perf_counter()
     samples: list[tuple[int, float]] = []
-    for done, batch_id in enumerate(batch_ids, start=1):
-        outcome = execute_batch(ctx, batch_id)
+
+    def on_outcome(outcome: BatchOutcome) -> None:
         if outcome.status != "done":
-            raise RuntimeError(f"batch {batch_id}: {outcome.status} {outcome.error}")
-        if done % SAMPLE_EVERY == 0:
-            samples.append((done, rss_mib()))
+            raise RuntimeError(f"batch {outcome.batch_id}: {outcome.status} {outcome.error}")
+
+    with OverlappedBatches(ctx, on_outcome) as batches:
+        for done, batch_id in enumerate(batch_ids, start=1):
+            batches.run(batch_id)
+            if done % SAMPLE_EVERY == 0:
+                samples.append((done, rss_mib()))
     seconds = time.perf_counter() - started
     measured = [(n, rss) for n, rss in samples if n >= WARM_UP]
     kib_per_batch = slope([n for n, _ in measured], [rss for _, rss in measured]) * 1024

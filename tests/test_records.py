@@ -163,6 +163,37 @@ def test_a_job_whose_cells_all_failed_or_finished_is_failed(database, tmp_path):
         assert statuses == {"failed": 4, DONE: 2}
 
 
+def test_a_batch_that_cannot_be_stored_is_retried_then_its_cells_are_marked_failed(
+    database, tmp_path
+):
+    """Storing runs on the recording thread; its errors count as attempts all the same."""
+    job_id = new_job(database, prompts=["a fox"], seeds="0-1")
+    ctx = context(database, tmp_path)
+    ctx.store.write_text("a file where the store should be")
+    ctx.max_attempts = 2
+    outcomes = []
+    assert run_job(ctx, job_id, on_batch=outcomes.append) == "failed"
+    assert [o.status for o in outcomes] == ["retrying", "failed"]
+    with database.sessions() as session:
+        cells = session.scalars(select(Cell).where(Cell.job_id == job_id)).all()
+        assert {c.status for c in cells} == {"failed"}
+        assert all(c.error.startswith(("FileExistsError", "NotADirectoryError")) for c in cells)
+        assert session.scalar(select(func.count()).select_from(Image)) == 0
+
+
+def test_batches_are_reported_once_recorded_in_the_order_they_ran(database, tmp_path):
+    job_id = new_job(database, batch_size=2)
+    reported = []
+
+    def on_batch(outcome):
+        with database.sessions() as session:  # recorded before it is reported
+            status = session.scalar(select(Batch.status).where(Batch.id == outcome.batch_id))
+        reported.append((outcome.batch_id, outcome.status, outcome.images, status))
+
+    assert run_job(context(database, tmp_path), job_id, on_batch=on_batch) == DONE
+    assert reported == [(batch_id, DONE, 2, DONE) for batch_id in (1, 2, 3)]
+
+
 def test_a_running_batch_renews_its_lease(database, tmp_path):
     (batch, *_) = batches_of(database, new_job(database))
     with database.sessions() as session:

@@ -42,25 +42,28 @@ class JobChange:
 
 def update_job_status(session: Session, job_id: int) -> str:
     """Set a job done, failed or cancelled once none of its cells is left to run."""
-    job = session.get(Job, job_id)
+    # Runs after every batch: reads the status alone, not the job's whole spec.
+    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    if status in FINISHED:
+        return status
     unfinished = session.scalar(
         select(Cell.id).where(Cell.job_id == job_id, Cell.status.in_([QUEUED, RUNNING])).limit(1)
     )
-    if unfinished is not None or job.status in FINISHED:
-        return job.status
+    if unfinished is not None:
+        return status
     counts = dict(
         session.execute(
             select(Cell.status, func.count()).where(Cell.job_id == job_id).group_by(Cell.status)
         ).all()
     )
     if counts.get(FAILED, 0):
-        job.status = FAILED
+        status = FAILED
     elif counts.get(CANCELLED, 0):
-        job.status = CANCELLED
+        status = CANCELLED
     else:
-        job.status = DONE
-    job.finished_at = utcnow()
-    return job.status
+        status = DONE
+    session.execute(update(Job).where(Job.id == job_id).values(status=status, finished_at=utcnow()))
+    return status
 
 
 def finish_batch(session: Session, batch_id: int, worker: str, status: str, error: str) -> bool:

@@ -1,7 +1,10 @@
-"""Running one batch end to end: claim, generate, write files, record.
+"""Running batches end to end: claim, compute, write files, record.
 
-``execute_batch`` is the single code path behind ``reprogrid run`` and the
-Celery task, so a batch is computed and recorded the same way everywhere.
+A batch runs in two steps: ``_compute`` claims and computes it on the calling
+thread, ``_record`` stores and records its results. ``OverlappedBatches``
+(behind ``reprogrid run`` and the Celery worker) records each batch on a
+background thread while the next one computes; ``execute_batch`` does both
+steps in line. Either way a batch is computed and recorded by the same code.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,41 +113,121 @@ class LeaseKeeper:
             )
 
 
-def execute_batch(
-    ctx: WorkerContext,
-    batch_id: int,
-    run: Callable[[WorkerContext, records.ClaimedBatch], int] | None = None,
-) -> BatchOutcome:
-    """Claim the batch, generate its images, store and record them.
+Record = Callable[[], int]
+"""Writes a computed batch's results (files, rows) and returns how many it recorded."""
 
-    ``run`` replaces the generation for other kinds of batches (verification);
-    it returns how many results it recorded.
+BatchWork = Callable[[WorkerContext, records.ClaimedBatch], Record]
+"""The computation of one kind of batch; it returns how to record its results."""
 
-    A batch that runs out of GPU memory is split in two halves that wait to be
-    run; any other error is retried until the attempt limit, then fails its cells.
+
+@dataclass(frozen=True)
+class _Computed:
+    """A claimed batch whose results are computed and wait to be recorded."""
+
+    batch_id: int
+    claim: records.ClaimedBatch
+    record: Record
+    started: float
+
+
+def execute_batch(ctx: WorkerContext, batch_id: int, work: BatchWork | None = None) -> BatchOutcome:
+    """Claim the batch, compute it, then store and record its results, in this thread.
+
+    ``work`` computes other kinds of batches (verification); it defaults to
+    generating images.
     """
+    step = _compute(ctx, batch_id, work or generate_images)
+    return step if isinstance(step, BatchOutcome) else _record(ctx, step)
+
+
+class OverlappedBatches:
+    """Runs batches one after another, recording each while the next one computes.
+
+    Storing PNGs and writing rows happen on one background thread, so the
+    device is never idle while the database commits; at most one batch waits to
+    be recorded. ``on_outcome`` is called on that thread, in batch order.
+    """
+
+    def __init__(self, ctx: WorkerContext, on_outcome: Callable[[BatchOutcome], None]) -> None:
+        self.ctx = ctx
+        self.on_outcome = on_outcome
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reprogrid-record")
+        self._recording: Future[BatchOutcome] | None = None
+
+    def run(self, batch_id: int, work: BatchWork | None = None) -> None:
+        """Compute the batch here, then hand it to the recording thread."""
+        step = _compute(self.ctx, batch_id, work or generate_images)
+        self.wait()
+        self._recording = self._thread.submit(self._finish, step)
+
+    def wait(self) -> BatchOutcome | None:
+        """Wait until the last batch is recorded; its outcome (errors are raised here)."""
+        recording, self._recording = self._recording, None
+        return None if recording is None else recording.result()
+
+    def close(self) -> None:
+        """Record what is left and stop the thread."""
+        try:
+            self.wait()
+        finally:
+            self._thread.shutdown()
+
+    def __enter__(self) -> OverlappedBatches:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _finish(self, step: BatchOutcome | _Computed) -> BatchOutcome:
+        outcome = step if isinstance(step, BatchOutcome) else _record(self.ctx, step)
+        self.on_outcome(outcome)
+        return outcome
+
+
+def _compute(ctx: WorkerContext, batch_id: int, work: BatchWork) -> BatchOutcome | _Computed:
+    """Claim and compute the batch; an outcome if it ended here (skipped, cancelled, failed)."""
     started = time.perf_counter()
     with ctx.db.sessions() as session:
         claim = records.claim_batch(session, batch_id, ctx.name, ctx.lease_seconds)
     if claim is None:
         return BatchOutcome(batch_id, "skipped", 0, 0.0)
     try:
-        kept = (run or _generate_and_record)(ctx, claim)
+        return _Computed(batch_id, claim, work(ctx, claim), started)
     except BatchInterrupted:
         with ctx.db.sessions() as session:
             records.cancel_batch(session, claim, ctx.name)
         return BatchOutcome(batch_id, "cancelled", 0, time.perf_counter() - started)
     except Exception as exc:
-        error = f"{type(exc).__name__}: {exc}"
-        if _out_of_memory(exc) and len(claim.cells) > 1:
-            with ctx.db.sessions() as session:
-                records.split_batch(session, claim, ctx.name, error)
-            return BatchOutcome(batch_id, "split", 0, time.perf_counter() - started, error)
+        return _failed(ctx, claim, exc, started)
+
+
+def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
+    try:
+        kept = computed.record()
+    except Exception as exc:
+        return _failed(ctx, computed.claim, exc, computed.started)
+    seconds = time.perf_counter() - computed.started
+    return BatchOutcome(computed.batch_id, "done", kept, seconds)
+
+
+def _failed(
+    ctx: WorkerContext, claim: records.ClaimedBatch, exc: Exception, started: float
+) -> BatchOutcome:
+    """Split a batch that ran out of GPU memory; retry or fail any other error.
+
+    A batch that runs out of GPU memory is replaced by its two halves, which
+    wait to be run; any other error is retried until the attempt limit, then
+    fails its cells.
+    """
+    error = f"{type(exc).__name__}: {exc}"
+    if _out_of_memory(exc) and len(claim.cells) > 1:
         with ctx.db.sessions() as session:
-            retry = records.fail_batch(session, claim, ctx.name, error, ctx.max_attempts)
-        status = "retrying" if retry else "failed"
-        return BatchOutcome(batch_id, status, 0, time.perf_counter() - started, error)
-    return BatchOutcome(batch_id, "done", kept, time.perf_counter() - started)
+            records.split_batch(session, claim, ctx.name, error)
+        return BatchOutcome(claim.batch_id, "split", 0, time.perf_counter() - started, error)
+    with ctx.db.sessions() as session:
+        retry = records.fail_batch(session, claim, ctx.name, error, ctx.max_attempts)
+    status = "retrying" if retry else "failed"
+    return BatchOutcome(claim.batch_id, status, 0, time.perf_counter() - started, error)
 
 
 def _out_of_memory(exc: Exception) -> bool:
@@ -156,7 +240,8 @@ def _out_of_memory(exc: Exception) -> bool:
     return True
 
 
-def _generate_and_record(ctx: WorkerContext, claim: records.ClaimedBatch) -> int:
+def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
+    """Generate the batch's images; return how to store and record them."""
     recipes = [json.loads(recipe) for _, _, recipe in claim.cells]
     first = recipes[0]
     loaded = load_checkpoint(first["model"], first["revision"], first["dtype"], ctx.device)
@@ -167,33 +252,37 @@ def _generate_and_record(ctx: WorkerContext, claim: records.ClaimedBatch) -> int
     pixels = generate_batch(loaded, recipes, ctx.device, LeaseKeeper(ctx, claim.batch_id))
     seconds_each = (time.perf_counter() - started) / len(recipes)
 
-    images = []
-    for index, ((cell_id, grid_index, recipe_json), recipe) in enumerate(
-        zip(claim.cells, recipes, strict=True)
-    ):
-        chunks = png_chunks(claim.job_id, cell_id, grid_index, recipe, recipe_json, loaded)
-        path, png_sha256 = write_png(ctx.store, encode_png(pixels[index], chunks))
-        images.append(
-            {
-                "cell_id": cell_id,
-                "batch_id": claim.batch_id,
-                "index_in_batch": index,
-                "batch_size": len(recipes),
-                "pixel_sha256": pixel_sha256(pixels[index]),
-                "png_sha256": png_sha256,
-                "path": path,
-                "width": int(pixels.shape[2]),
-                "height": int(pixels.shape[1]),
-                "environment_id": environment_id,
-                "checkpoint_id": checkpoint_id,
-                "worker": ctx.name,
-                "generate_seconds": seconds_each,
-            }
-        )
-    with ctx.db.sessions() as session:
-        kept = set(records.record_images(session, claim, ctx.name, images))
-        _remove_unreferenced(ctx, session, [i["path"] for i in images if i["cell_id"] not in kept])
-    return len(kept)
+    def record() -> int:
+        images = []
+        for index, ((cell_id, grid_index, recipe_json), recipe) in enumerate(
+            zip(claim.cells, recipes, strict=True)
+        ):
+            chunks = png_chunks(claim.job_id, cell_id, grid_index, recipe, recipe_json, loaded)
+            path, png_sha256 = write_png(ctx.store, encode_png(pixels[index], chunks))
+            images.append(
+                {
+                    "cell_id": cell_id,
+                    "batch_id": claim.batch_id,
+                    "index_in_batch": index,
+                    "batch_size": len(recipes),
+                    "pixel_sha256": pixel_sha256(pixels[index]),
+                    "png_sha256": png_sha256,
+                    "path": path,
+                    "width": int(pixels.shape[2]),
+                    "height": int(pixels.shape[1]),
+                    "environment_id": environment_id,
+                    "checkpoint_id": checkpoint_id,
+                    "worker": ctx.name,
+                    "generate_seconds": seconds_each,
+                }
+            )
+        with ctx.db.sessions() as session:
+            kept = set(records.record_images(session, claim, ctx.name, images))
+            paths = [i["path"] for i in images if i["cell_id"] not in kept]
+            _remove_unreferenced(ctx, session, paths)
+        return len(kept)
+
+    return record
 
 
 def _remove_unreferenced(ctx: WorkerContext, session, paths: list[str]) -> None:

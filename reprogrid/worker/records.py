@@ -56,44 +56,48 @@ def claim_batch(
     cancelled. Commits.
     """
     now = utcnow()
+    batches, cells, jobs = Batch.__table__, Cell.__table__, Job.__table__
+    # Core statements on the tables: this runs before every batch, on the device's time.
     claimable = or_(
-        Batch.status.in_([PENDING, QUEUED]),
-        and_(Batch.status == RUNNING, Batch.lease_until < now),
+        batches.c.status.in_([PENDING, QUEUED]),
+        and_(batches.c.status == RUNNING, batches.c.lease_until < now),
     )
     claimed = session.execute(
-        update(Batch)
-        .where(Batch.id == batch_id, claimable)
+        update(batches)
+        .where(batches.c.id == batch_id, claimable)
         .values(
             status=RUNNING,
             worker=worker,
-            attempts=Batch.attempts + 1,
+            attempts=batches.c.attempts + 1,
             lease_until=now + timedelta(seconds=lease_seconds),
             started_at=now,
         )
-        .returning(Batch.job_id, Batch.attempts, Batch.cell_ids)
+        .returning(batches.c.job_id, batches.c.attempts, batches.c.cell_ids)
     ).one_or_none()
     if claimed is None:
         session.rollback()
         return None
     job_id, attempt, cell_ids = claimed
-    if session.get(Job, job_id).status == CANCELLED:
+    job_status = session.scalar(select(jobs.c.status).where(jobs.c.id == job_id))
+    if job_status == CANCELLED:
         finish_batch(session, batch_id, worker, CANCELLED, "job cancelled")
         session.commit()
         return None
     rows = session.execute(
-        select(Cell.id, Cell.grid_index, Cell.recipe).where(Cell.id.in_(cell_ids))
+        select(cells.c.id, cells.c.grid_index, cells.c.recipe).where(cells.c.id.in_(cell_ids))
     ).all()
     by_id = {row.id: (row.id, row.grid_index, row.recipe) for row in rows}
     session.execute(
-        update(Cell)
-        .where(Cell.id.in_(cell_ids), Cell.status.not_in(FINISHED))
-        .values(status=RUNNING, attempts=Cell.attempts + 1)
+        update(cells)
+        .where(cells.c.id.in_(cell_ids), cells.c.status.not_in(FINISHED))
+        .values(status=RUNNING, attempts=cells.c.attempts + 1)
     )
-    session.execute(
-        update(Job)
-        .where(Job.id == job_id, Job.status == QUEUED)
-        .values(status=RUNNING, started_at=now)
-    )
+    if job_status == QUEUED:
+        session.execute(
+            update(jobs)
+            .where(jobs.c.id == job_id, jobs.c.status == QUEUED)
+            .values(status=RUNNING, started_at=now)
+        )
     session.commit()
     return ClaimedBatch(batch_id, job_id, attempt, [by_id[i] for i in cell_ids])
 
@@ -187,15 +191,13 @@ def record_images(
         )
     )
     fresh = [i for i in images if i["cell_id"] not in taken] if still_ours else []
-    for values in fresh:
-        session.add(Image(**values))
     if fresh:
+        session.execute(insert(Image.__table__), fresh)
         session.execute(
-            update(Cell)
+            update(Cell.__table__)
             .where(Cell.id.in_([i["cell_id"] for i in fresh]))
             .values(status=DONE, error=None)
         )
-    session.flush()
     update_job_status(session, claim.job_id)
     session.commit()
     return [i["cell_id"] for i in fresh]

@@ -1,16 +1,20 @@
 """The Celery worker: one process per GPU, running the batches the scheduler publishes.
 
 The task body is a batch id; the batch's row says what kind of batch it is,
-and ``BATCH_RUNNERS`` says how each kind runs. The pool is Celery's ``solo``
-pool, so tasks run in this very process: nothing forks after CUDA starts, and a
-checkpoint loaded for one batch stays in memory for the next.
+and ``BATCH_WORK`` says how each kind is computed. The pool is Celery's
+``solo`` pool, so tasks run in this very process: nothing forks after CUDA
+starts, and a checkpoint loaded for one batch stays in memory for the next.
+
+A task returns once its batch is computed; the batch is recorded on a
+background thread while the next task computes. The message is acknowledged
+then, but the batch's row is what says it is done: if the process dies before
+the row is written, the lease runs out and the scheduler publishes it again.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Callable
 
 from celery import Celery
 from sqlalchemy import select
@@ -19,52 +23,59 @@ from reprogrid.config import Settings
 from reprogrid.models import Batch, Database
 from reprogrid.models.verifications import VERIFY_KIND
 from reprogrid.scheduler.broker import RUN_BATCH_TASK, celery_app
-from reprogrid.worker.execute import BatchOutcome, WorkerContext, execute_batch
+from reprogrid.worker.execute import (
+    BatchOutcome,
+    BatchWork,
+    OverlappedBatches,
+    WorkerContext,
+    generate_images,
+)
 from reprogrid.worker.heartbeat import Heartbeat
-from reprogrid.worker.verify import execute_verify_batch
+from reprogrid.worker.verify import verify_batch
 
 log = logging.getLogger(__name__)
 
-BatchRunner = Callable[[WorkerContext, int], BatchOutcome]
-
-# How each kind of batch (``batch.kind``) is run: a new kind is one more line.
-BATCH_RUNNERS: dict[str, BatchRunner] = {
-    "generate": execute_batch,
-    VERIFY_KIND: execute_verify_batch,
+# How each kind of batch (``batch.kind``) is computed: a new kind is one more line.
+BATCH_WORK: dict[str, BatchWork] = {
+    "generate": generate_images,
+    VERIFY_KIND: verify_batch,
 }
 
 
-def run_batch(ctx: WorkerContext, heartbeat: Heartbeat, batch_id: int) -> BatchOutcome | None:
-    """Run one batch with the runner for its kind; None if there is nothing to run."""
-    with ctx.db.sessions() as session:
+def run_batch(batches: OverlappedBatches, heartbeat: Heartbeat, batch_id: int) -> None:
+    """Compute one batch with the work for its kind, and hand it over to be recorded."""
+    with batches.ctx.db.sessions() as session:
         kind = session.scalar(select(Batch.kind).where(Batch.id == batch_id))
-    runner = BATCH_RUNNERS.get(kind)
-    if runner is None:
+    work = BATCH_WORK.get(kind)
+    if work is None:
         log.error("batch %s: %s", batch_id, "no such batch" if kind is None else f"kind {kind!r}")
-        return None
+        return
     heartbeat.current_batch = batch_id
     try:
-        return runner(ctx, batch_id)
+        batches.run(batch_id, work)
     finally:
         heartbeat.current_batch = None
 
 
-def worker_app(settings: Settings, ctx: WorkerContext, heartbeat: Heartbeat) -> Celery:
+def log_outcome(outcome: BatchOutcome) -> None:
+    """One log line per batch, once it is recorded."""
+    log.info(
+        "batch %s %s: %d images in %.1f s%s",
+        outcome.batch_id,
+        outcome.status,
+        outcome.images,
+        outcome.seconds,
+        f" ({outcome.error})" if outcome.error else "",
+    )
+
+
+def worker_app(settings: Settings, batches: OverlappedBatches, heartbeat: Heartbeat) -> Celery:
     """The shared Celery app with the ``run_batch`` task bound to this worker."""
     app = celery_app(settings)
 
     @app.task(name=RUN_BATCH_TASK)
     def run_batch_task(batch_id: int) -> None:
-        outcome = run_batch(ctx, heartbeat, int(batch_id))
-        if outcome is not None:
-            log.info(
-                "batch %s %s: %d images in %.1f s%s",
-                outcome.batch_id,
-                outcome.status,
-                outcome.images,
-                outcome.seconds,
-                f" ({outcome.error})" if outcome.error else "",
-            )
+        run_batch(batches, heartbeat, int(batch_id))
 
     return app
 
@@ -74,8 +85,9 @@ def serve(settings: Settings, db: Database, device: str, queue: str, name: str) 
     ctx = WorkerContext.start(settings, db, device, name)
     heartbeat = Heartbeat(ctx, queue)
     heartbeat.start()
+    batches = OverlappedBatches(ctx, log_outcome)
     try:
-        worker = worker_app(settings, ctx, heartbeat).Worker(
+        worker = worker_app(settings, batches, heartbeat).Worker(
             hostname=f"{name}@{socket.gethostname()}",
             pool="solo",
             concurrency=1,
@@ -89,4 +101,5 @@ def serve(settings: Settings, db: Database, device: str, queue: str, name: str) 
         worker.start()
         return worker.exitcode or 0
     finally:
+        batches.close()
         heartbeat.stop()

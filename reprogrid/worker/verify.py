@@ -19,7 +19,13 @@ from reprogrid.models import Database, Verification
 from reprogrid.models.verifications import ImageRef, group_by_batch, images_to_verify
 from reprogrid.worker import records
 from reprogrid.worker.environment import fingerprint
-from reprogrid.worker.execute import BatchOutcome, LeaseKeeper, WorkerContext, execute_batch
+from reprogrid.worker.execute import (
+    BatchOutcome,
+    LeaseKeeper,
+    Record,
+    WorkerContext,
+    execute_batch,
+)
 from reprogrid.worker.regenerate import (
     Replay,
     ReplayError,
@@ -67,10 +73,11 @@ def verification_rows(
 
 def execute_verify_batch(ctx: WorkerContext, batch_id: int) -> BatchOutcome:
     """Run a ``verify`` batch: its cells' images, regenerated on this worker's device."""
-    return execute_batch(ctx, batch_id, run=_verify_claimed)
+    return execute_batch(ctx, batch_id, work=verify_batch)
 
 
-def _verify_claimed(ctx: WorkerContext, claim: records.ClaimedBatch) -> int:
+def verify_batch(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
+    """Regenerate and compare a claimed ``verify`` batch; return how to record its verdicts."""
     with ctx.db.sessions() as session:
         images = images_to_verify(session, cell_ids=[cell_id for cell_id, _, _ in claim.cells])
     replay = Replay(device=ctx.device)
@@ -87,6 +94,10 @@ def _verify_claimed(ctx: WorkerContext, claim: records.ClaimedBatch) -> int:
             verifier=ctx.name,
             verify_batch_id=claim.batch_id,
         )
-    with ctx.db.sessions() as session:
-        kept = records.record_verifications(session, claim, ctx.name, rows)
-    return len(rows) if kept else 0
+
+    def record() -> int:
+        with ctx.db.sessions() as session:
+            kept = records.record_verifications(session, claim, ctx.name, rows)
+        return len(rows) if kept else 0
+
+    return record
