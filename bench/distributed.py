@@ -6,7 +6,10 @@ path: ``create_job`` on a queue (what ``reprogrid submit`` does), one
 ``reprogrid scheduler`` and one ``reprogrid worker`` process over Redis, on a
 scratch PostgreSQL database; a repetition ends when the job is done. The
 pipeline runs in the worker process, so the "outside the pipeline call" figure
-of this case is its whole time and is left out.
+of this case is its whole time and is left out. A second ratio leaves out the
+wait for the scheduler's next pass before the first batch: it is taken from
+the job's own ``started_at`` (its first claim) to its ``finished_at``, the
+part of a night's run that grows with the number of images.
 
 *Dispatch rate*: batches per second that ``dispatch_once`` forms and publishes
 to Redis with no worker attached, for one job of many small batches.
@@ -40,8 +43,12 @@ CASE = "reprogrid fleet (submit, scheduler, 1 worker, Redis, PostgreSQL)"
 POLL_SECONDS = 0.05
 
 
-def fleet(resources: ExitStack, workload: Workload, workdir: Path) -> Runner:
-    """Start a scheduler and a worker on a scratch database; run(rep) submits and waits."""
+def fleet(resources: ExitStack, workload: Workload, workdir: Path, working: list[float]) -> Runner:
+    """Start a scheduler and a worker on a scratch database; run(rep) submits and waits.
+
+    Each repetition also appends to ``working`` the seconds from the job's first
+    claim to its end, as the database recorded them.
+    """
     url = resources.enter_context(scratch_postgres())
     (workdir / "db_url").write_text(url, encoding="utf-8")  # read by throughput.case_pixels
     db = open_database(url)
@@ -79,6 +86,9 @@ def fleet(resources: ExitStack, workload: Workload, workdir: Path) -> Runner:
         seconds = time.perf_counter() - started
         if status != "done":
             raise RuntimeError(f"job {job_id} ended {status}; see {workdir}/*.log")
+        with db.sessions() as session:
+            job = session.get(Job, job_id)
+            working.append((job.finished_at - job.started_at).total_seconds())
         return seconds
 
     return run
@@ -122,20 +132,24 @@ def main() -> None:
     workload = Workload(threads=args.threads)
     workdir = args.workdir / "distributed"
     print(f"distributed: {workload.describe()}, {args.reps} reps")
+    working: list[float] = []
     with ExitStack() as resources:
         cases = {
             BASELINE: plain_loop,
-            CASE: lambda w, d: fleet(resources, w, d),
+            CASE: lambda w, d: fleet(resources, w, d, working),
         }
         timings = measure(cases, workload, args.reps, workdir)
     # As in bench/throughput.py: each case's fastest repetition, the least disturbed.
-    ratio = min(timings[BASELINE].total) / min(timings[CASE].total)
+    fastest = min(timings[BASELINE].total)
+    ratio = fastest / min(timings[CASE].total)
+    from_first_claim = fastest / min(working[1:])  # working[0]: the warm-up
     rate = workload.images / min(timings[CASE].total)
     rows = [
         Row(
             "1 throughput",
             CASE,
-            f"ratio {ratio:.3f} x; {rate:.1f} images/s",
+            f"ratio {ratio:.3f} x (first claim to end {from_first_claim:.3f} x);"
+            f" {rate:.1f} images/s",
             f">= {TARGET_RATIO} x",
             verdict(ratio >= TARGET_RATIO),
         ),
