@@ -228,6 +228,19 @@ def test_retry_has_the_fleet_rerun_a_batch_cancelled_mid_run(
     assert image_batches(db, job_id) == {batch}
 
 
+def test_a_worker_stopped_with_sigterm_mid_batch_records_it_before_exiting(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    job_id, cells = submit(fleet, write_spec(tmp_path, seeds="0-1", steps=300))  # one batch
+    fleet.scheduler()
+    worker = fleet.worker("w1")
+    running = wait_until(lambda: generating(db, "w1"), 120, "the batch to generate", fleet)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=120) == 0
+    assert _status(db, running) == "done"
+    assert_each_cell_done_once(db, fleet, job_id, cells)
+
+
 def _status(db: Database, batch_id: int) -> str:
     with db.sessions() as session:
         return session.scalar(select(Batch.status).where(Batch.id == batch_id))
