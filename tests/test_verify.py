@@ -18,7 +18,7 @@ from conftest import Cli
 from sqlalchemy import select
 
 from reprogrid.config import Settings
-from reprogrid.models import Batch, Verification, Worker, open_database
+from reprogrid.models import Batch, Environment, Verification, Worker, open_database
 from reprogrid.scheduler.checkpoint_refs import BUILTIN_DIR
 from reprogrid.worker.store import encode_png, file_sha256, read_png
 
@@ -331,6 +331,30 @@ def test_a_worker_runs_a_verify_batch_and_records_one_row_per_image(
     assert execute_verify_batch(ctx, batch_id).status == "skipped"
 
 
+def test_a_queued_verification_carries_its_replay_options_to_the_worker(
+    cli: Cli, settings: Settings, sqlite_url: str
+):
+    from reprogrid.worker.execute import WorkerContext
+    from reprogrid.worker.verify import execute_verify_batch
+
+    run_job(cli)
+    queued = cli(
+        "verify", "--image", "5", "--queue", "--alone", "--threads", "2", "--tolerance", "0"
+    )
+    assert queued.exit_code == 0, queued.output
+    db = open_database(sqlite_url)
+    with db.sessions() as session:
+        (batch,) = session.scalars(select(Batch).where(Batch.kind == "verify"))
+    assert batch.replay == {"alone": True, "threads": 2, "tolerance": 0}
+    ctx = WorkerContext.start(settings, db, "cpu", "worker-1")
+    assert execute_verify_batch(ctx, batch.id).status == "done"
+    with db.sessions() as session:
+        (row,) = session.scalars(select(Verification))
+        assert (row.image_id, row.mode) == (5, "alone")
+        assert session.get(Environment, row.environment_id).threads == 2
+        assert row.verdict in ("identical", "different")  # no "close" at tolerance 0
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -340,7 +364,7 @@ def test_a_worker_runs_a_verify_batch_and_records_one_row_per_image(
         (("--image", "99"), "Error: image: no image 99"),
         (("1", "--worker", "nobody"), "Error: worker: no worker named 'nobody'"),
         (("1", "--files-only", "--alone"), "Error: files-only: regeneration options"),
-        (("1", "--queue", "--threads", "2"), "Error: queue: regeneration options"),
+        (("1", "--queue", "--device", "cpu"), "Error: device: a queued verification runs"),
     ],
 )
 def test_bad_verify_input_is_one_line_and_exit_code_2(cli: Cli, args: tuple[str, ...], message):

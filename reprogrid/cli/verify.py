@@ -218,28 +218,30 @@ def verify(
     asks for identical), 1 otherwise. --files-only re-hashes the stored PNGs
     instead and tells pixels changed from file changed (metadata) and missing.
     --queue and --worker publish verify batches for the fleet's workers, which
-    record their verdicts as they run (see reprogrid verifications).
+    record their verdicts as they run (see reprogrid verifications); the
+    regeneration options go with them, except --device: a worker uses its own.
 
     \b
     Example:
       reprogrid verify 1
       reprogrid verify 1 --files-only
       reprogrid verify --image 12 --image 13 --alone --tolerance 0
-      reprogrid verify 1 --sample 100 --worker gpu-a100-1
+      reprogrid verify 1 --sample 100 --worker gpu-a100-1 --alone
     """
     queued = to_queue or worker_name is not None
     if (job is None) == (not image_ids):
         raise BadInput("job: give a JOB or --image IDs (one of the two)")
-    if (files_only or queued) and replay_flags != REPLAY_DEFAULTS:
-        where = "files-only" if files_only else "queue"
-        raise BadInput(f"{where}: regeneration options only apply to a verification run here")
+    if files_only and replay_flags != REPLAY_DEFAULTS:
+        raise BadInput("files-only: regeneration options only apply when images are regenerated")
+    if queued and replay_flags["device"] is not None:
+        raise BadInput("device: a queued verification runs on its worker's device (see --worker)")
     if files_only and queued:
         raise BadInput("files-only: files are re-hashed here, not queued")
     with app.db.sessions() as session:
         images = sample_images(_selected_images(session, job, image_ids), sample)
         queue = _worker_queue(session, worker_name) if worker_name else "default"
     if queued:
-        _queue(app, images, queue, fmt)
+        _queue(app, images, queue, _stored_replay(replay_flags), fmt)
         return
     if files_only:
         from reprogrid.worker.files_check import check_files
@@ -271,11 +273,19 @@ def _worker_queue(session: Session, name: str) -> str:
         raise BadInput(f"worker: {exc}") from None
 
 
-def _queue(app: App, images: list[Any], queue: str, fmt: str) -> None:
+def _stored_replay(flags: dict[str, Any]) -> dict[str, Any] | None:
+    """The replay options that differ from the defaults, as a verify batch stores them."""
+    changed = {k: v for k, v in flags.items() if k != "device" and v != REPLAY_DEFAULTS[k]}
+    return changed or None
+
+
+def _queue(
+    app: App, images: list[Any], queue: str, replay: dict[str, Any] | None, fmt: str
+) -> None:
     from reprogrid.scheduler.verification import queue_verification
 
     with app.db.sessions() as session:
-        batch_ids = queue_verification(session, images, queue)
+        batch_ids = queue_verification(session, images, queue, replay)
         session.commit()
     if fmt == "json":
         click.echo(json.dumps({"batch_ids": batch_ids, "images": len(images), "queue": queue}))

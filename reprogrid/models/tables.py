@@ -145,6 +145,8 @@ class Batch(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
     kind: Mapped[str] = mapped_column(String(16), default="generate")
     cell_ids: Mapped[list[int]]
+    # verify batches: how to regenerate (Replay's fields); None replays as recorded
+    replay: Mapped[dict[str, Any] | None]
     status: Mapped[str] = mapped_column(String(16), default=PENDING)
     queue: Mapped[str] = mapped_column(String(100), default="default")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

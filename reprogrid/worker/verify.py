@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
-from reprogrid.models import Database, Verification
+from reprogrid.models import Batch, Database, Verification
 from reprogrid.models.verifications import ImageRef, group_by_batch, images_to_verify
 from reprogrid.worker import records
 from reprogrid.worker.environment import fingerprint
@@ -80,7 +80,8 @@ def verify_batch(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
     """Regenerate and compare a claimed ``verify`` batch; return how to record its verdicts."""
     with ctx.db.sessions() as session:
         images = images_to_verify(session, cell_ids=[cell_id for cell_id, _, _ in claim.cells])
-    replay = Replay(device=ctx.device)
+        options = session.scalar(select(Batch.replay).where(Batch.id == claim.batch_id))
+    replay = Replay(**{**(options or {}), "device": ctx.device})
     keeper = LeaseKeeper(ctx, claim.batch_id)
     rows: list[dict[str, Any]] = []
     for original_batch, targets in group_by_batch(images).items():
