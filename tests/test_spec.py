@@ -1,12 +1,20 @@
 """Spec validation: defaults from the checkpoint, and one named error per bad field."""
 
 import inspect
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 
-from reprogrid.scheduler.spec import SAMPLERS, SpecError, read_spec_file, validate_spec
+from reprogrid.scheduler.checkpoint_refs import BUILTIN_DIR
+from reprogrid.scheduler.spec import (
+    SAMPLERS,
+    STEP_LIMITED_SAMPLERS,
+    SpecError,
+    read_spec_file,
+    validate_spec,
+)
 
 GOOD = {"prompts": ["a fox"], "seeds": "0-3", "width": 64, "height": 64}
 
@@ -37,6 +45,44 @@ def test_every_listed_sampler_is_a_diffusers_scheduler_class():
         assert inspect.isclass(cls) and issubclass(cls, diffusers.SchedulerMixin), name
 
 
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # numpy 2 notices inside diffusers
+def test_the_step_limited_samplers_are_those_diffusers_limits_to_the_training_timesteps():
+    import diffusers
+
+    config = json.loads(
+        (BUILTIN_DIR / "tiny" / "scheduler" / "scheduler_config.json").read_text(encoding="utf-8")
+    )
+    refusing = set()
+    for name in SAMPLERS:
+        sampler = getattr(diffusers, name).from_config(config)
+        try:
+            sampler.set_timesteps(config["num_train_timesteps"] + 1)
+        except ValueError:
+            refusing.add(name)
+    assert refusing == STEP_LIMITED_SAMPLERS
+
+
+def test_more_steps_than_a_limited_sampler_takes_are_refused_at_validation():
+    with pytest.raises(SpecError) as caught:
+        validate_spec({"model": "builtin:tiny-ddpm", "steps": 1500}, max_cells=10)
+    assert str(caught.value) == (
+        "steps: at most 1000 with DDIMScheduler"
+        " (builtin:tiny-ddpm's sampler was trained on 1000 timesteps), got 1500"
+    )
+
+
+def test_a_swept_sampler_that_cannot_take_the_steps_names_the_steps_axis():
+    raw = {
+        **GOOD,
+        "axes": {"sampler": ["EulerDiscreteScheduler", "DDIMScheduler"], "steps": [20, 1001]},
+    }
+    assert error_field(raw) == "axes.steps"
+
+
+def test_samplers_without_the_limit_take_more_steps_than_the_training_timesteps():
+    assert validate(sampler="EulerDiscreteScheduler", steps=1500).steps == 1500
+
+
 def test_prompts_file_is_read_relative_to_the_spec_folder(tmp_path: Path):
     (tmp_path / "p.txt").write_text("a fox\n\n  a bird  \n", encoding="utf-8")
     job = validate_spec({"prompts_file": "p.txt", "width": 64, "height": 64}, 10, tmp_path)
@@ -44,7 +90,6 @@ def test_prompts_file_is_read_relative_to_the_spec_folder(tmp_path: Path):
 
 
 def test_a_local_checkpoint_directory_is_accepted(tmp_path: Path):
-    from reprogrid.scheduler.checkpoint_refs import BUILTIN_DIR
 
     shutil.copytree(BUILTIN_DIR / "tiny", tmp_path / "ckpt")
     assert validate(model=str(tmp_path / "ckpt")).model == str(tmp_path / "ckpt")

@@ -32,6 +32,7 @@ class CheckpointRef:
     default_sampler: str | None
     default_width: int | None
     default_height: int | None
+    train_timesteps: int | None = None  # the sampler config's num_train_timesteps
 
     @property
     def unconditional(self) -> bool:
@@ -87,7 +88,7 @@ def _hub_cache_dir(model: str, revision: str | None) -> Path:
 
 
 def read_checkpoint(model: str, revision: str | None, path: Path) -> CheckpointRef:
-    """Read pipeline class, default sampler and default size from ``path``."""
+    """Read pipeline class, default sampler, default size and timesteps from ``path``."""
     index = _read_json(path / "model_index.json")
     sampler_config = _read_json(path / "scheduler" / "scheduler_config.json")
     unet = _read_json(path / "unet" / "config.json")
@@ -105,6 +106,7 @@ def read_checkpoint(model: str, revision: str | None, path: Path) -> CheckpointR
         default_sampler=sampler_config.get("_class_name"),
         default_width=size,
         default_height=size,
+        train_timesteps=sampler_config.get("num_train_timesteps"),
     )
 
 

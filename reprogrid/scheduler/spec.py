@@ -46,6 +46,11 @@ SAMPLERS = frozenset(
         "UniPCMultistepScheduler",
     }
 )
+# Samplers that refuse more inference steps than the timesteps the checkpoint
+# was trained on (tests/test_spec.py checks this list against diffusers).
+STEP_LIMITED_SAMPLERS = frozenset(
+    {"DDIMScheduler", "DDPMScheduler", "LCMScheduler", "TCDScheduler"}
+)
 DTYPES = frozenset({"float32", "float16", "bfloat16"})
 # Recipe fields a user may sweep in [axes], in addition to prompts and seeds.
 AXIS_FIELDS = ("sampler", "negative_prompt", "steps", "guidance_scale", "width", "height")
@@ -174,6 +179,7 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
         batch_invariant=_bool(raw.get("batch_invariant", False), "batch_invariant"),
         axes=axes,
     )
+    _check_step_limit(spec, checkpoint)
     if spec.cell_count > max_cells:
         raise SpecError(
             "seeds",
@@ -181,6 +187,23 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
             " (raise it with REPROGRID_MAX_CELLS)",
         )
     return spec
+
+
+def _check_step_limit(spec: JobSpec, checkpoint: CheckpointRef) -> None:
+    """Refuse step counts that the job's samplers would only refuse at run time."""
+    limit = checkpoint.train_timesteps
+    samplers = spec.axes.get("sampler", (spec.sampler,))
+    limited = sorted(s for s in samplers if s in STEP_LIMITED_SAMPLERS)
+    if limit is None or not limited:
+        return
+    where = "axes.steps" if "steps" in spec.axes else "steps"
+    too_many = max(spec.axes.get("steps", (spec.steps,)))
+    if too_many > limit:
+        raise SpecError(
+            where,
+            f"at most {limit} with {limited[0]} ({checkpoint.model}'s sampler was trained"
+            f" on {limit} timesteps), got {too_many}",
+        )
 
 
 def _checkpoint(model: str, revision: str | None) -> CheckpointRef:
