@@ -202,6 +202,7 @@ def _compute(ctx: WorkerContext, batch_id: int, work: BatchWork) -> BatchOutcome
 
 
 def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
+    """Store and record a computed batch; an error here is a failed attempt like any other."""
     try:
         kept = computed.record()
     except Exception as exc:
@@ -213,12 +214,8 @@ def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
 def _failed(
     ctx: WorkerContext, claim: records.ClaimedBatch, exc: Exception, started: float
 ) -> BatchOutcome:
-    """Split a batch that ran out of GPU memory; retry or fail any other error.
-
-    A batch that runs out of GPU memory is replaced by its two halves, which
-    wait to be run; any other error is retried until the attempt limit, then
-    fails its cells.
-    """
+    """Replace a batch that ran out of GPU memory by its two halves, waiting to be run;
+    retry any other error until the attempt limit, then fail the batch's cells."""
     error = f"{type(exc).__name__}: {exc}"
     if _out_of_memory(exc) and len(claim.cells) > 1:
         with ctx.db.sessions() as session:
