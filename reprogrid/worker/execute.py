@@ -124,7 +124,6 @@ BatchWork = Callable[[WorkerContext, records.ClaimedBatch], Record]
 class _Computed:
     """A claimed batch whose results are computed and wait to be recorded."""
 
-    batch_id: int
     claim: records.ClaimedBatch
     record: Record
     started: float
@@ -192,7 +191,7 @@ def _compute(ctx: WorkerContext, batch_id: int, work: BatchWork) -> BatchOutcome
     if claim is None:
         return BatchOutcome(batch_id, "skipped", 0, 0.0)
     try:
-        return _Computed(batch_id, claim, work(ctx, claim), started)
+        return _Computed(claim, work(ctx, claim), started)
     except BatchInterrupted:
         with ctx.db.sessions() as session:
             records.cancel_batch(session, claim, ctx.name)
@@ -208,7 +207,7 @@ def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
     except Exception as exc:
         return _failed(ctx, computed.claim, exc, computed.started)
     seconds = time.perf_counter() - computed.started
-    return BatchOutcome(computed.batch_id, "done", kept, seconds)
+    return BatchOutcome(computed.claim.batch_id, "done", kept, seconds)
 
 
 def _failed(
