@@ -309,8 +309,8 @@ def test_verify_worker_queues_on_that_workers_queue(cli: Cli, sqlite_url: str):
 def test_a_worker_runs_a_verify_batch_and_records_one_row_per_image(
     cli: Cli, settings: Settings, sqlite_url: str
 ):
-    from reprogrid.worker.execute import WorkerContext
-    from reprogrid.worker.verify import execute_verify_batch
+    from reprogrid.worker.execute import WorkerContext, execute_batch
+    from reprogrid.worker.verify import verify_batch
 
     run_job(cli)
     assert cli("verify", "--image", "5", "--image", "6", "--queue").exit_code == 0
@@ -318,7 +318,7 @@ def test_a_worker_runs_a_verify_batch_and_records_one_row_per_image(
     with db.sessions() as session:
         (batch_id,) = session.scalars(select(Batch.id).where(Batch.kind == "verify"))
     ctx = WorkerContext.start(settings, db, "cpu", "worker-1")
-    outcome = execute_verify_batch(ctx, batch_id)
+    outcome = execute_batch(ctx, batch_id, work=verify_batch)
     assert (outcome.status, outcome.images) == ("done", 2)
     with db.sessions() as session:
         rows = session.scalars(select(Verification).order_by(Verification.image_id)).all()
@@ -328,14 +328,14 @@ def test_a_worker_runs_a_verify_batch_and_records_one_row_per_image(
         ]
         assert {v.details["verify_batch_id"] for v in rows} == {batch_id}
         assert session.get(Batch, batch_id).status == "done"
-    assert execute_verify_batch(ctx, batch_id).status == "skipped"
+    assert execute_batch(ctx, batch_id, work=verify_batch).status == "skipped"
 
 
 def test_a_queued_verification_carries_its_replay_options_to_the_worker(
     cli: Cli, settings: Settings, sqlite_url: str
 ):
-    from reprogrid.worker.execute import WorkerContext
-    from reprogrid.worker.verify import execute_verify_batch
+    from reprogrid.worker.execute import WorkerContext, execute_batch
+    from reprogrid.worker.verify import verify_batch
 
     run_job(cli)
     queued = cli(
@@ -347,7 +347,7 @@ def test_a_queued_verification_carries_its_replay_options_to_the_worker(
         (batch,) = session.scalars(select(Batch).where(Batch.kind == "verify"))
     assert batch.replay == {"alone": True, "threads": 2, "tolerance": 0}
     ctx = WorkerContext.start(settings, db, "cpu", "worker-1")
-    assert execute_verify_batch(ctx, batch.id).status == "done"
+    assert execute_batch(ctx, batch.id, work=verify_batch).status == "done"
     with db.sessions() as session:
         (row,) = session.scalars(select(Verification))
         assert (row.image_id, row.mode) == (5, "alone")

@@ -1,7 +1,7 @@
 """Verification batches for the fleet: images to re-check, for workers to regenerate.
 
 A batch of kind ``verify`` lists the cells whose images a worker regenerates
-and compares (``reprogrid.worker.verify.execute_verify_batch``). One verify batch
+and compares (``reprogrid.worker.verify.verify_batch``). One verify batch
 is formed per original batch, so each worker replays an original batch once and
 in its recorded composition. They are dispatched like generation batches: rows
 in ``pending`` on a queue, published by the scheduler. ``replay`` says how the

@@ -1,7 +1,7 @@
 """Verification runs: regenerate recorded images, compare them, write one verification row each.
 
 ``verify_images`` runs in this process (``reprogrid verify``);
-``execute_verify_batch`` runs a batch of kind ``verify`` on a worker, claimed,
+``verify_batch`` computes a batch of kind ``verify`` on a worker, claimed,
 leased and finished like a generation batch. Both replay each original batch
 once, however many of its images are checked. An original batch that cannot be
 replayed (checkpoint gone, no such device) gives ``error`` rows that say why.
@@ -19,13 +19,7 @@ from reprogrid.models import Batch, Database, Verification
 from reprogrid.models.verifications import ImageRef, group_by_batch, images_to_verify
 from reprogrid.worker import records
 from reprogrid.worker.environment import fingerprint
-from reprogrid.worker.execute import (
-    BatchOutcome,
-    LeaseKeeper,
-    Record,
-    WorkerContext,
-    execute_batch,
-)
+from reprogrid.worker.execute import LeaseKeeper, Record, WorkerContext
 from reprogrid.worker.regenerate import (
     Replay,
     ReplayError,
@@ -69,11 +63,6 @@ def verification_rows(
     with db.sessions() as session:
         environment_id = records.environment_id(session, fingerprint(environment), environment)
     return [result.verification_row(environment_id, **details) for result in results]
-
-
-def execute_verify_batch(ctx: WorkerContext, batch_id: int) -> BatchOutcome:
-    """Run a ``verify`` batch: its cells' images, regenerated on this worker's device."""
-    return execute_batch(ctx, batch_id, work=verify_batch)
 
 
 def verify_batch(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
