@@ -136,3 +136,23 @@ def tiny_spec(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.toml"
     path.write_text(TINY_SPEC, encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
+    """A function giving the folder of a tiny random checkpoint of a family, built once.
+
+    Names are tests/tiny_families.py's FAMILIES keys; ``seed`` gives a second,
+    different checkpoint of the same family.
+    """
+    import tiny_families
+
+    root = tmp_path_factory.mktemp("checkpoints")
+    built: dict[tuple[str, int], Path] = {}
+
+    def get(name: str, seed: int = 0) -> Path:
+        if (name, seed) not in built:
+            built[name, seed] = tiny_families.build(name, root / f"{name}-{seed}", seed)
+        return built[name, seed]
+
+    return get

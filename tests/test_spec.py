@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from reprogrid.families import DIFFUSION_SAMPLERS as SAMPLERS
 from reprogrid.scheduler.checkpoint_refs import BUILTIN_DIR
 from reprogrid.scheduler.spec import (
-    SAMPLERS,
     STEP_LIMITED_SAMPLERS,
     SpecError,
     read_spec_file,

@@ -56,6 +56,16 @@ SPEC_FLAGS: list[Callable[[Callable], Callable]] = [
     click.option("--dtype", help="float32, float16 or bfloat16."),
     click.option("--batch-size", type=int, help="Images per pipeline call."),
     click.option("--batch-invariant/--batched", default=None, help="Compute each image alone."),
+    click.option("--schedule-type", help="Sampler sigma schedule: karras, exponential or beta."),
+    click.option("--timestep-spacing", help="leading, linspace or trailing."),
+    click.option("--solver-order", type=int, help="Multistep sampler order (1-3)."),
+    click.option("--algorithm-type", help="Sampler algorithm, e.g. dpmsolver++."),
+    click.option("--distilled-guidance-scale", type=float, help="Flux's distilled guidance."),
+    click.option(
+        "--resolution-binning/--no-resolution-binning", default=None, help="PixArt size binning."
+    ),
+    click.option("--clean-caption/--no-clean-caption", default=None, help="PixArt captions."),
+    click.option("--max-sequence-length", type=int, help="Text encoder tokens (T5 families)."),
     click.option("--axis", "axes", multiple=True, help="Extra axis NAME=V1,V2 (repeatable)."),
 ]
 

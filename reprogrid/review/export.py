@@ -37,6 +37,15 @@ RECIPE_COLUMNS = (
     "height",
     "dtype",
     "recipe_version",
+    "family",
+    "schedule_type",
+    "timestep_spacing",
+    "solver_order",
+    "algorithm_type",
+    "distilled_guidance_scale",
+    "resolution_binning",
+    "clean_caption",
+    "max_sequence_length",
 )
 _SOURCES = {
     "image_id": Image.id,

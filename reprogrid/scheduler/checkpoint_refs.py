@@ -9,12 +9,14 @@ of pipeline, its default sampler and its default image size.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from reprogrid.families import CheckpointConfigs, Family, default_size, family_for
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
 BUILTIN_PREFIX = "builtin:"
-UNCONDITIONAL_PIPELINES = {"DDPMPipeline", "DDIMPipeline"}
+DENOISER_FOLDERS = ("unet", "transformer")
 
 
 class CheckpointNotFound(ValueError):
@@ -33,11 +35,19 @@ class CheckpointRef:
     default_width: int | None
     default_height: int | None
     train_timesteps: int | None = None  # the sampler config's num_train_timesteps
+    configs: CheckpointConfigs = field(
+        default_factory=lambda: CheckpointConfigs({}, {}, {}), compare=False
+    )
+
+    @property
+    def family(self) -> Family:
+        """The pipeline family this checkpoint runs as (see reprogrid.families)."""
+        return family_for(self.pipeline_class)
 
     @property
     def unconditional(self) -> bool:
         """True for pipelines that take no prompt (DDPM, DDIM)."""
-        return self.pipeline_class in UNCONDITIONAL_PIPELINES
+        return not self.family.conditional
 
 
 def builtin_names() -> list[str]:
@@ -89,24 +99,28 @@ def _hub_cache_dir(model: str, revision: str | None) -> Path:
 
 def read_checkpoint(model: str, revision: str | None, path: Path) -> CheckpointRef:
     """Read pipeline class, default sampler, default size and timesteps from ``path``."""
-    index = _read_json(path / "model_index.json")
-    sampler_config = _read_json(path / "scheduler" / "scheduler_config.json")
-    unet = _read_json(path / "unet" / "config.json")
-    vae = _read_json(path / "vae" / "config.json")
-    size = unet.get("sample_size")
-    if isinstance(size, list):
-        size = size[0]
-    if size is not None and vae:
-        size *= 2 ** (len(vae.get("block_out_channels", [0])) - 1)
+    configs = CheckpointConfigs(
+        index=_read_json(path / "model_index.json"),
+        sampler=_read_json(path / "scheduler" / "scheduler_config.json"),
+        denoisers={
+            name: config
+            for name in DENOISER_FOLDERS
+            if (config := _read_json(path / name / "config.json"))
+        },
+        vae=_read_json(path / "vae" / "config.json"),
+    )
+    pipeline_class = configs.index.get("_class_name", "DiffusionPipeline")
+    size = default_size(family_for(pipeline_class), configs)
     return CheckpointRef(
         model=model,
         revision=revision,
         path=path,
-        pipeline_class=index.get("_class_name", "DiffusionPipeline"),
-        default_sampler=sampler_config.get("_class_name"),
+        pipeline_class=pipeline_class,
+        default_sampler=configs.sampler.get("_class_name"),
         default_width=size,
         default_height=size,
-        train_timesteps=sampler_config.get("num_train_timesteps"),
+        train_timesteps=configs.sampler.get("num_train_timesteps"),
+        configs=configs,
     )
 
 

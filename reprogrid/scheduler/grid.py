@@ -70,6 +70,10 @@ def base_recipe(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
     if spec.pipeline == "text-to-image":
         recipe["negative_prompt"] = spec.negative_prompt
         recipe["guidance_scale"] = spec.guidance_scale
+    if spec.family is not None:  # jobs from before families keep their recipes' bytes
+        recipe["family"] = spec.family
+        recipe.update(spec.sampler_options)
+        recipe.update(spec.family_fields)
     recipe.update(params)
     return recipe
 

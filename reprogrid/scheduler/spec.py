@@ -15,6 +15,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reprogrid import families
+from reprogrid.families import (
+    SAMPLER_OPTIONS,
+    SCHEDULE_TYPES,
+    TIMESTEP_SPACINGS,
+    SamplerMismatch,
+)
 from reprogrid.scheduler.checkpoint_refs import (
     CheckpointNotFound,
     CheckpointRef,
@@ -22,30 +29,6 @@ from reprogrid.scheduler.checkpoint_refs import (
 )
 from reprogrid.scheduler.seeds import SeedError, format_seeds, parse_seeds
 
-# Samplers (diffusers scheduler classes) that drive the text-to-image and
-# unconditional pipelines reprogrid runs. tests/test_spec.py checks each name
-# against the installed diffusers.
-SAMPLERS = frozenset(
-    {
-        "DDIMScheduler",
-        "DDPMScheduler",
-        "DEISMultistepScheduler",
-        "DPMSolverMultistepScheduler",
-        "DPMSolverSinglestepScheduler",
-        "EDMEulerScheduler",
-        "EulerAncestralDiscreteScheduler",
-        "EulerDiscreteScheduler",
-        "HeunDiscreteScheduler",
-        "IPNDMScheduler",
-        "KDPM2AncestralDiscreteScheduler",
-        "KDPM2DiscreteScheduler",
-        "LCMScheduler",
-        "PNDMScheduler",
-        "SASolverScheduler",
-        "TCDScheduler",
-        "UniPCMultistepScheduler",
-    }
-)
 # Samplers that refuse more inference steps than the timesteps the checkpoint
 # was trained on (tests/test_spec.py checks this list against diffusers).
 STEP_LIMITED_SAMPLERS = frozenset(
@@ -53,7 +36,25 @@ STEP_LIMITED_SAMPLERS = frozenset(
 )
 DTYPES = frozenset({"float32", "float16", "bfloat16"})
 # Recipe fields a user may sweep in [axes], in addition to prompts and seeds.
-AXIS_FIELDS = ("sampler", "negative_prompt", "steps", "guidance_scale", "width", "height")
+AXIS_FIELDS = (
+    "model",
+    "revision",
+    "sampler",
+    *SAMPLER_OPTIONS,
+    "negative_prompt",
+    "steps",
+    "guidance_scale",
+    "distilled_guidance_scale",
+    "width",
+    "height",
+)
+# Recipe fields that only some families have (reprogrid.families.Family.extras).
+FAMILY_FIELDS = (
+    "distilled_guidance_scale",
+    "resolution_binning",
+    "clean_caption",
+    "max_sequence_length",
+)
 SPEC_FIELDS = frozenset(
     {
         "name",
@@ -72,6 +73,8 @@ SPEC_FIELDS = frozenset(
         "batch_size",
         "batch_invariant",
         "axes",
+        *SAMPLER_OPTIONS,
+        *FAMILY_FIELDS,
     }
 )
 
@@ -104,6 +107,10 @@ class JobSpec:
     batch_size: int
     batch_invariant: bool
     axes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # None for jobs submitted before families: their recipes keep the old fields.
+    family: str | None = None
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    family_fields: dict[str, Any] = field(default_factory=dict)
 
     @property
     def cell_count(self) -> int:
@@ -148,21 +155,25 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
     """Check every field of a raw spec and resolve defaults from the checkpoint.
 
     ``base_dir`` is where relative ``prompts_file`` paths are read from (the
-    spec file's folder); ``max_cells`` caps the grid size.
+    spec file's folder); ``max_cells`` caps the grid size. With a ``model``
+    axis, every checkpoint must be of one family and agree on the defaults used.
     """
     unknown = sorted(set(raw) - SPEC_FIELDS)
     if unknown:
         raise SpecError(unknown[0], f"unknown field (known: {', '.join(sorted(SPEC_FIELDS))})")
-    model = _string(raw, "model", "builtin:tiny")
-    revision = _optional_string(raw, "revision")
-    checkpoint = _checkpoint(model, revision)
+    raw_axes = raw.get("axes", {})
+    if not isinstance(raw_axes, dict):
+        raise SpecError("axes", "expected a table of lists, e.g. guidance_scale = [5.0, 7.5]")
+    checkpoints = _checkpoints(raw, raw_axes)
+    checkpoint = checkpoints[0]
+    family = checkpoint.family
     pipeline = "unconditional" if checkpoint.unconditional else "text-to-image"
     prompts = _prompts(raw, base_dir or Path.cwd(), checkpoint)
-    axes = _axes(raw.get("axes", {}), checkpoint)
+    axes = _axes(raw_axes, checkpoint)
     spec = JobSpec(
         name=_string(raw, "name", "job"),
-        model=model,
-        revision=revision,
+        model=checkpoint.model,
+        revision=checkpoint.revision,
         pipeline=pipeline,
         sampler=_sampler(raw.get("sampler", checkpoint.default_sampler), "sampler"),
         prompts=prompts,
@@ -171,15 +182,24 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
         steps=_positive_int(raw.get("steps", 20), "steps"),
         guidance_scale=None
         if checkpoint.unconditional
-        else _guidance(raw.get("guidance_scale", 7.5), "guidance_scale"),
+        else _guidance(raw.get("guidance_scale", family.default_guidance), "guidance_scale"),
         width=_size(raw.get("width", checkpoint.default_width), "width", checkpoint),
         height=_size(raw.get("height", checkpoint.default_height), "height", checkpoint),
         dtype=_dtype(raw.get("dtype", "float32")),
         batch_size=_positive_int(raw.get("batch_size", 4), "batch_size"),
         batch_invariant=_bool(raw.get("batch_invariant", False), "batch_invariant"),
         axes=axes,
+        family=family.key,
+        sampler_options={
+            name: _sampler_option(name, raw.get(name), name) for name in SAMPLER_OPTIONS
+        },
+        family_fields=_family_fields(raw, checkpoint),
     )
+    for other in checkpoints:
+        _check_samplers(spec, other)
+    _check_same_defaults(raw, checkpoints)
     _check_step_limit(spec, checkpoint)
+    _check_negative_prompt(spec)
     if spec.cell_count > max_cells:
         raise SpecError(
             "seeds",
@@ -187,6 +207,129 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
             " (raise it with REPROGRID_MAX_CELLS)",
         )
     return spec
+
+
+def _checkpoints(raw: Mapping[str, Any], axes: Mapping[str, Any]) -> list[CheckpointRef]:
+    """Every checkpoint the job runs: the model (and revision) or the axis values."""
+    models = _axis_strings(axes, "model") or [_string(raw, "model", "builtin:tiny")]
+    revisions = _axis_strings(axes, "revision") or [_optional_string(raw, "revision")]
+    where = "axes.model" if "model" in axes else "model"
+    return [_checkpoint(m, r, where) for m in models for r in revisions]
+
+
+def _axis_strings(axes: Mapping[str, Any], name: str) -> list[str] | None:
+    values = axes.get(name)
+    if values is None:
+        return None
+    where = f"axes.{name}"
+    if not isinstance(values, list) or not values:
+        raise SpecError(where, "expected a non-empty list of values")
+    for value in values:
+        if not isinstance(value, str) or not value.strip():
+            raise SpecError(where, f"expected non-empty strings, got {value!r}")
+    return values
+
+
+def _check_same_defaults(raw: Mapping[str, Any], checkpoints: list[CheckpointRef]) -> None:
+    """Checkpoints on one model axis share one family, and every default the spec relies on."""
+    first = checkpoints[0]
+    for other in checkpoints[1:]:
+        if other.family.key != first.family.key:
+            raise SpecError(
+                "axes.model",
+                f"{first.model} is family {first.family.key} but {other.model} is"
+                f" {other.family.key}; a model axis sweeps checkpoints of one family",
+            )
+        for name in ("sampler", "width", "height"):
+            mine, theirs = _default(first, name), _default(other, name)
+            if name not in raw and mine != theirs:
+                raise SpecError(
+                    "axes.model",
+                    f"{first.model} and {other.model} differ in default {name}"
+                    f" ({mine} vs {theirs}); set {name}",
+                )
+
+
+def _default(checkpoint: CheckpointRef, name: str) -> Any:
+    return (
+        checkpoint.default_sampler if name == "sampler" else getattr(checkpoint, f"default_{name}")
+    )
+
+
+def _check_samplers(spec: JobSpec, checkpoint: CheckpointRef) -> None:
+    """Refuse samplers and sampler options that cannot run correctly on the checkpoint."""
+    samplers = spec.axes.get("sampler", (spec.sampler,))
+    for sampler in samplers:
+        for name in SAMPLER_OPTIONS:
+            for value in spec.axes.get(name, (spec.sampler_options[name],)):
+                try:
+                    families.check_sampler(
+                        sampler, {name: value}, checkpoint.family, checkpoint.configs
+                    )
+                except SamplerMismatch as exc:
+                    field_name, message = str(exc).split(": ", 1)
+                    where = f"axes.{field_name}" if field_name in spec.axes else field_name
+                    raise SpecError(where, f"{message} ({checkpoint.model})") from None
+
+
+def _check_negative_prompt(spec: JobSpec) -> None:
+    """A negative prompt only acts through classifier-free guidance, which runs above 1."""
+    negatives = [n for n in spec.axes.get("negative_prompt", (spec.negative_prompt,)) if n]
+    if spec.guidance_scale is None or not negatives:
+        return
+    lowest = min(spec.axes.get("guidance_scale", (spec.guidance_scale,)))
+    if not families.guidance_applies(lowest):
+        where = "axes.negative_prompt" if "negative_prompt" in spec.axes else "negative_prompt"
+        raise SpecError(
+            where,
+            f"has no effect with guidance_scale {lowest:g} (family {spec.family} applies a"
+            " negative prompt only with guidance_scale above 1)",
+        )
+
+
+def _family_fields(raw: Mapping[str, Any], checkpoint: CheckpointRef) -> dict[str, Any]:
+    """The family's extra fields (e.g. PixArt's resolution_binning), checked, with defaults."""
+    family = checkpoint.family
+    defaults = families.extra_defaults(family, checkpoint.configs)
+    for name in FAMILY_FIELDS:
+        if name in raw and name not in defaults:
+            raise SpecError(name, f"family {family.key} ({checkpoint.model}) has no {name}")
+    if (
+        raw.get("distilled_guidance_scale") is not None
+        and defaults.get("distilled_guidance_scale") is None
+    ):
+        raise SpecError(
+            "distilled_guidance_scale",
+            f"{checkpoint.model} has no guidance embedding (schnell-style); it takes none",
+        )
+    return {name: _family_value(name, raw.get(name, d), name) for name, d in defaults.items()}
+
+
+def _family_value(name: str, value: Any, where: str) -> Any:
+    if value is None:
+        return None
+    if name == "distilled_guidance_scale":
+        return _guidance(value, where)
+    if name == "max_sequence_length":
+        return _positive_int(value, where)
+    return _bool(value, where)
+
+
+def _sampler_option(name: str, value: Any, where: str) -> Any:
+    """A sampler option's value, checked by kind (whether the sampler has it comes later)."""
+    if value is None:
+        return None
+    if name == "solver_order":
+        value = _positive_int(value, where)
+        if value > 3:
+            raise SpecError(where, f"must be 1, 2 or 3, got {value}")
+        return value
+    known = {"schedule_type": SCHEDULE_TYPES, "timestep_spacing": TIMESTEP_SPACINGS}.get(name)
+    if known is not None and value not in known:
+        raise SpecError(where, f"unknown value {value!r} (known: {', '.join(known)})")
+    if not isinstance(value, str) or not value:
+        raise SpecError(where, f"expected a name, got {value!r}")
+    return value
 
 
 def _check_step_limit(spec: JobSpec, checkpoint: CheckpointRef) -> None:
@@ -206,11 +349,11 @@ def _check_step_limit(spec: JobSpec, checkpoint: CheckpointRef) -> None:
         )
 
 
-def _checkpoint(model: str, revision: str | None) -> CheckpointRef:
+def _checkpoint(model: str, revision: str | None, where: str = "model") -> CheckpointRef:
     try:
         return resolve_checkpoint(model, revision)
     except CheckpointNotFound as exc:
-        raise SpecError("model", str(exc)) from None
+        raise SpecError(where, str(exc)) from None
 
 
 def _string(raw: Mapping[str, Any], name: str, default: str) -> str:
@@ -305,8 +448,9 @@ def _size(value: Any, name: str, checkpoint: CheckpointRef, where: str = "") -> 
     if value is None:
         raise SpecError(where, f"{checkpoint.model} has no default size; set {name}")
     value = _positive_int(value, where)
-    if value % 8:
-        raise SpecError(where, f"must be a multiple of 8, got {value}")
+    multiple = families.size_multiple(checkpoint.family, checkpoint.configs)
+    if value % multiple:
+        raise SpecError(where, f"must be a multiple of {multiple}, got {value}")
     default = getattr(checkpoint, f"default_{name}")
     if checkpoint.unconditional and value != default:
         raise SpecError(where, f"{checkpoint.model} makes {default}x{default} images only")
@@ -314,10 +458,11 @@ def _size(value: Any, name: str, checkpoint: CheckpointRef, where: str = "") -> 
 
 
 def _sampler(value: Any, name: str) -> str | None:
+    """A sampler name; whether it fits the checkpoint is checked by _check_samplers."""
     if value is None:
         return None
-    if value not in SAMPLERS:
-        raise SpecError(name, f"unknown sampler {value!r} (known: {', '.join(sorted(SAMPLERS))})")
+    if not isinstance(value, str) or not value:
+        raise SpecError(name, f"expected a sampler class name, got {value!r}")
     return value
 
 
@@ -327,9 +472,7 @@ def _dtype(value: Any) -> str:
     return value
 
 
-def _axes(value: Any, checkpoint: CheckpointRef) -> dict[str, tuple[Any, ...]]:
-    if not isinstance(value, dict):
-        raise SpecError("axes", "expected a table of lists, e.g. guidance_scale = [5.0, 7.5]")
+def _axes(value: dict[str, Any], checkpoint: CheckpointRef) -> dict[str, tuple[Any, ...]]:
     axes: dict[str, tuple[Any, ...]] = {}
     for name, values in value.items():
         where = f"axes.{name}"
@@ -347,8 +490,16 @@ def _axes(value: Any, checkpoint: CheckpointRef) -> dict[str, tuple[Any, ...]]:
 def _axis_value(name: str, value: Any, where: str, checkpoint: CheckpointRef) -> Any:
     if checkpoint.unconditional and name in {"negative_prompt", "guidance_scale"}:
         raise SpecError(where, f"{checkpoint.model} is unconditional and takes no {name}")
+    if name in {"model", "revision"}:
+        return value  # checked by _checkpoints
     if name == "sampler":
         return _sampler(value, where)
+    if name in SAMPLER_OPTIONS:
+        return _sampler_option(name, value, where)
+    if name == "distilled_guidance_scale":
+        if checkpoint.family.extra(name) is None:
+            raise SpecError(where, f"family {checkpoint.family.key} has no {name}")
+        return _guidance(value, where)
     if name == "negative_prompt":
         return _negative_prompt(value, where)
     if name == "steps":

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reprogrid import families
 from reprogrid.scheduler.checkpoint_refs import CheckpointRef, resolve_checkpoint
 
 HASHED_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".ckpt", ".pt", ".pth"}
@@ -106,8 +107,9 @@ class LoadedCheckpoint:
     sampler_config: Any
     _unused_samplers: dict[str, Any] = field(default_factory=dict)
 
-    def set_fresh_sampler(self, sampler: str | None) -> None:
-        """Give the pipeline a new sampler, of class ``sampler`` or the checkpoint's own.
+    def set_fresh_sampler(self, sampler: str | None, recipe: dict[str, Any]) -> None:
+        """Give the pipeline a new sampler, of class ``sampler`` or the checkpoint's own,
+        configured for the checkpoint's family and with the recipe's sampler options.
 
         A new instance for every batch: samplers keep state between steps, and
         a batch must not depend on what ran before it. The instance is a copy of
@@ -116,9 +118,11 @@ class LoadedCheckpoint:
         import diffusers
 
         name = sampler or self.sampler_config["_class_name"]
-        if name not in self._unused_samplers:
-            self._unused_samplers[name] = getattr(diffusers, name).from_config(self.sampler_config)
-        self.pipeline.scheduler = copy.deepcopy(self._unused_samplers[name])
+        config = families.sampler_config(name, self.sampler_config, recipe)
+        key = json.dumps([name, config], sort_keys=True, default=str)
+        if key not in self._unused_samplers:
+            self._unused_samplers[key] = getattr(diffusers, name).from_config(config)
+        self.pipeline.scheduler = copy.deepcopy(self._unused_samplers[key])
 
 
 _loaded: dict[PipelineKey, LoadedCheckpoint] = {}

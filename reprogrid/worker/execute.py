@@ -305,6 +305,8 @@ def png_chunks(
     if recipe["pipeline"] == "text-to-image":
         lines.append(f"Negative prompt: {recipe['negative_prompt']}")
         settings.append(f"CFG scale: {recipe['guidance_scale']:g}")
+        if recipe.get("distilled_guidance_scale") is not None:  # Flux (Forge's name)
+            settings.append(f"Distilled CFG Scale: {recipe['distilled_guidance_scale']:g}")
     settings += [
         f"Seed: {recipe['seed']}",
         f"Size: {recipe['width']}x{recipe['height']}",

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from reprogrid import families
 from reprogrid.worker.checkpoints import LoadedCheckpoint
 
 # Fields every recipe of one batch must share: one pipeline call takes one value of each.
@@ -25,6 +26,12 @@ SHARED_FIELDS = (
     "height",
     "dtype",
     "guidance_scale",
+    "family",
+    *families.SAMPLER_OPTIONS,
+    "distilled_guidance_scale",
+    "resolution_binning",
+    "clean_caption",
+    "max_sequence_length",
 )
 
 
@@ -47,15 +54,18 @@ def generate_batch(
         if any(r.get(field) != first.get(field) for r in recipes):
             raise ValueError(f"recipes of one batch differ in {field!r}")
 
-    # 2. A fresh sampler: no state carried over from the previous batch.
-    loaded.set_fresh_sampler(first["sampler"])
+    # 2. A fresh sampler, configured as the recipe says: no state carried over
+    #    from the previous batch.
+    loaded.set_fresh_sampler(first["sampler"], first)
+    family = _family(loaded, first)
+    _check_caption_cleaning(first)
 
     # 3. One CPU generator per image, seeded with that image's seed: the same
     #    noise on every machine, whatever the image's position in the batch.
     generators = [torch.Generator(device="cpu").manual_seed(r["seed"]) for r in recipes]
 
     # 4. The pipeline call.
-    kwargs = _call_arguments(loaded.pipeline, recipes, generators, should_stop)
+    kwargs = _call_arguments(loaded.pipeline, family, recipes, generators, should_stop)
     with torch.inference_mode():
         images = loaded.pipeline(**kwargs).images
 
@@ -66,8 +76,31 @@ def generate_batch(
     return pixels
 
 
+def _family(loaded: LoadedCheckpoint, recipe: dict[str, Any]) -> families.Family:
+    """The family the recipe ran as; records from before families name none."""
+    family = loaded.ref.family
+    if recipe.get("family", family.key) != family.key:
+        raise ValueError(
+            f"the recipe ran as family {recipe['family']!r},"
+            f" but {recipe['model']} is {family.key!r}"
+        )
+    return family
+
+
+def _check_caption_cleaning(recipe: dict[str, Any]) -> None:
+    """PixArt silently skips caption cleaning without bs4 and ftfy: refuse instead."""
+    if not recipe.get("clean_caption"):
+        return
+    import importlib.util
+
+    missing = [m for m in ("bs4", "ftfy") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise RuntimeError(f"clean_caption needs {' and '.join(missing)} installed on the worker")
+
+
 def _call_arguments(
     pipeline: Any,
+    family: families.Family,
     recipes: Sequence[dict[str, Any]],
     generators: list[Any],
     should_stop: Callable[[], bool] | None,
@@ -85,9 +118,7 @@ def _call_arguments(
         kwargs.update(
             prompt=[r["prompt"] for r in recipes],
             negative_prompt=[r["negative_prompt"] for r in recipes],
-            guidance_scale=first["guidance_scale"],
-            width=first["width"],
-            height=first["height"],
+            **families.call_arguments(family, first),
         )
     if should_stop is not None and "callback_on_step_end" in accepted:
         kwargs["callback_on_step_end"] = _stop_callback(should_stop)

@@ -1,0 +1,245 @@
+"""Every pipeline family, run the way a user would, on tiny random checkpoints built here.
+
+Checkpoints come from tests/tiny_families.py (session fixture ``tiny_checkpoint``):
+SD 1.x (epsilon), SD 2.x (v-prediction), SDXL, SD3, Flux with and without a
+guidance embedding, PixArt-alpha and -sigma, each 32x32 by default; jobs run
+2 steps with one CPU thread.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+from conftest import Cli
+
+from reprogrid import families
+from reprogrid.scheduler.grid import expand
+from reprogrid.scheduler.spec import SpecError, validate_spec
+from reprogrid.worker.checkpoints import load_checkpoint
+from reprogrid.worker.generate import generate_batch
+
+# (checkpoint, family key, default size, a second sampler that fits it)
+FAMILY_CASES = [
+    ("sd", "sd", 32, "DPMSolverMultistepScheduler"),
+    ("sd2-v", "sd", 32, "DDIMScheduler"),
+    ("sdxl", "sdxl", 32, "EulerDiscreteScheduler"),
+    ("sd3", "sd3", 32, "UniPCMultistepScheduler"),
+    ("flux", "flux", 256, "UniPCMultistepScheduler"),
+    ("flux-schnell", "flux", 256, "UniPCMultistepScheduler"),
+    ("pixart", "pixart", 32, "EulerDiscreteScheduler"),
+    ("pixart-sigma", "pixart", 32, "DDIMScheduler"),
+]
+# (checkpoint, a sampler that cannot run correctly on it)
+MISFITS = [
+    ("sd", "FlowMatchEulerDiscreteScheduler"),
+    ("sdxl", "FlowMatchHeunDiscreteScheduler"),
+    ("sd3", "EulerDiscreteScheduler"),
+    ("flux", "DDIMScheduler"),
+    ("flux", "FlowMatchHeunDiscreteScheduler"),  # takes neither Flux's sigmas nor its mu
+    ("flux-schnell", "DPMSolverMultistepScheduler"),  # refuses Flux's mu without dynamic shift
+    ("pixart", "FlowMatchEulerDiscreteScheduler"),
+    ("flux", "FlowMatchLCMScheduler"),  # its step noise would be unseeded in Flux's pipeline
+]
+
+
+def spec(model, **fields):
+    return validate_spec({"model": str(model), "prompts": ["a fox"], **fields}, max_cells=100)
+
+
+def first_recipe(job) -> dict:
+    return json.loads(next(expand(job)).recipe)
+
+
+def run_and_verify(cli: Cli, *flags: str) -> list[dict]:
+    """Run a job, verify it identical, and return each image's whole record (``show``)."""
+    result = cli("run", "--prompt", "a red fox", "--seeds", "0", "--steps", "2", *flags)
+    assert result.exit_code == 0, result.output
+    verified = cli("verify", "1", "--format", "json")
+    assert verified.exit_code == 0, verified.output
+    rows = json.loads(verified.output)
+    assert rows and {row["verdict"] for row in rows} == {"identical"}
+    rows = json.loads(cli("query", "--format", "json").output)
+    return [json.loads(cli("show", r["pixel_sha256"], "--format", "json").output) for r in rows]
+
+
+# Torch-free knowledge of diffusers, checked against the installed diffusers.
+
+
+def test_the_flow_match_samplers_take_sigmas_and_mu_as_listed():
+    import diffusers
+
+    for name, (sigmas, mu) in families.FLOW_MATCH_SAMPLERS.items():
+        taken = inspect.signature(getattr(diffusers, name).set_timesteps).parameters
+        assert ("sigmas" in taken, "mu" in taken) == (sigmas, mu), name
+
+
+def test_the_flow_configurable_samplers_have_flow_sigmas_and_take_mu():
+    import diffusers
+
+    for name in families.FLOW_CONFIGURABLE_SAMPLERS:
+        cls = getattr(diffusers, name)
+        init = inspect.signature(cls.__init__).parameters
+        assert {"use_flow_sigmas", "flow_shift", "use_dynamic_shifting"} <= set(init), name
+        assert "mu" in inspect.signature(cls.set_timesteps).parameters, name
+
+
+@pytest.mark.parametrize("option", ["schedule_type", "timestep_spacing", "solver_order"])
+def test_the_samplers_listed_with_an_option_are_those_whose_config_has_it(option):
+    import diffusers
+
+    config_name = {
+        "schedule_type": "use_karras_sigmas",
+        "timestep_spacing": "timestep_spacing",
+        "solver_order": "solver_order",
+    }[option]
+    for name in families.ALL_SAMPLERS:
+        init = inspect.signature(getattr(diffusers, name).__init__).parameters
+        assert families.sampler_option_support(name, option, False) == (config_name in init), name
+
+
+# Validation: defaults, fits and refusals.
+
+
+@pytest.mark.parametrize(("name", "family", "size", "_sampler"), FAMILY_CASES)
+def test_the_default_size_and_family_come_from_the_checkpoint_configs(
+    tiny_checkpoint, name, family, size, _sampler
+):
+    job = spec(tiny_checkpoint(name))
+    assert (job.width, job.height, job.family) == (size, size, family)
+    assert first_recipe(job)["family"] == family
+
+
+@pytest.mark.parametrize(("name", "sampler"), MISFITS)
+def test_a_sampler_that_does_not_fit_the_family_is_refused_naming_sampler_and_family(
+    tiny_checkpoint, cli, name, sampler
+):
+    model = tiny_checkpoint(name)
+    result = cli("run", "--model", str(model), "--prompt", "a fox", "--sampler", sampler)
+    assert result.exit_code == 2
+    assert result.output.startswith("Error: sampler: ") and result.output.count("\n") == 1
+    assert "family" in result.output
+    assert not (cli.cwd / "reprogrid.db").exists() and not cli.store.exists()
+
+
+def test_a_sampler_axis_with_a_misfit_names_the_axis(tiny_checkpoint):
+    model = tiny_checkpoint("sd3")
+    with pytest.raises(SpecError) as caught:
+        spec(model, axes={"sampler": ["UniPCMultistepScheduler", "EulerDiscreteScheduler"]})
+    assert caught.value.field == "axes.sampler"
+
+
+def test_flux_records_true_cfg_and_its_distilled_guidance_with_the_pipelines_defaults(
+    tiny_checkpoint,
+):
+    recipe = first_recipe(spec(tiny_checkpoint("flux"), width=32, height=32))
+    assert recipe["guidance_scale"] == 1.0
+    assert recipe["distilled_guidance_scale"] == 3.5
+    assert recipe["max_sequence_length"] == 512
+
+
+def test_a_flux_checkpoint_without_guidance_embedding_takes_no_distilled_guidance(
+    tiny_checkpoint,
+):
+    model = tiny_checkpoint("flux-schnell")
+    assert first_recipe(spec(model))["distilled_guidance_scale"] is None
+    with pytest.raises(SpecError) as caught:
+        spec(model, distilled_guidance_scale=3.5)
+    assert caught.value.field == "distilled_guidance_scale"
+
+
+def test_a_negative_prompt_that_would_have_no_effect_is_refused(tiny_checkpoint):
+    with pytest.raises(SpecError) as caught:
+        spec(tiny_checkpoint("flux"), negative_prompt="blurry")
+    assert caught.value.field == "negative_prompt" and "guidance_scale 1" in str(caught.value)
+    with pytest.raises(SpecError) as caught:
+        spec(tiny_checkpoint("sd"), negative_prompt="blurry", axes={"guidance_scale": [1.0, 5.0]})
+    assert caught.value.field == "negative_prompt"
+
+
+def test_pixart_binning_and_caption_cleaning_are_off_and_recorded(tiny_checkpoint):
+    recipe = first_recipe(spec(tiny_checkpoint("pixart")))
+    assert (recipe["resolution_binning"], recipe["clean_caption"]) == (False, False)
+    assert recipe["max_sequence_length"] == 120
+    assert first_recipe(spec(tiny_checkpoint("pixart-sigma")))["max_sequence_length"] == 300
+
+
+def test_a_family_field_is_refused_on_a_family_without_it(tiny_checkpoint):
+    with pytest.raises(SpecError) as caught:
+        spec(tiny_checkpoint("sd"), resolution_binning=True)
+    assert caught.value.field == "resolution_binning"
+
+
+def test_a_sampler_option_the_sampler_lacks_is_refused(tiny_checkpoint):
+    model = tiny_checkpoint("sd")
+    with pytest.raises(SpecError) as caught:
+        spec(model, sampler="EulerAncestralDiscreteScheduler", solver_order=2)
+    assert caught.value.field == "solver_order"
+    with pytest.raises(SpecError) as caught:  # flow sigmas ignore a sigma schedule
+        spec(tiny_checkpoint("sd3"), sampler="UniPCMultistepScheduler", schedule_type="karras")
+    assert caught.value.field == "schedule_type"
+
+
+def test_sampler_options_are_recorded_and_sweepable(tiny_checkpoint):
+    job = spec(
+        tiny_checkpoint("sd"),
+        sampler="DPMSolverMultistepScheduler",
+        algorithm_type="dpmsolver++",
+        axes={"schedule_type": ["karras", "exponential"], "solver_order": [1, 2]},
+    )
+    recipes = [json.loads(c.recipe) for c in expand(job)]
+    assert [(r["schedule_type"], r["solver_order"]) for r in recipes] == [
+        ("karras", 1), ("karras", 2), ("exponential", 1), ("exponential", 2),
+    ]  # fmt: skip
+    assert {r["algorithm_type"] for r in recipes} == {"dpmsolver++"}
+
+
+# Generation: the sampler a recipe names, configured for the family.
+
+
+def test_a_multistep_sampler_on_a_flow_checkpoint_runs_with_flow_sigmas_and_its_shift(
+    tiny_checkpoint,
+):
+    loaded = load_checkpoint(str(tiny_checkpoint("sd3")), None, "float32", "cpu")
+    job = spec(tiny_checkpoint("sd3"), sampler="UniPCMultistepScheduler", steps=2)
+    generate_batch(loaded, [first_recipe(job)], "cpu")
+    config = loaded.pipeline.scheduler.config
+    assert (config.use_flow_sigmas, config.prediction_type) == (True, "flow_prediction")
+    assert config.flow_shift == 3.0
+
+
+def test_a_sampler_option_changes_the_pixels(tiny_checkpoint):
+    model = tiny_checkpoint("sd")
+    loaded = load_checkpoint(str(model), None, "float32", "cpu")
+    base = {"sampler": "DPMSolverMultistepScheduler", "steps": 2}
+    plain = generate_batch(loaded, [first_recipe(spec(model, **base))], "cpu")
+    karras = spec(model, **base, schedule_type="karras")
+    assert not np.array_equal(plain, generate_batch(loaded, [first_recipe(karras)], "cpu"))
+
+
+@pytest.mark.parametrize(("name", "family", "size", "sampler"), FAMILY_CASES)
+def test_every_family_runs_a_sampler_axis_with_guidance_and_verifies_identical(
+    tiny_checkpoint, cli, name, family, size, sampler
+):
+    model = tiny_checkpoint(name)
+    own = json.loads((model / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
+    flags = ["--model", str(model), "--axis", f"sampler={own},{sampler}"]
+    flags += ["--guidance-scale", "4", "--negative-prompt", "blurry"]
+    if size != 32:
+        flags += ["--width", "32", "--height", "32"]
+    rows = run_and_verify(cli, *flags)
+    recipes = [r["recipe"] for r in rows]
+    assert [r["sampler"] for r in recipes] == [own, sampler]
+    assert {(r["family"], r["width"], r["guidance_scale"]) for r in recipes} == {(family, 32, 4.0)}
+    assert rows[0]["pixel_sha256"] != rows[1]["pixel_sha256"]
+
+
+def test_the_distilled_guidance_changes_flux_pixels(tiny_checkpoint):
+    model = tiny_checkpoint("flux")
+    loaded = load_checkpoint(str(model), None, "float32", "cpu")
+    size = {"width": 32, "height": 32, "steps": 2}
+    low = generate_batch(loaded, [first_recipe(spec(model, **size))], "cpu")
+    high = spec(model, **size, distilled_guidance_scale=7.0)
+    assert not np.array_equal(low, generate_batch(loaded, [first_recipe(high)], "cpu"))
