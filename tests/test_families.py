@@ -243,3 +243,29 @@ def test_the_distilled_guidance_changes_flux_pixels(tiny_checkpoint):
     low = generate_batch(loaded, [first_recipe(spec(model, **size))], "cpu")
     high = spec(model, **size, distilled_guidance_scale=7.0)
     assert not np.array_equal(low, generate_batch(loaded, [first_recipe(high)], "cpu"))
+
+
+def test_a_model_axis_runs_each_checkpoint_in_its_own_batches_and_shows_them_side_by_side(
+    tiny_checkpoint, cli
+):
+    from reprogrid.models import open_database
+    from reprogrid.review.layout import job_sheets
+
+    models = [str(tiny_checkpoint("sd", 0)), str(tiny_checkpoint("sd", 1))]
+    rows = run_and_verify(cli, "--seeds", "0-1", "--axis", f"model={','.join(models)}")
+    assert [r["recipe"]["model"] for r in rows] == [models[0]] * 2 + [models[1]] * 2
+    assert rows[0]["pixel_sha256"] != rows[2]["pixel_sha256"]
+    assert all(len({r["recipe"]["model"] for r in rows if r["batch"]["batch_id"] == b}) == 1
+               for b in {r["batch"]["batch_id"] for r in rows})  # fmt: skip
+    db = open_database(cli.db_url)
+    with db.sessions() as session:
+        (sheet,) = job_sheets(session, 1, cli.store, rows="model", cols="seed")
+    assert sheet.row_labels == [f"model={m}" for m in models]
+    db.dispose()
+
+
+def test_a_model_axis_over_two_families_is_refused(tiny_checkpoint):
+    models = [str(tiny_checkpoint("sd")), str(tiny_checkpoint("sd3"))]
+    with pytest.raises(SpecError) as caught:
+        validate_spec({"prompts": ["a fox"], "axes": {"model": models}}, max_cells=10)
+    assert caught.value.field == "axes.model"

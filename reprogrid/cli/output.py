@@ -9,7 +9,9 @@ from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
 # What ``status`` and ``workers`` show of each live worker.
-WORKER_COLUMNS = ["name", "device", "queue", "job_id", "batch_id", "checkpoints", "hostname"]
+WORKER_COLUMNS = [
+    "name", "device", "queue", "job_id", "batch_id", "checkpoints", "checkpoint_loads", "hostname",
+]  # fmt: skip
 
 
 def duration_text(seconds: float | None) -> str:

@@ -227,6 +227,7 @@ def live_workers(session: Session, now: datetime | None = None) -> list[dict[str
                 "batch_id": worker.current_batch_id,
                 "job_id": batch.job_id if batch else None,
                 "checkpoints": sorted(checkpoints),
+                "checkpoint_loads": worker.checkpoint_loads,
                 "heartbeat_seconds_ago": round((now - worker.heartbeat_at).total_seconds(), 1),
                 "started_at": worker.started_at.isoformat(),
             }

@@ -254,5 +254,7 @@ class Worker(Base):
     environment_id: Mapped[int | None] = mapped_column(ForeignKey("environment.id"))
     current_batch_id: Mapped[int | None] = mapped_column(Integer)
     checkpoints: Mapped[list[int]]
+    # Checkpoint loads by this process (a model axis costs one per checkpoint per worker).
+    checkpoint_loads: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -195,9 +195,9 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
         },
         family_fields=_family_fields(raw, checkpoint),
     )
+    _check_same_defaults(raw, checkpoints)
     for other in checkpoints:
         _check_samplers(spec, other)
-    _check_same_defaults(raw, checkpoints)
     _check_step_limit(spec, checkpoint)
     _check_negative_prompt(spec)
     if spec.cell_count > max_cells:

@@ -127,15 +127,37 @@ class LoadedCheckpoint:
 
 _loaded: dict[PipelineKey, LoadedCheckpoint] = {}
 _lock = threading.Lock()
+_loads = 0
+
+
+def checkpoints_in_memory() -> int:
+    """How many pipelines a process keeps (``REPROGRID_CHECKPOINTS_IN_MEMORY``, default 1).
+
+    One by default, as in the A1111 web UI: a GPU rarely holds two large checkpoints.
+    """
+    return max(1, int(os.environ.get("REPROGRID_CHECKPOINTS_IN_MEMORY", "1")))
 
 
 def load_checkpoint(model: str, revision: str | None, dtype: str, device: str) -> LoadedCheckpoint:
-    """Load (once per process) the pipeline for ``model`` through ``from_pretrained``."""
+    """Load (once per process) the pipeline for ``model`` through ``from_pretrained``.
+
+    Loading one more than :func:`checkpoints_in_memory` drops the least lately used.
+    """
+    global _loads
     key = PipelineKey(model, revision, dtype, device)
     with _lock:
         if key not in _loaded:
+            while len(_loaded) >= checkpoints_in_memory():
+                _loaded.pop(next(iter(_loaded)))
             _loaded[key] = _load(key)
+            _loads += 1
+        _loaded[key] = _loaded.pop(key)  # most lately used last
         return _loaded[key]
+
+
+def checkpoint_loads() -> int:
+    """How many times this process has loaded a checkpoint."""
+    return _loads
 
 
 def load_current_checkpoint(

@@ -22,8 +22,8 @@ from sqlalchemy import select
 from reprogrid.config import Settings
 from reprogrid.models import Database, Image
 from reprogrid.scheduler.grid import sha256_text
-from reprogrid.worker import records
-from reprogrid.worker.checkpoints import LoadedCheckpoint, load_checkpoint
+from reprogrid.worker import affinity, records
+from reprogrid.worker.checkpoints import LoadedCheckpoint, load_checkpoint, loaded_checkpoints
 from reprogrid.worker.determinism import DeterminismSettings, configure
 from reprogrid.worker.environment import describe_environment, fingerprint
 from reprogrid.worker.generate import BatchInterrupted, generate_batch
@@ -187,7 +187,8 @@ def _compute(ctx: WorkerContext, batch_id: int, work: BatchWork) -> BatchOutcome
     """Claim and compute the batch; an outcome if it ended here (skipped, cancelled, failed)."""
     started = time.perf_counter()
     with ctx.db.sessions() as session:
-        claim = records.claim_batch(session, batch_id, ctx.name, ctx.lease_seconds)
+        held = [(c.ref.model, c.ref.revision) for c in loaded_checkpoints()]
+        claim = affinity.claim_preferred(session, batch_id, ctx.name, ctx.lease_seconds, held)
     if claim is None:
         return BatchOutcome(batch_id, "skipped", 0, 0.0)
     try:
@@ -195,7 +196,7 @@ def _compute(ctx: WorkerContext, batch_id: int, work: BatchWork) -> BatchOutcome
     except BatchInterrupted:
         with ctx.db.sessions() as session:
             records.cancel_batch(session, claim, ctx.name)
-        return BatchOutcome(batch_id, "cancelled", 0, time.perf_counter() - started)
+        return BatchOutcome(claim.batch_id, "cancelled", 0, time.perf_counter() - started)
     except Exception as exc:
         return _failed(ctx, claim, exc, started)
 

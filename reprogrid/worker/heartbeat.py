@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from reprogrid.models import Worker, utcnow
 from reprogrid.models.queries import LIVE_WORKER_SECONDS
-from reprogrid.worker.checkpoints import loaded_checkpoints
+from reprogrid.worker.checkpoints import checkpoint_loads, loaded_checkpoints
 from reprogrid.worker.execute import WorkerContext
 
 HEARTBEAT_SECONDS = 5.0
@@ -72,6 +72,7 @@ class Heartbeat:
             "environment_id": self.environment_id,
             "current_batch_id": self.current_batch,
             "checkpoints": [self.ctx.checkpoint(c) for c in loaded_checkpoints()],
+            "checkpoint_loads": checkpoint_loads(),
             "heartbeat_at": utcnow(),
         }
         if started:
