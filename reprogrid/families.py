@@ -165,6 +165,7 @@ class Family:
     # False where the pipeline calls sampler.step without the seeded generators
     # (SD3, Flux): a stochastic sampler would draw unseeded noise there.
     seeds_sampler_noise: bool = True
+    lora: bool = False  # the pipeline loads LoRA adapters (diffusers' load_lora_weights)
     guidance_argument: str = "guidance_scale"  # where recipe guidance_scale goes
     default_guidance: float = 7.5
     extras: tuple[Extra, ...] = ()
@@ -184,13 +185,14 @@ _PIXART_EXTRAS = (
     Extra("clean_caption", False, "clean_caption"),
 )
 FAMILIES: tuple[Family, ...] = (
-    Family("sd", frozenset({"StableDiffusionPipeline"})),
-    Family("sdxl", frozenset({"StableDiffusionXLPipeline"})),
+    Family("sd", frozenset({"StableDiffusionPipeline"}), lora=True),
+    Family("sdxl", frozenset({"StableDiffusionXLPipeline"}), lora=True),
     Family(
         "sd3",
         frozenset({"StableDiffusion3Pipeline"}),
         denoiser="transformer",
         seeds_sampler_noise=False,
+        lora=True,
         extras=(_max_sequence_length(256),),
     ),
     Family(
@@ -200,6 +202,7 @@ FAMILIES: tuple[Family, ...] = (
         fixed_sample_size=128,
         size_patch=2,
         seeds_sampler_noise=False,
+        lora=True,
         guidance_argument="true_cfg_scale",
         default_guidance=1.0,
         extras=(

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import inspect
 import json
+import shutil
 
 import numpy as np
 import pytest
 from conftest import Cli
 
 from reprogrid import families
+from reprogrid.adapters import file_sha256
 from reprogrid.scheduler.grid import expand
 from reprogrid.scheduler.spec import SpecError, validate_spec
 from reprogrid.worker.checkpoints import load_checkpoint
 from reprogrid.worker.generate import generate_batch
+from reprogrid.worker.store import pixel_sha256
 
 # (checkpoint, family key, default size, a second sampler that fits it)
 FAMILY_CASES = [
@@ -46,7 +49,7 @@ MISFITS = [
 
 
 def spec(model, **fields):
-    return validate_spec({"model": str(model), "prompts": ["a fox"], **fields}, max_cells=100)
+    return validate_spec({"model": str(model), "prompts": ["a fox"]} | fields, max_cells=100)
 
 
 def first_recipe(job) -> dict:
@@ -269,3 +272,59 @@ def test_a_model_axis_over_two_families_is_refused(tiny_checkpoint):
     with pytest.raises(SpecError) as caught:
         validate_spec({"prompts": ["a fox"], "axes": {"model": models}}, max_cells=10)
     assert caught.value.field == "axes.model"
+
+
+@pytest.fixture(scope="module")
+def lora(tiny_checkpoint, tmp_path_factory):
+    """A random LoRA for the tiny SD checkpoint's UNet."""
+    import tiny_families
+
+    folder = tmp_path_factory.mktemp("lora")
+    return tiny_families.tiny_lora(folder, tiny_checkpoint("sd"))
+
+
+def lora_spec(tmp_path, model, lora_path, extra: str = "") -> str:
+    path = tmp_path / "lora.toml"
+    path.write_text(
+        f'model = "{model}"\nprompts = ["a red fox"]\nsteps = 2\n{extra}'
+        f'adapters = [{{path = "{lora_path}", scale = 1.0}}]\n'
+        "[axes]\nadapter_scale = [0.0, 0.5, 1.0]\n",
+        encoding="utf-8",
+    )
+    return str(path)
+
+
+def test_a_lora_scale_axis_gives_three_images_and_scale_0_is_the_base_checkpoint(
+    tiny_checkpoint, lora, cli, tmp_path
+):
+    model = tiny_checkpoint("sd", 2)  # loaded here first: no adapter was ever in its pipeline
+    loaded = load_checkpoint(str(model), None, "float32", "cpu")
+    base = generate_batch(
+        loaded, [first_recipe(spec(model, steps=2, prompts=["a red fox"]))], "cpu"
+    )
+    rows = run_and_verify(cli, lora_spec(tmp_path, model, lora))
+    assert [[a["scale"] for a in r["recipe"]["adapters"]] for r in rows] == [[0.0], [0.5], [1.0]]
+    assert rows[0]["recipe"]["adapters"][0]["sha256"] == file_sha256(lora)
+    assert len({r["pixel_sha256"] for r in rows}) == 3
+    assert pixel_sha256(base[0]) == rows[0]["pixel_sha256"]
+    # The cached pipeline now holds the adapter: a batch without it still gets the base pixels.
+    assert np.array_equal(
+        base, generate_batch(load_checkpoint(str(model), None, "float32", "cpu"), [plain], "cpu")
+    )
+
+
+def test_verify_names_an_adapter_file_that_changed(tiny_checkpoint, lora, cli, tmp_path):
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(lora, copy)
+    run_and_verify(cli, lora_spec(tmp_path, tiny_checkpoint("sd"), copy))
+    copy.write_bytes(copy.read_bytes()[:-1] + b" ")
+    result = cli("verify", "1", "--format", "json")
+    assert result.exit_code == 1
+    errors = {row["details"]["error"] for row in json.loads(result.output)}
+    assert errors == {f"adapters: changed since the record: {copy}"}
+
+
+def test_adapters_are_refused_on_a_family_without_lora(tiny_checkpoint, lora):
+    with pytest.raises(SpecError) as caught:
+        spec(tiny_checkpoint("pixart"), adapters=[str(lora)])
+    assert caught.value.field == "adapters"

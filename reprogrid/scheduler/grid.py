@@ -74,7 +74,11 @@ def base_recipe(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
         recipe["family"] = spec.family
         recipe.update(spec.sampler_options)
         recipe.update(spec.family_fields)
+        recipe["adapters"] = [dict(a) for a in spec.adapters]
     recipe.update(params)
+    if "adapter_scale" in recipe:  # an axis value: every adapter at that scale
+        scale = recipe.pop("adapter_scale")
+        recipe["adapters"] = [dict(a, scale=scale) for a in recipe["adapters"]]
     return recipe
 
 

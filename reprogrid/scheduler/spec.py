@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reprogrid import families
+from reprogrid import adapters, families
 from reprogrid.families import (
     SAMPLER_OPTIONS,
     SCHEDULE_TYPES,
@@ -45,6 +45,7 @@ AXIS_FIELDS = (
     "steps",
     "guidance_scale",
     "distilled_guidance_scale",
+    "adapter_scale",
     "width",
     "height",
 )
@@ -75,6 +76,7 @@ SPEC_FIELDS = frozenset(
         "axes",
         *SAMPLER_OPTIONS,
         *FAMILY_FIELDS,
+        "adapters",
     }
 )
 
@@ -111,6 +113,7 @@ class JobSpec:
     family: str | None = None
     sampler_options: dict[str, Any] = field(default_factory=dict)
     family_fields: dict[str, Any] = field(default_factory=dict)
+    adapters: tuple[dict[str, Any], ...] = ()  # {"path", "scale", "sha256"} (LoRA)
 
     @property
     def cell_count(self) -> int:
@@ -134,6 +137,7 @@ class JobSpec:
         if values["prompts"] is not None:
             values["prompts"] = tuple(values["prompts"])
         values["axes"] = {k: tuple(v) for k, v in values["axes"].items()}
+        values["adapters"] = tuple(values.get("adapters", ()))
         return cls(**values)
 
 
@@ -194,12 +198,15 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
             name: _sampler_option(name, raw.get(name), name) for name in SAMPLER_OPTIONS
         },
         family_fields=_family_fields(raw, checkpoint),
+        adapters=_adapters(raw.get("adapters", []), base_dir or Path.cwd(), checkpoint),
     )
     _check_same_defaults(raw, checkpoints)
     for other in checkpoints:
         _check_samplers(spec, other)
     _check_step_limit(spec, checkpoint)
     _check_negative_prompt(spec)
+    if "adapter_scale" in spec.axes and not spec.adapters:
+        raise SpecError("axes.adapter_scale", "list adapters to sweep their scale")
     if spec.cell_count > max_cells:
         raise SpecError(
             "seeds",
@@ -285,6 +292,39 @@ def _check_negative_prompt(spec: JobSpec) -> None:
             f"has no effect with guidance_scale {lowest:g} (family {spec.family} applies a"
             " negative prompt only with guidance_scale above 1)",
         )
+
+
+def _adapters(value: Any, base_dir: Path, checkpoint: CheckpointRef) -> tuple[dict, ...]:
+    """LoRA adapters: each a path (scale 1) or a table {path, scale}, resolved and hashed."""
+    if not isinstance(value, list):
+        raise SpecError("adapters", "expected a list of paths or {path, scale} tables")
+    if value and not checkpoint.family.lora:
+        raise SpecError("adapters", f"family {checkpoint.family.key} takes no LoRA adapters")
+    found = []
+    for index, entry in enumerate(value):
+        where = f"adapters[{index}]"
+        table = {"path": entry} if isinstance(entry, str) else entry
+        # A recipe's adapters (refine) also carry the sha256 of the file they recorded.
+        if not isinstance(table, dict) or set(table) - {"path", "scale", "sha256"}:
+            raise SpecError(where, f"expected a path or {{path, scale}}, got {entry!r}")
+        try:
+            path = adapters.resolve_adapter_file(_string(table, "path", ""), base_dir)
+        except adapters.AdapterNotFound as exc:
+            raise SpecError(where, str(exc)) from None
+        digest = adapters.file_sha256(path)
+        if table.get("sha256", digest) != digest:
+            raise SpecError(where, f"{str(path)!r} changed since it was recorded")
+        scale = _number(table.get("scale", 1.0), where)
+        found.append({"path": str(path), "scale": scale, "sha256": digest})
+    if len({a["path"] for a in found}) != len(found):
+        raise SpecError("adapters", "an adapter is listed twice")
+    return tuple(found)
+
+
+def _number(value: Any, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise SpecError(name, f"expected a number, got {value!r}")
+    return float(value)
 
 
 def _family_fields(raw: Mapping[str, Any], checkpoint: CheckpointRef) -> dict[str, Any]:
@@ -496,6 +536,8 @@ def _axis_value(name: str, value: Any, where: str, checkpoint: CheckpointRef) ->
         return _sampler(value, where)
     if name in SAMPLER_OPTIONS:
         return _sampler_option(name, value, where)
+    if name == "adapter_scale":
+        return _number(value, where)
     if name == "distilled_guidance_scale":
         if checkpoint.family.extra(name) is None:
             raise SpecError(where, f"family {checkpoint.family.key} has no {name}")

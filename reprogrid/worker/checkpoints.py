@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from reprogrid import families
+from reprogrid.adapters import check_unchanged
 from reprogrid.scheduler.checkpoint_refs import CheckpointRef, resolve_checkpoint
 
 HASHED_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".ckpt", ".pt", ".pth"}
@@ -106,6 +107,37 @@ class LoadedCheckpoint:
     ref: CheckpointRef
     sampler_config: Any
     _unused_samplers: dict[str, Any] = field(default_factory=dict)
+    _adapter_names: dict[str, str] = field(default_factory=dict)  # sha256 -> loaded adapter
+
+    def set_adapters(self, recipe_adapters: list[dict[str, Any]]) -> None:
+        """Make exactly the recipe's LoRA adapters active, at their scales.
+
+        Adapters stay loaded, unfused, in the cached pipeline, keyed by the
+        SHA-256 of their file (checked against the recipe when loaded): each
+        batch activates its own, and a batch with none, or all at scale 0,
+        runs with LoRA disabled, so it gets the base checkpoint's pixels exactly.
+        """
+        if not recipe_adapters and not self._adapter_names:
+            return
+        for adapter in recipe_adapters:
+            if adapter["sha256"] not in self._adapter_names:
+                self._load_adapter(adapter)
+        active = [a for a in recipe_adapters if a["scale"] != 0]
+        if not active:
+            self.pipeline.disable_lora()
+            return
+        self.pipeline.enable_lora()
+        self.pipeline.set_adapters(
+            [self._adapter_names[a["sha256"]] for a in active],
+            adapter_weights=[a["scale"] for a in active],
+        )
+
+    def _load_adapter(self, adapter: dict[str, Any]) -> None:
+        check_unchanged([adapter])
+        name = f"adapter_{adapter['sha256'][:16]}"
+        path = Path(adapter["path"])
+        self.pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+        self._adapter_names[adapter["sha256"]] = name
 
     def set_fresh_sampler(self, sampler: str | None, recipe: dict[str, Any]) -> None:
         """Give the pipeline a new sampler, of class ``sampler`` or the checkpoint's own,

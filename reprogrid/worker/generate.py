@@ -32,6 +32,7 @@ SHARED_FIELDS = (
     "resolution_binning",
     "clean_caption",
     "max_sequence_length",
+    "adapters",
 )
 
 
@@ -57,6 +58,7 @@ def generate_batch(
     # 2. A fresh sampler, configured as the recipe says: no state carried over
     #    from the previous batch.
     loaded.set_fresh_sampler(first["sampler"], first)
+    loaded.set_adapters(first.get("adapters", []))
     family = _family(loaded, first)
     _check_caption_cleaning(first)
 

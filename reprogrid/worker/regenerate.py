@@ -28,6 +28,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from reprogrid.adapters import changed_adapters
 from reprogrid.models import Batch, Cell, Image
 from reprogrid.models.verifications import ALONE, BATCH, DEFAULT_TOLERANCE, ERROR, ImageRef
 from reprogrid.scheduler.checkpoint_refs import CheckpointNotFound, resolve_checkpoint
@@ -169,6 +170,9 @@ def regenerate(
     device = replay.device or recorded.environment["device_type"]
     _check_device(device)
     changes = checkpoint_changes(first["model"], first["revision"], recorded.checkpoint_files)
+    changed = changed_adapters(first.get("adapters", []))
+    if changed:
+        raise ReplayError(f"adapters: changed since the record: {', '.join(changed)}")
     with configured(*_settings(recorded, replay)) as determinism:
         loaded = _load(first, device, changes)
         environment = describe_environment(device, first["dtype"], determinism)
