@@ -299,18 +299,16 @@ def test_a_lora_scale_axis_gives_three_images_and_scale_0_is_the_base_checkpoint
 ):
     model = tiny_checkpoint("sd", 2)  # loaded here first: no adapter was ever in its pipeline
     loaded = load_checkpoint(str(model), None, "float32", "cpu")
-    base = generate_batch(
-        loaded, [first_recipe(spec(model, steps=2, prompts=["a red fox"]))], "cpu"
-    )
+    plain = first_recipe(spec(model, steps=2, prompts=["a red fox"]))
+    base = generate_batch(loaded, [plain], "cpu")
     rows = run_and_verify(cli, lora_spec(tmp_path, model, lora))
     assert [[a["scale"] for a in r["recipe"]["adapters"]] for r in rows] == [[0.0], [0.5], [1.0]]
     assert rows[0]["recipe"]["adapters"][0]["sha256"] == file_sha256(lora)
     assert len({r["pixel_sha256"] for r in rows}) == 3
     assert pixel_sha256(base[0]) == rows[0]["pixel_sha256"]
     # The cached pipeline now holds the adapter: a batch without it still gets the base pixels.
-    assert np.array_equal(
-        base, generate_batch(load_checkpoint(str(model), None, "float32", "cpu"), [plain], "cpu")
-    )
+    again = load_checkpoint(str(model), None, "float32", "cpu")
+    assert again is loaded and np.array_equal(base, generate_batch(again, [plain], "cpu"))
 
 
 def test_verify_names_an_adapter_file_that_changed(tiny_checkpoint, lora, cli, tmp_path):
