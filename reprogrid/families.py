@@ -349,7 +349,13 @@ def _check_fit(sampler: str, family: Family, configs: CheckpointConfigs) -> None
             )
         return
     if sampler not in FLOW_MATCH_SAMPLERS and sampler not in FLOW_CONFIGURABLE_SAMPLERS:
-        fits = ", ".join(sorted({*FLOW_MATCH_SAMPLERS, *FLOW_CONFIGURABLE_SAMPLERS}))
+        fits = ", ".join(
+            sorted(
+                name
+                for name in {*FLOW_MATCH_SAMPLERS, *FLOW_CONFIGURABLE_SAMPLERS}
+                if family.seeds_sampler_noise or name not in STOCHASTIC_SAMPLERS
+            )
+        )
         raise SamplerMismatch(
             f"sampler: {sampler} cannot be configured for flow matching"
             f" (family {family.key}; fits: {fits})"

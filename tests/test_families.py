@@ -326,3 +326,17 @@ def test_adapters_are_refused_on_a_family_without_lora(tiny_checkpoint, lora):
     with pytest.raises(SpecError) as caught:
         spec(tiny_checkpoint("pixart"), adapters=[str(lora)])
     assert caught.value.field == "adapters"
+
+
+def test_a_recipe_from_before_families_generates_as_it_did(tiny_checkpoint):
+    model = tiny_checkpoint("sd")
+    loaded = load_checkpoint(str(model), None, "float32", "cpu")
+    recipe = first_recipe(spec(model, steps=2))
+    old = {
+        k: v
+        for k, v in recipe.items()
+        if k not in (*families.SAMPLER_OPTIONS, "family", "adapters")
+    }
+    assert np.array_equal(
+        generate_batch(loaded, [recipe], "cpu"), generate_batch(loaded, [old], "cpu")
+    )

@@ -46,6 +46,7 @@ RECIPE_COLUMNS = (
     "resolution_binning",
     "clean_caption",
     "max_sequence_length",
+    "adapters",
 )
 _SOURCES = {
     "image_id": Image.id,
