@@ -147,6 +147,7 @@ class Extra:
     name: str
     default: Any
     argument: str
+    maximum: int | None = None  # the most the pipeline accepts (max_sequence_length)
 
 
 @dataclass(frozen=True)
@@ -169,15 +170,16 @@ class Family:
     guidance_argument: str = "guidance_scale"  # where recipe guidance_scale goes
     default_guidance: float = 7.5
     extras: tuple[Extra, ...] = ()
-    notes: str = ""
+    # Transformer sample sizes the pipeline has resolution bins for (PixArt).
+    binning_sample_sizes: frozenset[int] = frozenset()
 
     def extra(self, name: str) -> Extra | None:
         """The family's extra field ``name``, or None."""
         return next((e for e in self.extras if e.name == name), None)
 
 
-def _max_sequence_length(default: int) -> Extra:
-    return Extra("max_sequence_length", default, "max_sequence_length")
+def _max_sequence_length(default: int, maximum: int | None = None) -> Extra:
+    return Extra("max_sequence_length", default, "max_sequence_length", maximum)
 
 
 _PIXART_EXTRAS = (
@@ -193,7 +195,7 @@ FAMILIES: tuple[Family, ...] = (
         denoiser="transformer",
         seeds_sampler_noise=False,
         lora=True,
-        extras=(_max_sequence_length(256),),
+        extras=(_max_sequence_length(256, 512),),
     ),
     Family(
         "flux",
@@ -208,19 +210,21 @@ FAMILIES: tuple[Family, ...] = (
         extras=(
             # None for checkpoints without a guidance embedding (schnell-style).
             Extra("distilled_guidance_scale", 3.5, "guidance_scale"),
-            _max_sequence_length(512),
+            _max_sequence_length(512, 512),
         ),
     ),
     Family(
         "pixart",
         frozenset({"PixArtAlphaPipeline"}),
         denoiser="transformer",
+        binning_sample_sizes=frozenset({32, 64, 128}),
         extras=(*_PIXART_EXTRAS, _max_sequence_length(120)),
     ),
     Family(
         "pixart",
         frozenset({"PixArtSigmaPipeline"}),
         denoiser="transformer",
+        binning_sample_sizes=frozenset({32, 64, 128, 256}),
         extras=(*_PIXART_EXTRAS, _max_sequence_length(300)),
     ),
     Family(
@@ -286,6 +290,19 @@ def extra_defaults(family: Family, configs: CheckpointConfigs) -> dict[str, Any]
     if "distilled_guidance_scale" in defaults and not has_guidance_embedding(configs):
         defaults["distilled_guidance_scale"] = None
     return defaults
+
+
+def check_family_field(
+    family: Family, configs: CheckpointConfigs, name: str, value: Any
+) -> str | None:
+    """Why the family's field ``name`` cannot take ``value`` here, or None if it can."""
+    extra = family.extra(name)
+    if extra is not None and extra.maximum is not None and value > extra.maximum:
+        return f"at most {extra.maximum} for family {family.key}, got {value}"
+    sample_size = configs.denoisers.get("transformer", {}).get("sample_size")
+    if name == "resolution_binning" and value and sample_size not in family.binning_sample_sizes:
+        return f"the pipeline has no resolution bins for a transformer sample_size of {sample_size}"
+    return None
 
 
 def is_flow(configs: CheckpointConfigs) -> bool:

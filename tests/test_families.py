@@ -340,3 +340,15 @@ def test_a_recipe_from_before_families_generates_as_it_did(tiny_checkpoint):
     assert np.array_equal(
         generate_batch(loaded, [recipe], "cpu"), generate_batch(loaded, [old], "cpu")
     )
+
+
+def test_resolution_binning_is_refused_where_the_pipeline_has_no_bins(tiny_checkpoint):
+    with pytest.raises(SpecError) as caught:  # the tiny transformer's sample_size is 16
+        spec(tiny_checkpoint("pixart"), resolution_binning=True)
+    assert caught.value.field == "resolution_binning" and "sample_size of 16" in str(caught.value)
+
+
+def test_a_max_sequence_length_beyond_the_pipelines_limit_is_refused(tiny_checkpoint):
+    with pytest.raises(SpecError) as caught:
+        spec(tiny_checkpoint("flux"), width=32, height=32, max_sequence_length=513)
+    assert caught.value.field == "max_sequence_length"

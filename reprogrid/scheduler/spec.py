@@ -342,7 +342,13 @@ def _family_fields(raw: Mapping[str, Any], checkpoint: CheckpointRef) -> dict[st
             "distilled_guidance_scale",
             f"{checkpoint.model} has no guidance embedding (schnell-style); it takes none",
         )
-    return {name: _family_value(name, raw.get(name, d), name) for name, d in defaults.items()}
+    values = {name: _family_value(name, raw.get(name, d), name) for name, d in defaults.items()}
+    for name, value in values.items():
+        if value is not None and (
+            why := families.check_family_field(family, checkpoint.configs, name, value)
+        ):
+            raise SpecError(name, why)
+    return values
 
 
 def _family_value(name: str, value: Any, where: str) -> Any:
