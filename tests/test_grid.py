@@ -47,6 +47,7 @@ def test_each_recipe_is_canonical_json_of_every_pixel_determining_field():
         "timestep_spacing": None,
         "solver_order": None,
         "algorithm_type": None,
+        "adapters": [],
         "prompt": "a fox",
         "negative_prompt": "blurry",
         "seed": 0,
