@@ -233,7 +233,8 @@ FAMILIES: tuple[Family, ...] = (
         conditional=False,
     ),
 )
-GENERIC = Family("generic", frozenset(), seeds_sampler_noise=False)
+# Other pipeline classes run as they always did; what they pass to their sampler is unknown.
+GENERIC = Family("generic", frozenset())
 FAMILY_KEYS = tuple(dict.fromkeys(f.key for f in (*FAMILIES, GENERIC)))
 
 

@@ -260,6 +260,8 @@ def test_a_model_axis_runs_each_checkpoint_in_its_own_batches_and_shows_them_sid
     assert rows[0]["pixel_sha256"] != rows[2]["pixel_sha256"]
     assert all(len({r["recipe"]["model"] for r in rows if r["batch"]["batch_id"] == b}) == 1
                for b in {r["batch"]["batch_id"] for r in rows})  # fmt: skip
+    second = json.loads(cli("query", "--model", models[1], "--format", "json").output)
+    assert [r["pixel_sha256"] for r in second] == [r["pixel_sha256"] for r in rows[2:]]
     db = open_database(cli.db_url)
     with db.sessions() as session:
         (sheet,) = job_sheets(session, 1, cli.store, rows="model", cols="seed")

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import case, func, select, union
+from sqlalchemy import and_, case, func, or_, select, union
 from sqlalchemy.orm import Session
 
 from reprogrid.models.tables import (
@@ -74,6 +74,22 @@ QUERY_COLUMNS = (
 )
 
 
+def _model_condition(session: Session, model: str) -> Any:
+    """Cells made with ``model``: every cell of a job on it, or its cells on a model axis.
+
+    The job ids as literals: as a subquery, PostgreSQL sorts every matching
+    cell before returning the first row (docs/benchmarks.md).
+    """
+    jobs = session.execute(select(Job.id, Job.model, Job.spec["axes"]["model"])).all()
+    plain = [job_id for job_id, job_model, swept in jobs if not swept and job_model == model]
+    swept = [job_id for job_id, _, models in jobs if models and model in models]
+    condition = Cell.job_id.in_(plain)
+    if swept:
+        on_axis = and_(Cell.job_id.in_(swept), Cell.params["model"].as_string() == model)
+        condition = or_(condition, on_axis)
+    return condition
+
+
 # When a cell's row last changed: its image was made, or (no image) its job was submitted.
 made_at = func.coalesce(Image.created_at, Job.created_at)
 SORT_KEYS = {
@@ -121,10 +137,7 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
     if where.seed is not None:
         query = query.where(Cell.seed == where.seed)
     if where.model is not None:
-        # The job ids as literals: as a subquery, PostgreSQL sorts every matching
-        # cell before returning the first row (docs/benchmarks.md).
-        job_ids = session.scalars(select(Job.id).where(Job.model == where.model)).all()
-        query = query.where(Cell.job_id.in_(job_ids))
+        query = query.where(_model_condition(session, where.model))
     if where.status is not None:
         query = query.where(Cell.status == where.status)
     if where.verdict is not None:
