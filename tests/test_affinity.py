@@ -1,7 +1,8 @@
 """Checkpoint affinity: on a fleet, each worker keeps to the checkpoint it has loaded.
 
 Two workers take the messages of a job over two checkpoints in turn, as the
-fleet delivers them; claims go through the real database (SQLite here), and
+fleet delivers them; claims go through the real database (SQLite and
+PostgreSQL), and
 a worker "loads" whenever it claims a batch of a checkpoint it does not hold.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, update
 
-from reprogrid.models import DONE, QUEUED, Batch, Cell, open_database
+from reprogrid.models import DONE, QUEUED, Batch, Cell
 from reprogrid.scheduler.control import finish_batch
 from reprogrid.scheduler.jobs import create_job, form_batches
 from reprogrid.scheduler.spec import validate_spec
@@ -35,9 +36,9 @@ def model_of(db, batch_id: int) -> str:
 
 
 def test_two_workers_on_a_job_over_two_checkpoints_load_each_checkpoint_once(
-    sqlite_url, tiny_checkpoint
+    database, tiny_checkpoint
 ):
-    db = open_database(sqlite_url)
+    db = database
     models = [str(tiny_checkpoint("sd", 0)), str(tiny_checkpoint("sd", 1))]
     messages = queued_job(db, models)
     held: dict[str, set[tuple[str, None]]] = {"w1": set(), "w2": set()}
@@ -58,11 +59,10 @@ def test_two_workers_on_a_job_over_two_checkpoints_load_each_checkpoint_once(
             session.commit()
     assert loads == {"w1": 1, "w2": 1}
     assert ran["w1"] | ran["w2"] == set(models) and not ran["w1"] & ran["w2"]
-    db.dispose()
 
 
-def test_a_message_whose_batch_another_worker_took_runs_a_waiting_one(sqlite_url, tiny_checkpoint):
-    db = open_database(sqlite_url)
+def test_a_message_whose_batch_another_worker_took_runs_a_waiting_one(database, tiny_checkpoint):
+    db = database
     models = [str(tiny_checkpoint("sd", 0)), str(tiny_checkpoint("sd", 1))]
     first, *_ = queued_job(db, models, seeds="0-3")
     with db.sessions() as session:
@@ -70,4 +70,3 @@ def test_a_message_whose_batch_another_worker_took_runs_a_waiting_one(sqlite_url
         assert taken.batch_id != first  # w1 holds the second checkpoint: it took one of those
         again = claim_preferred(session, taken.batch_id, "w2", 60, set())
         assert again is not None and again.batch_id != taken.batch_id
-    db.dispose()

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from reprogrid.models import QUEUED, RUNNING, Batch, Cell
+from reprogrid.models import QUEUED, RUNNING, Batch, Cell, Job
 from reprogrid.worker import records
 
 CANDIDATES = 200  # cells looked at per message: a few dozen batches
@@ -48,6 +48,13 @@ def _preference(session: Session, batch_id: int, held: set[Checkpoint]) -> list[
     named = session.get(Batch, batch_id)
     if named is None or named.kind != "generate":
         return [batch_id]
+    # The job row's lock (PostgreSQL; SQLite transactions are serial anyway) makes
+    # choosing and claiming one step: two idle workers then never both pick the
+    # checkpoint nobody runs yet. claim_batch's commit releases it.
+    axes = session.scalar(select(Job.spec["axes"]).where(Job.id == named.job_id))
+    if not {"model", "revision"} & set(axes or {}):
+        return [batch_id]
+    session.execute(select(Job.id).where(Job.id == named.job_id).with_for_update())
     waiting = _waiting_checkpoints(session, named.job_id)
     if len({checkpoint for _, checkpoint in waiting}) < 2:
         return [batch_id, *(b for b, _ in waiting if b != batch_id)]
