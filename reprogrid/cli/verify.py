@@ -155,6 +155,7 @@ def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
         f"  on: {env['device_type']} ({env['device_name']}), {env['dtype']},"
         f" threads {env['threads']}, full determinism {'on' if env['full_determinism'] else 'off'}",
         f"  pixel_sha256: {result.pixel_sha256} (recorded {image.pixel_sha256})",
+        f"  checkpoint: {_checkpoint_source(result)}",
         "  environment: "
         + (f"differs from the original run in {differences}" if differences else "as recorded"),
         "  checkpoint files: "
@@ -167,6 +168,13 @@ def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
     if out is not None:
         lines.append(f"  written to: {out}")
     return lines
+
+
+def _checkpoint_source(result: Any) -> str:
+    """Which files were loaded: a hub checkpoint's recorded snapshot, offline."""
+    if result.revision is None:
+        return "as the recorded model reference resolves here"
+    return f"revision {result.revision} as recorded, loaded offline from local files"
 
 
 def _metrics(comparison: Any, tolerance: int) -> str:

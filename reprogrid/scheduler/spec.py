@@ -162,7 +162,7 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
     spec = JobSpec(
         name=_string(raw, "name", "job"),
         model=model,
-        revision=revision,
+        revision=checkpoint.revision,  # a hub id's snapshot commit
         pipeline=pipeline,
         sampler=_sampler(raw.get("sampler", checkpoint.default_sampler), "sampler"),
         prompts=prompts,

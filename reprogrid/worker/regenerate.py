@@ -89,6 +89,7 @@ class Regeneration:
     environment: dict[str, Any]  # where it was regenerated
     environment_differences: dict[str, list[Any]]
     checkpoint_changes: dict[str, list[str]]
+    revision: str | None  # the recorded revision: a hub checkpoint's snapshot commit
     pixels: np.ndarray = field(repr=False)
     png_chunks: dict[str, str] = field(repr=False)
 
@@ -115,6 +116,7 @@ class Regeneration:
                 "seconds": round(self.seconds, 4),
                 "environment_differences": self.environment_differences,
                 "checkpoint_changes": self.checkpoint_changes,
+                "revision": self.revision,
                 **details,
             },
         }
@@ -183,6 +185,7 @@ def regenerate(
         environment=environment,
         environment_differences=differences(recorded.environment, environment),
         checkpoint_changes=changes,
+        revision=first["revision"],
     )
     results = []
     for image in images:

@@ -1,0 +1,102 @@
+"""What the record holds beyond the recipe: hub snapshots, every package, and how verdicts use them.
+
+Jobs here are 1 prompt x 2 seeds on builtin:tiny (64x64, 2 steps), run with one CPU thread.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import Cli
+
+from reprogrid.scheduler.checkpoint_refs import BUILTIN_DIR
+
+OLD_COMMIT = "a" * 40
+NEW_COMMIT = "b" * 40
+REPO = "someone/tiny-sd"
+SMALL_GRID = ["--prompt", "a red fox", "--seeds", "0-1", "--steps", "2"]
+SMALL_GRID += ["--width", "64", "--height", "64", "--batch-size", "2"]
+
+
+def hub_repo(cache: Path) -> Path:
+    return cache / f"models--{REPO.replace('/', '--')}"
+
+
+def add_snapshot(cache: Path, commit: str) -> Path:
+    """A snapshot of builtin:tiny under ``commit``, and refs/main pointing at it."""
+    repo = hub_repo(cache)
+    snapshot = repo / "snapshots" / commit
+    shutil.copytree(BUILTIN_DIR / "tiny", snapshot)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(commit, encoding="utf-8")
+    return snapshot
+
+
+@pytest.fixture
+def hub_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty Hugging Face cache that huggingface_hub reads (it reads HF_HUB_CACHE at import)."""
+    import huggingface_hub.constants
+
+    cache = tmp_path / "hub"
+    cache.mkdir()
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))  # for fresh processes
+    monkeypatch.setenv("REPROGRID_HASH_CACHE", str(tmp_path / "hashes.json"))
+    return cache
+
+
+def fresh_process(cli: Cli, *args: str) -> subprocess.CompletedProcess[str]:
+    """``reprogrid`` in a new Python process (no pipeline loaded yet), same database and store."""
+    argv = [sys.executable, "-m", "reprogrid", "--db", cli.db_url, "--store", str(cli.store)]
+    return subprocess.run(
+        [*argv, *args], cwd=cli.cwd, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def move_main_to_a_changed_snapshot(cache: Path) -> None:
+    """What ``hf download`` does when the repo got a new commit: a new snapshot, refs/main moved."""
+    snapshot = add_snapshot(cache, NEW_COMMIT)
+    config_path = snapshot / "scheduler" / "scheduler_config.json"
+    config = json.loads(config_path.read_text())
+    config["beta_end"] = config["beta_end"] * 2
+    config_path.write_text(json.dumps(config))
+
+
+def test_a_hub_checkpoint_records_its_snapshot_commit(cli: Cli, hub_cache: Path):
+    add_snapshot(hub_cache, OLD_COMMIT)
+    assert cli("run", *SMALL_GRID, "--model", REPO).exit_code == 0
+    shown = json.loads(cli("show", "1", "--format", "json").output)
+    assert shown["recipe"]["revision"] == OLD_COMMIT
+
+
+def test_verify_after_refs_main_moved_replays_the_recorded_snapshot(cli: Cli, hub_cache: Path):
+    add_snapshot(hub_cache, OLD_COMMIT)
+    assert cli("run", *SMALL_GRID, "--model", REPO).exit_code == 0
+    move_main_to_a_changed_snapshot(hub_cache)
+    result = fresh_process(cli, "verify", "1", "--format", "json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["verdict"] for row in rows] == ["identical", "identical"]
+    assert {row["details"]["revision"] for row in rows} == {OLD_COMMIT}
+    assert all(row["details"]["checkpoint_changes"] == {} for row in rows)
+    said = cli("regenerate", "1").output
+    assert f"checkpoint: revision {OLD_COMMIT} as recorded, loaded offline" in said
+
+
+def test_verify_is_an_error_naming_the_commit_once_its_snapshot_is_deleted(
+    cli: Cli, hub_cache: Path
+):
+    add_snapshot(hub_cache, OLD_COMMIT)
+    assert cli("run", *SMALL_GRID, "--model", REPO).exit_code == 0
+    move_main_to_a_changed_snapshot(hub_cache)
+    shutil.rmtree(hub_repo(hub_cache) / "snapshots" / OLD_COMMIT)
+    result = cli("verify", "1", "--format", "json")
+    assert result.exit_code == 1
+    rows = json.loads(result.output)
+    assert [row["verdict"] for row in rows] == ["error", "error"]
+    assert all(OLD_COMMIT in row["details"]["error"] for row in rows)
