@@ -6,6 +6,7 @@ Jobs here are 1 prompt x 2 seeds on builtin:tiny (64x64, 2 steps), run with one 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -100,3 +101,57 @@ def test_verify_is_an_error_naming_the_commit_once_its_snapshot_is_deleted(
     rows = json.loads(result.output)
     assert [row["verdict"] for row in rows] == ["error", "error"]
     assert all(OLD_COMMIT in row["details"]["error"] for row in rows)
+
+
+def test_differences_name_each_changed_package_with_both_versions():
+    from reprogrid.worker.environment import differences
+
+    before = {"threads": 1, "packages": {"ftfy": "6.1.1", "numpy": "2.1.0", "torch": "2.13.0"}}
+    after = {
+        "threads": 1,
+        "packages": {"beautifulsoup4": "4.12", "numpy": "2.1.0", "torch": "2.14"},
+    }
+    assert differences(before, after) == {
+        "packages.beautifulsoup4": [None, "4.12"],
+        "packages.ftfy": ["6.1.1", None],
+        "packages.torch": ["2.13.0", "2.14"],
+    }
+
+
+def dummy_distribution(folder: Path, name: str, version: str) -> Path:
+    """An installed distribution with no code: what ``pip install`` leaves in site-packages."""
+    info = folder / f"{name.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+    return folder
+
+
+def test_a_package_installed_since_the_run_is_named_in_the_verdict(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    assert cli("run", *SMALL_GRID).exit_code == 0
+    extra = dummy_distribution(tmp_path / "site", "Caption_Cleaner", "1.0")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(extra), os.environ.get("PYTHONPATH", "")])
+    )
+    result = fresh_process(cli, "regenerate", "1")
+    assert result.returncode == 0, result.stderr
+    assert (
+        "environment: differs from the original run in packages.caption-cleaner (absent -> 1.0)"
+        in result.stdout
+    )
+
+
+def test_an_environment_prints_as_a_requirements_file_pinning_every_package(cli: Cli):
+    from importlib.metadata import version
+
+    from packaging.requirements import Requirement
+
+    assert cli("run", *SMALL_GRID).exit_code == 0
+    result = cli("environment", "1", "--requirements")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if not line.startswith(("#", "--"))]
+    pinned = {Requirement(line).name: str(Requirement(line).specifier) for line in lines}
+    assert pinned["diffusers"] == f"=={version('diffusers')}"
+    assert pinned["tokenizers"] == f"=={version('tokenizers')}"
+    assert len(pinned) > 20

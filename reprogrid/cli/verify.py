@@ -146,7 +146,7 @@ def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
             f" this one at position {image.index_in_batch + 1}"
         )
     differences = ", ".join(
-        f"{name} ({before} -> {after})"
+        f"{name} ({_version(before)} -> {_version(after)})"
         for name, (before, after) in result.environment_differences.items()
     )
     lines = [
@@ -168,6 +168,11 @@ def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
     if out is not None:
         lines.append(f"  written to: {out}")
     return lines
+
+
+def _version(value: Any) -> str:
+    """An environment field's value; None (a package not installed) as ``absent``."""
+    return "absent" if value is None else str(value)
 
 
 def _checkpoint_source(result: Any) -> str:

@@ -3,14 +3,21 @@
 Two images made under the same fingerprint, in the same batch composition,
 are expected to be bit-identical. The fingerprint is the SHA-256 of the
 canonical JSON of these fields.
+
+``packages`` is the process's whole installed-distribution inventory (name ->
+version): any package can change pixels (PixArt's caption cleaning runs ftfy
+and beautifulsoup4; tokenizers, accelerate, safetensors, peft and Pillow all
+take part), so every one is recorded and compared, and ``requirements`` writes
+the inventory back as a ``pip install -r`` file.
 """
 
 from __future__ import annotations
 
 import functools
 import platform
+import re
 import socket
-from importlib.metadata import version
+from importlib.metadata import distributions, version
 from typing import Any
 
 from reprogrid.scheduler.grid import canonical_json, sha256_text
@@ -53,7 +60,26 @@ def _process_facts(device: str) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "driver": _nvidia_driver() if torch.device(device).type == "cuda" else None,
+        "packages": installed_packages(),
     }
+
+
+def installed_packages() -> dict[str, str]:
+    """Every distribution this process can import from: normalized name -> version.
+
+    Where one name is installed twice on ``sys.path``, the first wins, as for imports.
+    """
+    found: dict[str, str] = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(normalized_name(name), dist.version)
+    return dict(sorted(found.items()))
+
+
+def normalized_name(name: str) -> str:
+    """A distribution name as PEP 503 compares them: lower case, runs of ``-_.`` as ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def fingerprint(info: dict[str, Any]) -> str:
@@ -94,6 +120,45 @@ def _nvidia_driver() -> str | None:
 
 
 def differences(original: dict[str, Any], current: dict[str, Any]) -> dict[str, list[Any]]:
-    """Fields whose values differ between two environments, as [original, current]."""
+    """Fields whose values differ between two environments, as [original, current].
+
+    Packages are compared one by one, each named ``packages.NAME`` (a version of
+    None: not installed). An environment recorded before inventories were kept
+    has none to compare with.
+    """
+    original, current = dict(original), dict(current)
+    found = _package_differences(original.pop("packages", None), current.pop("packages", None))
     keys = sorted(set(original) | set(current))
-    return {k: [original.get(k), current.get(k)] for k in keys if original.get(k) != current.get(k)}
+    fields = {
+        k: [original.get(k), current.get(k)] for k in keys if original.get(k) != current.get(k)
+    }
+    return {**fields, **found}
+
+
+def _package_differences(
+    original: dict[str, str] | None, current: dict[str, str] | None
+) -> dict[str, list[str | None]]:
+    if original is None or current is None:
+        return {}
+    names = sorted(set(original) | set(current))
+    return {
+        f"packages.{n}": [original.get(n), current.get(n)]
+        for n in names
+        if original.get(n) != current.get(n)
+    }
+
+
+def requirements(info: dict[str, Any]) -> str:
+    """The environment's packages as a requirements file (``pip install -r``), pinned exactly.
+
+    Raises KeyError for an environment recorded before inventories were kept.
+    """
+    packages = info["packages"]
+    header = [
+        f"# python {info['python']} on {info['os']}",
+        f"# device {info['device_type']} ({info['device_name']}), cuda {info['cuda']}",
+    ]
+    torch_build = packages.get("torch", "").partition("+")[2]
+    if torch_build:  # e.g. 2.13.0+cpu lives on PyTorch's own index, not on PyPI
+        header.append(f"--extra-index-url https://download.pytorch.org/whl/{torch_build}")
+    return "\n".join([*header, *(f"{n}=={v}" for n, v in packages.items())]) + "\n"
