@@ -155,3 +155,54 @@ def test_an_environment_prints_as_a_requirements_file_pinning_every_package(cli:
     assert pinned["diffusers"] == f"=={version('diffusers')}"
     assert pinned["tokenizers"] == f"=={version('tokenizers')}"
     assert len(pinned) > 20
+
+
+LONG_PROMPT = "a red fox sitting in the snow at dawn, oil painting"  # over builtin:tiny's 32
+
+
+def test_run_warns_of_cut_prompts_and_query_finds_their_cells(cli: Cli):
+    args = ["--prompt", "a fox", "--prompt", LONG_PROMPT, "--seeds", "0-1", "--steps", "1"]
+    result = cli("run", *args, "--width", "64", "--height", "64", "--batch-size", "4")
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: 1 prompt will be cut by the text encoder: prompt")
+    assert "> 32 in tokenizer/" in warnings[0]
+    cut = json.loads(cli("query", "--truncated", "--format", "json").output)
+    assert [(row["prompt"], row["seed"]) for row in cut] == [(LONG_PROMPT, 0), (LONG_PROMPT, 1)]
+    whole = json.loads(cli("query", "--not-truncated", "--format", "json").output)
+    assert {row["prompt"] for row in whole} == {"a fox"}
+    shown = json.loads(cli("show", str(cut[0]["image_id"]), "--format", "json").output)
+    assert shown["truncated"] is True
+    assert shown["tokens"]["prompt"]["tokens"]["tokenizer"] > 32
+    assert shown["tokens"]["prompt"]["limits"] == {"tokenizer": 32}
+
+
+def test_each_distinct_prompt_is_tokenized_once():
+    from reprogrid.scheduler.tokenization import tokenize_texts
+
+    texts = [("prompt", "a fox")] * 1000 + [("prompt", LONG_PROMPT), ("negative_prompt", "a fox")]
+    report = tokenize_texts(BUILTIN_DIR / "tiny", texts)
+    assert [(c.role, c.text, c.truncated) for c in report.counts] == [
+        ("prompt", "a fox", False),
+        ("prompt", LONG_PROMPT, True),
+        ("negative_prompt", "a fox", False),
+    ]
+
+
+def test_tokenizing_does_not_import_torch():
+    code = (
+        "import sys; from reprogrid.scheduler.tokenization import tokenize_texts;"
+        "from reprogrid.scheduler.checkpoint_refs import BUILTIN_DIR;"
+        "tokenize_texts(BUILTIN_DIR / 'tiny', [('prompt', 'a fox')]);"
+        "assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_submit_warns_of_cut_negative_prompts_in_one_line(cli: Cli):
+    result = cli("submit", "--prompt", "a fox", "--negative-prompt", LONG_PROMPT)
+    assert result.exit_code == 0, result.output
+    warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith("warning: 1 negative prompt will be cut by the text encoder")

@@ -86,6 +86,16 @@ def load_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any])
     return validate_spec(raw, settings.max_cells, base_dir)
 
 
+def tokenized(job_spec: JobSpec) -> Any:
+    """The spec's token counts (a TokenReport or None); warns on stderr of prompts to be cut."""
+    from reprogrid.scheduler.tokenization import tokenize_spec
+
+    report = tokenize_spec(job_spec)
+    if report is not None and (warning := report.warning()):
+        click.echo(warning, err=True)
+    return report
+
+
 def validated_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:
     """:func:`load_spec`, with spec errors turned into exit code 2."""
     try:
