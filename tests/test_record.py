@@ -16,6 +16,7 @@ import pytest
 from conftest import Cli
 
 from reprogrid.scheduler.checkpoint_refs import BUILTIN_DIR
+from reprogrid.worker.store import read_png
 
 OLD_COMMIT = "a" * 40
 NEW_COMMIT = "b" * 40
@@ -206,3 +207,96 @@ def test_submit_warns_of_cut_negative_prompts_in_one_line(cli: Cli):
     warnings = [line for line in result.output.splitlines() if line.startswith("warning:")]
     assert len(warnings) == 1
     assert warnings[0].startswith("warning: 1 negative prompt will be cut by the text encoder")
+
+
+@pytest.fixture(scope="session")
+def flagging_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """builtin:tiny with a random-weight safety checker whose thresholds flag every image.
+
+    Built as diffusers' own tests build one: StableDiffusionSafetyChecker from a
+    tiny CLIPConfig, a CLIPImageProcessor, both saved with save_pretrained.
+    """
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    folder = tmp_path_factory.mktemp("flagging") / "tiny-checked"
+    shutil.copytree(BUILTIN_DIR / "tiny", folder)
+    tiny = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4}
+    tiny["num_hidden_layers"] = 1
+    config = CLIPConfig(
+        text_config=tiny,
+        vision_config={**tiny, "image_size": 32, "patch_size": 4},
+        projection_dim=32,
+    )
+    torch.manual_seed(0)
+    checker = StableDiffusionSafetyChecker(config).eval()
+    with torch.no_grad():  # a cosine distance is above -1: every concept scores above its threshold
+        checker.concept_embeds_weights.fill_(-2.0)
+    checker.save_pretrained(folder / "safety_checker")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size=32).save_pretrained(
+        folder / "feature_extractor"
+    )
+    index = json.loads((folder / "model_index.json").read_text())
+    index["safety_checker"] = ["stable_diffusion", "StableDiffusionSafetyChecker"]
+    index["feature_extractor"] = ["transformers", "CLIPImageProcessor"]
+    index["requires_safety_checker"] = True
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return folder
+
+
+def test_images_the_safety_checker_flags_are_recorded_as_flagged(
+    cli: Cli, flagging_checkpoint: Path
+):
+    assert cli("run", *SMALL_GRID, "--model", str(flagging_checkpoint)).exit_code == 0
+    flagged = json.loads(cli("query", "--nsfw", "--format", "json").output)
+    assert [row["image_id"] for row in flagged] == [1, 2]
+    shown = json.loads(cli("show", "1", "--format", "json").output)
+    assert shown["nsfw"] is True
+    assert shown["recipe"]["safety_checker"] is True
+    assert "nsfw: True" in cli("show", "1").output
+    pixels, _ = read_png(Path(shown["path"]))
+    assert pixels.max() == 0  # what diffusers returns for a flagged image: black
+
+
+def test_a_spec_can_turn_the_safety_checker_off_and_the_recipe_says_so(
+    cli: Cli, flagging_checkpoint: Path
+):
+    run = cli("run", *SMALL_GRID, "--model", str(flagging_checkpoint), "--no-safety-checker")
+    assert run.exit_code == 0, run.output
+    shown = json.loads(cli("show", "1", "--format", "json").output)
+    assert (shown["nsfw"], shown["recipe"]["safety_checker"]) == (None, False)
+    assert json.loads(cli("query", "--nsfw", "--format", "json").output) == []
+
+
+def test_the_report_and_the_contact_sheet_show_flagged_images(
+    cli: Cli, flagging_checkpoint: Path, tmp_path: Path
+):
+    from PIL import Image as PILImage
+
+    assert cli("run", *SMALL_GRID, "--model", str(flagging_checkpoint)).exit_code == 0
+    assert cli("report", "1", "--output", str(tmp_path / "report")).exit_code == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert page.count('<span class="nsfw">nsfw</span>') == 2
+    assert "<th>flagged by the safety checker</th><td>2 images (blacked out)</td>" in page
+    exported = cli("export", "1", "--format", "jsonl").output.splitlines()
+    assert [json.loads(row)["nsfw"] for row in exported] == [True, True]
+    sheet = cli("grid", "1", "--output", str(tmp_path / "sheet.png"))
+    assert sheet.exit_code == 0, sheet.output
+    with PILImage.open(tmp_path / "sheet.png") as drawn:
+        assert (200, 40, 40) in {color for _, color in drawn.convert("RGB").getcolors(1 << 16)}
+
+
+def test_warnings_raised_while_a_batch_computes_are_kept_and_shown(cli: Cli, tmp_path: Path):
+    # diffusers' StableDiffusionPipeline logs a warning for every prompt it truncates
+    args = ["--prompt", LONG_PROMPT, "--seeds", "0", "--steps", "1", "--width", "64"]
+    assert cli("run", *args, "--height", "64").exit_code == 0
+    shown = json.loads(cli("show", "1", "--format", "json").output)
+    diffusers = [w for w in shown["batch_warnings"] if w["source"] == "diffusers"]
+    assert [w["category"] for w in diffusers] == ["WARNING"]
+    assert "truncated because CLIP can only handle sequences up to 32" in diffusers[0]["message"]
+    assert "- source: diffusers" in cli("show", "1").output
+    assert cli("report", "1", "--output", str(tmp_path / "report")).exit_code == 0
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "truncated because CLIP can only handle" in page
+    assert f'<h2 id="warnings">Warnings ({len(shown["batch_warnings"])})</h2>' in page

@@ -56,6 +56,11 @@ SPEC_FLAGS: list[Callable[[Callable], Callable]] = [
     click.option("--dtype", help="float32, float16 or bfloat16."),
     click.option("--batch-size", type=int, help="Images per pipeline call."),
     click.option("--batch-invariant/--batched", default=None, help="Compute each image alone."),
+    click.option(
+        "--safety-checker/--no-safety-checker",
+        default=None,
+        help="Run the checkpoint's safety checker, if it has one. [default: on]",
+    ),
     click.option("--axis", "axes", multiple=True, help="Extra axis NAME=V1,V2 (repeatable)."),
 ]
 

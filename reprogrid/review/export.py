@@ -36,6 +36,7 @@ RECIPE_COLUMNS = (
     "width",
     "height",
     "dtype",
+    "safety_checker",
     "recipe_version",
 )
 _SOURCES = {
@@ -54,6 +55,8 @@ _SOURCES = {
     "batch_size": Image.batch_size,
     "worker": Image.worker,
     "generate_seconds": Image.generate_seconds,
+    "nsfw": Image.nsfw,
+    "truncated": Cell.truncated,
     "created_at": Image.created_at,
     "environment_id": Image.environment_id,
     "hostname": Environment.hostname,

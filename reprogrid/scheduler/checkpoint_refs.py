@@ -103,6 +103,12 @@ def _hub_cache_dir(model: str, revision: str | None) -> Path:
     )
 
 
+def has_safety_checker(path: Path) -> bool:
+    """True when the pipeline in ``path`` names a safety checker component."""
+    component = _read_json(path / "model_index.json").get("safety_checker")
+    return isinstance(component, list) and component[-1] is not None
+
+
 def read_checkpoint(model: str, revision: str | None, path: Path) -> CheckpointRef:
     """Read pipeline class, default sampler, default size and timesteps from ``path``."""
     index = _read_json(path / "model_index.json")

@@ -70,6 +70,8 @@ def base_recipe(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
     if spec.pipeline == "text-to-image":
         recipe["negative_prompt"] = spec.negative_prompt
         recipe["guidance_scale"] = spec.guidance_scale
+    if spec.safety_checker is not None:
+        recipe["safety_checker"] = spec.safety_checker
     recipe.update(params)
     return recipe
 

@@ -18,6 +18,7 @@ from typing import Any
 from reprogrid.scheduler.checkpoint_refs import (
     CheckpointNotFound,
     CheckpointRef,
+    has_safety_checker,
     resolve_checkpoint,
 )
 from reprogrid.scheduler.seeds import SeedError, format_seeds, parse_seeds
@@ -71,6 +72,7 @@ SPEC_FIELDS = frozenset(
         "dtype",
         "batch_size",
         "batch_invariant",
+        "safety_checker",
         "axes",
     }
 )
@@ -104,6 +106,8 @@ class JobSpec:
     batch_size: int
     batch_invariant: bool
     axes: dict[str, tuple[Any, ...]] = field(default_factory=dict)
+    # whether the checkpoint's safety checker runs; None: the checkpoint has none
+    safety_checker: bool | None = None
 
     @property
     def cell_count(self) -> int:
@@ -178,6 +182,7 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
         batch_size=_positive_int(raw.get("batch_size", 4), "batch_size"),
         batch_invariant=_bool(raw.get("batch_invariant", False), "batch_invariant"),
         axes=axes,
+        safety_checker=_safety_checker(raw, checkpoint),
     )
     _check_step_limit(spec, checkpoint)
     if spec.cell_count > max_cells:
@@ -204,6 +209,12 @@ def _check_step_limit(spec: JobSpec, checkpoint: CheckpointRef) -> None:
             f"at most {limit} with {limited[0]} ({checkpoint.model}'s sampler was trained"
             f" on {limit} timesteps), got {too_many}",
         )
+
+
+def _safety_checker(raw: Mapping[str, Any], checkpoint: CheckpointRef) -> bool | None:
+    """Whether to run the checkpoint's safety checker (on unless turned off); None without one."""
+    wanted = _bool(raw.get("safety_checker", True), "safety_checker")
+    return wanted if has_safety_checker(checkpoint.path) else None
 
 
 def _checkpoint(model: str, revision: str | None) -> CheckpointRef:

@@ -259,7 +259,13 @@ def _check_device(device: str) -> None:
 
 def _load(recipe: dict[str, Any], device: str, changes: dict[str, list[str]]) -> LoadedCheckpoint:
     try:
-        return load_current_checkpoint(recipe["model"], recipe["revision"], recipe["dtype"], device)
+        return load_current_checkpoint(
+            recipe["model"],
+            recipe["revision"],
+            recipe["dtype"],
+            device,
+            recipe.get("safety_checker", True),
+        )
     except Exception as exc:
         cause = f"; files changed since the record: {describe_changes(changes)}" if changes else ""
         raise ReplayError(
