@@ -300,3 +300,18 @@ def test_warnings_raised_while_a_batch_computes_are_kept_and_shown(cli: Cli, tmp
     page = (tmp_path / "report" / "index.html").read_text()
     assert "truncated because CLIP can only handle" in page
     assert f'<h2 id="warnings">Warnings ({len(shown["batch_warnings"])})</h2>' in page
+
+
+def test_numeric_switches_and_variables_are_part_of_the_environment(monkeypatch):
+    from reprogrid.worker.determinism import configured
+    from reprogrid.worker.environment import describe_environment, differences
+
+    with configured(1, False) as determinism:
+        before = describe_environment("cpu", "float32", determinism)
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    with configured(1, True) as determinism:
+        after = describe_environment("cpu", "float32", determinism)
+    changed = differences(before, after)
+    assert changed["variables"][1] == {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
+    assert changed["switches"][1]["deterministic_algorithms"] is True
+    assert before["cpu_capability"]

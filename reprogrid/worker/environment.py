@@ -9,11 +9,19 @@ version): any package can change pixels (PixArt's caption cleaning runs ftfy
 and beautifulsoup4; tokenizers, accelerate, safetensors, peft and Pillow all
 take part), so every one is recorded and compared, and ``requirements`` writes
 the inventory back as a ``pip install -r`` file.
+
+``switches`` are torch's numeric switches as they stand when the batch runs
+(deterministic algorithms, cuDNN benchmark, TF32, reduced-precision matmul
+reductions, the scaled-dot-product attention backends allowed), ``cpu_capability``
+the CPU kernels torch dispatches to (AVX2, AVX512...), and ``variables`` the
+environment variables torch, its BLAS and OpenMP read (``CUBLAS_WORKSPACE_CONFIG``,
+``PYTORCH_*``, ``OMP_*``...): each can change the bits.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import re
 import socket
@@ -25,6 +33,9 @@ from reprogrid.worker.determinism import DeterminismSettings
 
 # Fields a user can set when regenerating; the others describe the machine.
 SETTABLE_FIELDS = ("threads", "full_determinism", "dtype", "device_type")
+# Environment variables that change what torch, cuBLAS, cuDNN, MKL or OpenMP compute.
+NUMERIC_VARIABLES = ("CUBLAS_", "CUDNN_", "NVIDIA_TF32_OVERRIDE", "PYTORCH_", "TORCH_")
+NUMERIC_VARIABLES += ("MKL_", "OMP_", "KMP_", "ONEDNN_", "DNNL_", "DIFFUSERS_")
 
 
 def describe_environment(
@@ -36,6 +47,33 @@ def describe_environment(
         "threads": determinism.threads,
         "full_determinism": determinism.full_determinism,
         "dtype": dtype,
+        "switches": torch_switches(),
+        "variables": {
+            k: v for k, v in sorted(os.environ.items()) if k.startswith(NUMERIC_VARIABLES)
+        },
+    }
+
+
+def torch_switches() -> dict[str, Any]:
+    """torch's process-wide numeric switches, read now (``configured`` changes some)."""
+    import torch
+
+    cuda = torch.backends.cuda
+    return {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": cuda.matmul.allow_tf32,
+        "matmul_fp16_reduced_precision": cuda.matmul.allow_fp16_reduced_precision_reduction,
+        "matmul_bf16_reduced_precision": cuda.matmul.allow_bf16_reduced_precision_reduction,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "sdp_backends": {
+            "flash": cuda.flash_sdp_enabled(),
+            "mem_efficient": cuda.mem_efficient_sdp_enabled(),
+            "math": cuda.math_sdp_enabled(),
+            "cudnn": cuda.cudnn_sdp_enabled(),
+        },
     }
 
 
@@ -55,6 +93,7 @@ def _process_facts(device: str) -> dict[str, Any]:
         "transformers": version("transformers"),
         "numpy": version("numpy"),
         "device_type": torch.device(device).type,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device_name": _device_name(device),
         "generator_device": "cpu",
         "cuda": torch.version.cuda,
