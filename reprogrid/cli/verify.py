@@ -145,10 +145,7 @@ def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
             f"its original batch {image.batch_id}: {result.batch_size} images,"
             f" this one at position {image.index_in_batch + 1}"
         )
-    differences = ", ".join(
-        f"{name} ({_version(before)} -> {_version(after)})"
-        for name, (before, after) in result.environment_differences.items()
-    )
+    differences = describe_differences(result.environment_differences)
     lines = [
         f"image {image.image_id}: {result.verdict}{_metrics(result.comparison, result.tolerance)}",
         f"  replayed: {how}",
@@ -170,9 +167,18 @@ def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
     return lines
 
 
-def _version(value: Any) -> str:
-    """An environment field's value; None (a package not installed) as ``absent``."""
-    return "absent" if value is None else str(value)
+def describe_differences(differences: dict[str, list[Any]]) -> str:
+    """Environment differences as ``name (before -> after)``, a missing package as ``absent``."""
+    return ", ".join(
+        f"{name} ({_value(before)} -> {_value(after)})"
+        for name, (before, after) in differences.items()
+    )
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "absent"
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
 
 
 def _checkpoint_source(result: Any) -> str:
@@ -349,7 +355,7 @@ def _regeneration_row(row: dict[str, Any]) -> dict[str, Any]:
         **details,
         "mean_abs_diff": _rounded(row["mean_abs_diff"], 4),
         "psnr": _rounded(row["psnr"], 1),
-        "differs_in": ", ".join(details.get("environment_differences", {})),
+        "differs_in": describe_differences(details.get("environment_differences", {})),
         "checkpoint_changes": describe_changes(details.get("checkpoint_changes", {})),
     }
 
