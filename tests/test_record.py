@@ -315,3 +315,19 @@ def test_numeric_switches_and_variables_are_part_of_the_environment(monkeypatch)
     assert changed["variables"][1] == {"CUBLAS_WORKSPACE_CONFIG": ":4096:8"}
     assert changed["switches"][1]["deterministic_algorithms"] is True
     assert before["cpu_capability"]
+
+
+def test_a_tokenizer_that_cannot_load_is_a_one_line_error_naming_the_model(
+    cli: Cli, tmp_path: Path
+):
+    model = tmp_path / "broken-tokenizer"
+    shutil.copytree(BUILTIN_DIR / "tiny", model)
+    config_path = model / "tokenizer" / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "NoSuchTokenizer"
+    config_path.write_text(json.dumps(config))
+    result = cli("run", "--model", str(model), "--prompt", "a fox")
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "Error: model: tokenizer/: transformers has no tokenizer class 'NoSuchTokenizer'"
+    ]

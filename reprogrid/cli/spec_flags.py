@@ -93,9 +93,12 @@ def load_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any])
 
 def tokenized(job_spec: JobSpec) -> Any:
     """The spec's token counts (a TokenReport or None); warns on stderr of prompts to be cut."""
-    from reprogrid.scheduler.tokenization import tokenize_spec
+    from reprogrid.scheduler.tokenization import TokenizerError, tokenize_spec
 
-    report = tokenize_spec(job_spec)
+    try:
+        report = tokenize_spec(job_spec)
+    except TokenizerError as exc:
+        raise BadInput(f"model: {exc}") from None
     if report is not None and (warning := report.warning()):
         click.echo(warning, err=True)
     return report

@@ -24,6 +24,10 @@ PROMPT, NEGATIVE_PROMPT = "prompt", "negative_prompt"
 _SHOWN = 3  # prompts named in the warning line; the rest are counted
 
 
+class TokenizerError(ValueError):
+    """A tokenizer of the checkpoint cannot be loaded (the pipeline could not load it either)."""
+
+
 @dataclass(frozen=True)
 class TokenCount:
     """One text's token counts per tokenizer folder, and the folders that cut it."""
@@ -115,8 +119,15 @@ def _tokenizer(folder: Path) -> Any:
 
     config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     name = config.get("tokenizer_class") or "PreTrainedTokenizerFast"
-    cls = getattr(transformers, name, None) or getattr(transformers, name.removesuffix("Fast"))
-    tokenizer = cls.from_pretrained(folder)
+    cls = getattr(transformers, name, None) or getattr(
+        transformers, name.removesuffix("Fast"), None
+    )
+    if cls is None:
+        raise TokenizerError(f"{folder.name}/: transformers has no tokenizer class {name!r}")
+    try:
+        tokenizer = cls.from_pretrained(folder)
+    except (OSError, ValueError, ImportError) as exc:
+        raise TokenizerError(f"{folder.name}/: {name} cannot load ({exc})") from None
     # Counting tokens past the limit is the point: silence "sequence length is longer".
     tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
     return tokenizer
