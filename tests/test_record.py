@@ -151,11 +151,15 @@ def test_an_environment_prints_as_a_requirements_file_pinning_every_package(cli:
     assert cli("run", *SMALL_GRID).exit_code == 0
     result = cli("environment", "1", "--requirements")
     assert result.exit_code == 0, result.output
-    lines = [line for line in result.output.splitlines() if not line.startswith(("#", "--"))]
-    pinned = {Requirement(line).name: str(Requirement(line).specifier) for line in lines}
+    lines = [line.split("  #")[0] for line in result.output.splitlines()]
+    requirements = [Requirement(line) for line in lines if not line.startswith(("#", "--"))]
+    pinned = {r.name: str(r.specifier) for r in requirements}
     assert pinned["diffusers"] == f"=={version('diffusers')}"
     assert pinned["tokenizers"] == f"=={version('tokenizers')}"
     assert len(pinned) > 20
+    # reprogrid itself is installed from its folder (pip install -e .), not from an index
+    (itself,) = [r for r in requirements if r.name == "reprogrid"]
+    assert itself.url.startswith("file://")
 
 
 LONG_PROMPT = "a red fox sitting in the snow at dawn, oil painting"  # over builtin:tiny's 32

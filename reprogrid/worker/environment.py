@@ -21,6 +21,7 @@ environment variables torch, its BLAS and OpenMP read (``CUBLAS_WORKSPACE_CONFIG
 from __future__ import annotations
 
 import functools
+import json
 import os
 import platform
 import re
@@ -100,6 +101,7 @@ def _process_facts(device: str) -> dict[str, Any]:
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "driver": _nvidia_driver() if torch.device(device).type == "cuda" else None,
         "packages": installed_packages(),
+        "package_sources": package_sources(),
     }
 
 
@@ -113,6 +115,17 @@ def installed_packages() -> dict[str, str]:
         name = dist.metadata["Name"]
         if name:
             found.setdefault(normalized_name(name), dist.version)
+    return dict(sorted(found.items()))
+
+
+def package_sources() -> dict[str, str]:
+    """Distributions installed from a URL or a local folder (PEP 610), not an index: name -> URL."""
+    found: dict[str, str] = {}
+    for dist in distributions():
+        direct = dist.read_text("direct_url.json")
+        name = dist.metadata["Name"]
+        if direct and name:
+            found.setdefault(normalized_name(name), json.loads(direct)["url"])
     return dict(sorted(found.items()))
 
 
@@ -190,9 +203,12 @@ def _package_differences(
 def requirements(info: dict[str, Any]) -> str:
     """The environment's packages as a requirements file (``pip install -r``), pinned exactly.
 
-    Raises KeyError for an environment recorded before inventories were kept.
+    A package installed from a folder or URL rather than an index is written as
+    ``name @ URL``, with the recorded version in a comment. Raises KeyError for
+    an environment recorded before inventories were kept.
     """
     packages = info["packages"]
+    sources = info.get("package_sources", {})
     header = [
         f"# python {info['python']} on {info['os']}",
         f"# device {info['device_type']} ({info['device_name']}), cuda {info['cuda']}",
@@ -200,4 +216,8 @@ def requirements(info: dict[str, Any]) -> str:
     torch_build = packages.get("torch", "").partition("+")[2]
     if torch_build:  # e.g. 2.13.0+cpu lives on PyTorch's own index, not on PyPI
         header.append(f"--extra-index-url https://download.pytorch.org/whl/{torch_build}")
-    return "\n".join([*header, *(f"{n}=={v}" for n, v in packages.items())]) + "\n"
+    lines = [
+        f"{n} @ {sources[n]}  # version {v} when recorded" if n in sources else f"{n}=={v}"
+        for n, v in packages.items()
+    ]
+    return "\n".join([*header, *lines]) + "\n"
