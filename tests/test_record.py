@@ -1,6 +1,9 @@
-"""What the record holds beyond the recipe: hub snapshots, every package, and how verdicts use them.
+"""What the record holds beyond the recipe, and how commands and verdicts use it.
 
-Jobs here are 1 prompt x 2 seeds on builtin:tiny (64x64, 2 steps), run with one CPU thread.
+Hub snapshot commits, every installed package, token counts of prompts, the
+safety checker's flags, the warnings a batch raised, torch's numeric switches.
+Jobs here are a few images of builtin:tiny (or a copy of it) at 64x64 with 1-2
+steps, run with one CPU thread.
 """
 
 from __future__ import annotations
