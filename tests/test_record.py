@@ -338,3 +338,13 @@ def test_a_tokenizer_that_cannot_load_is_a_one_line_error_naming_the_model(
     assert result.output.strip().splitlines() == [
         "Error: model: tokenizer/: transformers has no tokenizer class 'NoSuchTokenizer'"
     ]
+
+
+def test_a_max_sequence_length_below_the_tokenizers_own_limit_is_the_limit():
+    from reprogrid.scheduler.tokenization import tokenize_texts
+
+    report = tokenize_texts(BUILTIN_DIR / "tiny", [("prompt", "a red fox")], max_sequence_length=4)
+    assert report.limits == {"tokenizer": 4}
+    assert report.counts[0].cut_by == ("tokenizer",)
+    roomy = tokenize_texts(BUILTIN_DIR / "tiny", [("prompt", "a red fox")], max_sequence_length=300)
+    assert roomy.limits == {"tokenizer": 32}
