@@ -340,5 +340,17 @@ def show(app: App, image: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(record, indent=2))
     else:
-        for line in text_lines(record):
+        for line in text_lines(_short_packages(record)):
             click.echo(line)
+
+
+def _short_packages(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its environment's package list as one line (the JSON has them all)."""
+    environment = dict(record["environment"])
+    for name in ("packages", "package_sources"):
+        if name in environment:
+            environment[name] = (
+                f"{len(environment[name])} (reprogrid environment"
+                f" {environment['environment_id']} lists them)"
+            )
+    return {**record, "environment": environment}
