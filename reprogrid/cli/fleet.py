@@ -18,7 +18,7 @@ import click
 from reprogrid.cli.app import App, BadInput, main, pass_app
 from reprogrid.cli.jobs import run_here
 from reprogrid.cli.output import WORKER_COLUMNS, print_table
-from reprogrid.cli.spec_flags import spec_flags, validated_spec
+from reprogrid.cli.spec_flags import spec_flags, tokenized, validated_spec
 from reprogrid.models.queries import NotFound, live_workers
 from reprogrid.scheduler.broker import DEFAULT_QUEUE
 
@@ -92,7 +92,10 @@ def submit(
     queue = _queue_name(queue)
     from reprogrid.scheduler.jobs import create_job
 
-    job_id = create_job(app.db, job_spec, priority=priority, not_before=when, queue=queue)
+    tokens = tokenized(job_spec)
+    job_id = create_job(
+        app.db, job_spec, priority=priority, not_before=when, queue=queue, tokens=tokens
+    )
     if as_json:
         click.echo(json.dumps({"job_id": job_id, "cells": job_spec.cell_count}))
     else:

@@ -23,7 +23,7 @@ from reprogrid.cli.output import (
     write_csv,
     write_json_array,
 )
-from reprogrid.cli.spec_flags import spec_flags, validated_spec
+from reprogrid.cli.spec_flags import spec_flags, tokenized, validated_spec
 from reprogrid.models.queries import (
     QUERY_COLUMNS,
     SORT_KEYS,
@@ -78,7 +78,7 @@ def run(
     job_spec = validated_spec(app.settings, spec, flags)
     from reprogrid.scheduler.jobs import create_job
 
-    job_id = create_job(app.db, job_spec)
+    job_id = create_job(app.db, job_spec, tokens=tokenized(job_spec))
     run_here(app, job_id, job_spec.cell_count, device, threads, as_json)
 
 
@@ -233,6 +233,16 @@ def status(app: App, job: int | None, fmt: str) -> None:
     help="Only cells in this state.",
 )
 @click.option(
+    "--truncated/--not-truncated",
+    default=None,
+    help="Only cells whose prompt or negative prompt a text encoder cuts (or does not).",
+)
+@click.option(
+    "--nsfw/--not-nsfw",
+    default=None,
+    help="Only images the checkpoint's safety checker flagged (or passed).",
+)
+@click.option(
     "--verdict",
     type=click.Choice(VERDICTS),
     help="Only images with a verification of this verdict (see reprogrid verify).",
@@ -279,7 +289,10 @@ def query(app: App, fmt: str, **filters: Any) -> None:
         else:
             print_table(
                 list(rows),
-                ["image_id", "job_id", "status", "prompt", "seed", "params", "pixel_sha256"],
+                [
+                    *("image_id", "job_id", "status", "prompt", "seed", "params"),
+                    *("pixel_sha256", "truncated", "nsfw"),
+                ],
             )
 
 
@@ -327,5 +340,17 @@ def show(app: App, image: str, fmt: str) -> None:
     if fmt == "json":
         click.echo(json.dumps(record, indent=2))
     else:
-        for line in text_lines(record):
+        for line in text_lines(_short_packages(record)):
             click.echo(line)
+
+
+def _short_packages(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with its environment's package list as one line (the JSON has them all)."""
+    environment = dict(record["environment"])
+    for name in ("packages", "package_sources"):
+        if name in environment:
+            environment[name] = (
+                f"{len(environment[name])} (reprogrid environment"
+                f" {environment['environment_id']} lists them)"
+            )
+    return {**record, "environment": environment}

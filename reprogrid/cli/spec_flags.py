@@ -66,6 +66,11 @@ SPEC_FLAGS: list[Callable[[Callable], Callable]] = [
     ),
     click.option("--clean-caption/--no-clean-caption", default=None, help="PixArt captions."),
     click.option("--max-sequence-length", type=int, help="Text encoder tokens (T5 families)."),
+    click.option(
+        "--safety-checker/--no-safety-checker",
+        default=None,
+        help="Run the checkpoint's safety checker, if it has one. [default: on]",
+    ),
     click.option("--axis", "axes", multiple=True, help="Extra axis NAME=V1,V2 (repeatable)."),
 ]
 
@@ -94,6 +99,19 @@ def load_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any])
         raw["axes"] = dict(raw.get("axes", {}), **dict(_parse_axis(a) for a in axes))
     base_dir = spec_file.parent if spec_file else Path.cwd()
     return validate_spec(raw, settings.max_cells, base_dir)
+
+
+def tokenized(job_spec: JobSpec) -> Any:
+    """The spec's token counts (a TokenReport or None); warns on stderr of prompts to be cut."""
+    from reprogrid.scheduler.tokenization import TokenizerError, tokenize_spec
+
+    try:
+        report = tokenize_spec(job_spec)
+    except TokenizerError as exc:
+        raise BadInput(f"model: {exc}") from None
+    if report is not None and (warning := report.warning()):
+        click.echo(warning, err=True)
+    return report
 
 
 def validated_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:

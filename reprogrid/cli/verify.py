@@ -145,16 +145,14 @@ def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
             f"its original batch {image.batch_id}: {result.batch_size} images,"
             f" this one at position {image.index_in_batch + 1}"
         )
-    differences = ", ".join(
-        f"{name} ({before} -> {after})"
-        for name, (before, after) in result.environment_differences.items()
-    )
+    differences = describe_differences(result.environment_differences)
     lines = [
         f"image {image.image_id}: {result.verdict}{_metrics(result.comparison, result.tolerance)}",
         f"  replayed: {how}",
         f"  on: {env['device_type']} ({env['device_name']}), {env['dtype']},"
         f" threads {env['threads']}, full determinism {'on' if env['full_determinism'] else 'off'}",
         f"  pixel_sha256: {result.pixel_sha256} (recorded {image.pixel_sha256})",
+        f"  checkpoint: {_checkpoint_source(result)}",
         "  environment: "
         + (f"differs from the original run in {differences}" if differences else "as recorded"),
         "  checkpoint files: "
@@ -167,6 +165,27 @@ def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
     if out is not None:
         lines.append(f"  written to: {out}")
     return lines
+
+
+def describe_differences(differences: dict[str, list[Any]]) -> str:
+    """Environment differences as ``name (before -> after)``, a missing package as ``absent``."""
+    return ", ".join(
+        f"{name} ({_value(before)} -> {_value(after)})"
+        for name, (before, after) in differences.items()
+    )
+
+
+def _value(value: Any) -> str:
+    if value is None:
+        return "absent"
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+
+
+def _checkpoint_source(result: Any) -> str:
+    """Which files were loaded: a hub checkpoint's recorded snapshot, offline."""
+    if result.revision is None:
+        return "as the recorded model reference resolves here"
+    return f"revision {result.revision} as recorded, loaded offline from local files"
 
 
 def _metrics(comparison: Any, tolerance: int) -> str:
@@ -336,7 +355,7 @@ def _regeneration_row(row: dict[str, Any]) -> dict[str, Any]:
         **details,
         "mean_abs_diff": _rounded(row["mean_abs_diff"], 4),
         "psnr": _rounded(row["psnr"], 1),
-        "differs_in": ", ".join(details.get("environment_differences", {})),
+        "differs_in": describe_differences(details.get("environment_differences", {})),
         "checkpoint_changes": describe_changes(details.get("checkpoint_changes", {})),
     }
 

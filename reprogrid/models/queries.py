@@ -24,6 +24,7 @@ from reprogrid.models.tables import (
     Environment,
     Image,
     Job,
+    PromptTokens,
     Verification,
     Worker,
     utcnow,
@@ -50,6 +51,8 @@ class CellFilter:
     status: str | None = None
     verdict: str | None = None  # the image has a verification with this verdict
     since: datetime | None = None
+    truncated: bool | None = None  # a text encoder cuts (or does not cut) the cell's prompts
+    nsfw: bool | None = None  # the safety checker flagged (or passed) the cell's image
     sort: str = "grid"  # a SORT_KEYS name, "-name" for descending
     limit: int | None = None
 
@@ -71,6 +74,8 @@ QUERY_COLUMNS = (
     "device",
     "checkpoint_sha256",
     "error",
+    "truncated",
+    "nsfw",
 )
 
 
@@ -122,6 +127,8 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
             Environment.device_name,
             Checkpoint.sha256,
             Cell.error,
+            Cell.truncated,
+            Image.nsfw,
         )
         .outerjoin(Image, Image.cell_id == Cell.id)
         .outerjoin(Environment, Environment.id == Image.environment_id)
@@ -145,6 +152,10 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
         query = query.where(Image.id.in_(verified))
     if where.since is not None:
         query = query.where(made_at >= where.since)
+    if where.truncated is not None:
+        query = query.where(Cell.truncated.is_(where.truncated))
+    if where.nsfw is not None:
+        query = query.where(Image.nsfw.is_(where.nsfw))
     for row in session.execute(query.execution_options(yield_per=1000)):
         record = dict(zip(QUERY_COLUMNS, row, strict=True))
         if record["path"] is not None:
@@ -275,6 +286,25 @@ def find_image(session: Session, reference: str) -> Image:
     return matches[0]
 
 
+def _prompt_tokens(session: Session, cell: Cell) -> dict[str, Any]:
+    """Token counts of the cell's prompt and negative prompt: role -> {tokenizer: count}."""
+    texts = {
+        "prompt": cell.prompt,
+        "negative_prompt": json.loads(cell.recipe).get("negative_prompt"),
+    }
+    rows = session.scalars(
+        select(PromptTokens).where(
+            PromptTokens.job_id == cell.job_id,
+            PromptTokens.text.in_([t for t in texts.values() if t]),
+        )
+    )
+    return {
+        row.role: {"tokens": row.tokens, "limits": row.limits, "truncated": row.truncated}
+        for row in rows
+        if texts.get(row.role) == row.text
+    }
+
+
 def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
     """Everything recorded about one image: cell, recipe, batch, environment, checkpoint."""
     cell = image.cell
@@ -291,6 +321,8 @@ def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
         "prompt": cell.prompt,
         "seed": cell.seed,
         "params": cell.params,
+        "truncated": cell.truncated,
+        "tokens": _prompt_tokens(session, cell),
         "recipe": json.loads(cell.recipe),
         "recipe_sha256": cell.recipe_sha256,
         "pixel_sha256": image.pixel_sha256,
@@ -306,6 +338,8 @@ def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
         },
         "worker": image.worker,
         "generate_seconds": image.generate_seconds,
+        "nsfw": image.nsfw,
+        "batch_warnings": batch.warnings or [],
         "created_at": image.created_at.isoformat(),
         "environment": {"environment_id": image.environment_id, **image.environment.details},
         "checkpoint": {

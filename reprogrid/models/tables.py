@@ -79,6 +79,7 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar = {
         dict[str, Any]: JSON,
         list[int]: JSON,
+        list[dict[str, Any]]: JSON,
         datetime: UTCDateTime,
     }
 
@@ -130,6 +131,8 @@ class Cell(Base):
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id"), index=True)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # a text encoder cuts its prompt or negative prompt (see prompt_tokens); None: not tokenized
+    truncated: Mapped[bool | None] = mapped_column(Boolean)
 
     job: Mapped[Job] = relationship()
     image: Mapped[Image | None] = relationship(back_populates="cell", foreign_keys="Image.cell_id")
@@ -153,10 +156,26 @@ class Batch(Base):
     lease_until: Mapped[datetime | None]
     worker: Mapped[str | None] = mapped_column(String(200))
     error: Mapped[str | None] = mapped_column(Text)
+    # warnings diffusers, transformers and torch raised while it computed
+    warnings: Mapped[list[dict[str, Any]] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     published_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+
+
+class PromptTokens(Base):
+    """How many tokens one distinct prompt (or negative prompt) of a job takes, per tokenizer."""
+
+    __tablename__ = "prompt_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    role: Mapped[str] = mapped_column(String(16))  # prompt or negative_prompt
+    text: Mapped[str] = mapped_column(Text)
+    tokens: Mapped[dict[str, Any]]  # tokenizer folder -> token count, special tokens included
+    limits: Mapped[dict[str, Any]]  # tokenizer folder -> tokens its text encoder reads
+    truncated: Mapped[bool] = mapped_column(Boolean)
 
 
 class Environment(Base):
@@ -215,6 +234,8 @@ class Image(Base):
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoint.id"), index=True)
     worker: Mapped[str | None] = mapped_column(String(200))
     generate_seconds: Mapped[float] = mapped_column(Float)
+    # the checkpoint's safety checker flagged it (and blacked it out); None: no checker ran
+    nsfw: Mapped[bool | None] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     cell: Mapped[Cell] = relationship(back_populates="image", foreign_keys=[cell_id])

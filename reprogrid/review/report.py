@@ -3,7 +3,8 @@
 ``write_report`` writes ``index.html`` (inline CSS, no script, nothing fetched
 from the network) with the job summary, the grid as thumbnails linking to the
 full images, each image's recipe and hashes in a ``<details>`` block that opens
-on click, the failures with their error text and the verification verdicts.
+on click (images the safety checker flagged marked ``nsfw``), the failures
+with their error text, the warnings batches raised and the verification verdicts.
 ``images/`` holds copies of the job's PNGs and ``thumbs/`` their thumbnails,
 both named by ``png_sha256``, so the folder can be copied or archived whole.
 """
@@ -21,10 +22,19 @@ from typing import Any
 
 from PIL import Image as PILImage
 from PIL import ImageOps
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from reprogrid.models import Cell, Checkpoint, Environment, Image, Job, Verification, utcnow
+from reprogrid.models import (
+    Batch,
+    Cell,
+    Checkpoint,
+    Environment,
+    Image,
+    Job,
+    Verification,
+    utcnow,
+)
 from reprogrid.models.queries import CellFilter, job_progress, query_cells
 from reprogrid.review.layout import Sheet, Tile, job_sheets, thumb_size
 
@@ -49,6 +59,7 @@ pre { white-space: pre-wrap; word-break: break-all; font-size: 12px; max-width: 
   vertical-align: top; }
 .identical { color: #176d17; } .close { color: #8a6d00; } .different { color: #c82828; }
 .failed { color: #c82828; }
+.nsfw { color: #fff; background: #c82828; padding: 0 4px; font-size: 11px; }
 """
 
 
@@ -63,6 +74,7 @@ class ReportData:
     recipes: dict[int, str]  # cell id -> recipe JSON
     failed: list[Tile]
     verdicts: dict[int, list[Verification]]  # image id -> its verifications, oldest first
+    warnings: dict[int, list[dict[str, Any]]]  # batch id -> warnings it raised, if any
 
 
 def load_report(session: Session, job_id: int, store: Path) -> ReportData:
@@ -79,6 +91,13 @@ def load_report(session: Session, job_id: int, store: Path) -> ReportData:
         ),
         failed=list(query_cells(session, CellFilter(job=job_id, status="failed"), store)),
         verdicts=verifications(session, job_id),
+        warnings=dict(
+            session.execute(
+                select(Batch.id, Batch.warnings)
+                .where(Batch.job_id == job_id, Batch.warnings.is_not(None))
+                .order_by(Batch.id)
+            ).all()
+        ),
     )
 
 
@@ -104,6 +123,7 @@ def write_report(
         "<h2>Grid</h2>",
         *(sheet_html(s, sizes, report.recipes, report.verdicts, thumb) for s in report.sheets),
         failures_html(report.failed),
+        warnings_html(report.warnings),
         verifications_html(report.verdicts),
         spec_html(job),
     ]
@@ -160,6 +180,10 @@ def job_summary(session: Session, job_id: int) -> dict[str, Any]:
             .where(Checkpoint.id.in_(select(image_rows.c.checkpoint_id)))
             .order_by(Checkpoint.id)
         ).all(),
+        "nsfw": session.scalar(select(func.count()).where(image_rows.c.nsfw.is_(True))),
+        "truncated": session.scalar(
+            select(func.count()).where(Cell.job_id == job_id, Cell.truncated.is_(True))
+        ),
     }
 
 
@@ -194,6 +218,8 @@ def summary_html(job: Job, summary: dict[str, Any]) -> str:
         ("images/s", f"{rate:.3f}" if rate is not None else "-"),
         ("workers", ", ".join(summary["workers"]) or "-"),
         ("devices", ", ".join(_devices(summary["environments"])) or "-"),
+        ("flagged by the safety checker", f"{summary['nsfw']} images (blacked out)"),
+        ("prompts cut by a text encoder", f"{summary['truncated']} cells"),
         *(
             (f"checkpoint {c.id}", f"{c.model} {c.revision or ''} sha256 {c.sha256}")
             for c in summary["checkpoints"]
@@ -275,6 +301,8 @@ def tile_html(
     checks = verdicts.get(tile["image_id"], []) if tile["image_id"] else []
     last = escape(checks[-1].verdict) if checks else ""
     verdict = f' <span class="{last}">{last}</span>' if checks else ""
+    if tile.get("nsfw"):
+        verdict += ' <span class="nsfw">nsfw</span>'
     name = f"image {tile['image_id']}" if tile["image_id"] else f"cell {tile['cell_id']}"
     return (
         f"{picture}<details><summary>{name}{verdict}</summary>"
@@ -285,7 +313,7 @@ def tile_html(
 def _tile_details(tile: Tile, recipes: dict[int, str]) -> str:
     recipe = tile.get("recipe") or json.loads(recipes.get(tile["cell_id"], "{}"))
     fields = ["status", "pixel_sha256", "png_sha256", "recipe_sha256", "checkpoint_sha256"]
-    fields += ["environment_id", "device", "error"]
+    fields += ["environment_id", "device", "nsfw", "truncated", "error"]
     lines = [f"{k}: {tile[k]}" for k in fields if tile.get(k)]
     return "\n".join([*lines, "recipe:", json.dumps(recipe, indent=1, ensure_ascii=False)])
 
@@ -304,6 +332,23 @@ def failures_html(failed: Iterable[Tile]) -> str:
     return (
         f'<h2 id="failures">Failures ({len(rows)})</h2>\n<table class="list">'
         f"{head}<th>error</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def warnings_html(warnings: dict[int, list[dict[str, Any]]]) -> str:
+    """The warnings diffusers, transformers and torch raised, batch by batch."""
+    rows = [
+        f"<tr><td>{batch_id}</td><td>{escape(w['source'])}</td><td>{escape(w['category'])}</td>"
+        f"<td><pre>{escape(w['message'])}</pre></td></tr>"
+        for batch_id, found in warnings.items()
+        for w in found
+    ]
+    if not rows:
+        return '<h2 id="warnings">Warnings</h2>\n<p>No batch raised a warning.</p>'
+    head = "<tr><th>batch</th><th>source</th><th>category</th><th>message</th></tr>"
+    return (
+        f'<h2 id="warnings">Warnings ({len(rows)})</h2>\n<table class="list">'
+        f"{head}{''.join(rows)}</table>"
     )
 
 

@@ -2,7 +2,8 @@
 
 Each image is fitted into a square tile of ``thumb`` pixels; cells without an
 image (failed, cancelled, not yet run, file missing) are grey tiles crossed in
-red and marked with the reason. The tiles are assembled with diffusers'
+red and marked with the reason; an image the safety checker flagged has a red
+border and says ``nsfw``. The tiles are assembled with diffusers'
 ``make_image_grid`` (imported only when a sheet is drawn: it loads torch), and
 Pillow draws the title, the column labels across the top and the row labels
 down the side, wrapping long prompts.
@@ -168,9 +169,20 @@ def tile_image(tile: Tile | None, thumb: int) -> Image.Image:
     if tile["status"] == "done" and path is not None and path.is_file():
         with Image.open(path) as image:
             fitted = ImageOps.pad(image.convert("RGB"), (thumb, thumb), color=WHITE)
+        if tile.get("nsfw"):
+            stamp(fitted, "nsfw")
     else:
         fitted = blank(thumb, tile["status"] if tile["status"] != "done" else "no file")
-    return ImageOps.expand(fitted, border=PAD, fill=WHITE)
+    return ImageOps.expand(fitted, border=PAD, fill=RED if tile.get("nsfw") else WHITE)
+
+
+def stamp(image: Image.Image, text: str) -> None:
+    """Write ``text`` in red on a grey box at the top of a tile (an image the checker flagged)."""
+    draw = ImageDraw.Draw(image)
+    font = _font(max(8, min(FONT_SIZE, image.width // 5)))
+    left, top, right, bottom = draw.textbbox((image.width / 2, 2), text, font=font, anchor="mt")
+    draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=GREY)
+    draw.text((image.width / 2, 2), text, font=font, fill=RED, anchor="mt")
 
 
 def blank(thumb: int, reason: str) -> Image.Image:

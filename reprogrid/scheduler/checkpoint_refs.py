@@ -61,40 +61,62 @@ def looks_like_path(model: str) -> bool:
 
 
 def resolve_checkpoint(model: str, revision: str | None = None) -> CheckpointRef:
-    """Find the model's directory on this machine and read its configs."""
-    return read_checkpoint(model, revision, locate_checkpoint(model, revision))
+    """Find the model's directory on this machine and read its configs.
+
+    For a hub id the returned ``revision`` is the snapshot's commit hash.
+    """
+    path, pinned = _locate(model, revision)
+    return read_checkpoint(model, pinned, path)
 
 
 def locate_checkpoint(model: str, revision: str | None) -> Path:
     """The local directory holding the model's ``model_index.json``."""
+    return _locate(model, revision)[0]
+
+
+def _locate(model: str, revision: str | None) -> tuple[Path, str | None]:
+    """The model's directory and its revision, pinned to a commit for hub ids."""
     if model.startswith(BUILTIN_PREFIX):
         name = model.removeprefix(BUILTIN_PREFIX)
         if name not in builtin_names():
             known = ", ".join(BUILTIN_PREFIX + n for n in builtin_names())
             raise CheckpointNotFound(f"unknown built-in checkpoint {model!r} (known: {known})")
-        return BUILTIN_DIR / name
+        return BUILTIN_DIR / name, revision
     path = Path(model).expanduser()
     if path.is_dir():
         if not (path / "model_index.json").is_file():
             raise CheckpointNotFound(
                 f"{model!r} has no model_index.json (not a diffusers pipeline)"
             )
-        return path.resolve()
+        return path.resolve(), revision
     if looks_like_path(model):
         raise CheckpointNotFound(f"no such directory {model!r}")
-    return _hub_cache_dir(model, revision)
+    snapshot = _hub_cache_dir(model, revision)
+    return snapshot, snapshot.name  # huggingface_hub names each snapshot folder for its commit
 
 
 def _hub_cache_dir(model: str, revision: str | None) -> Path:
+    """The snapshot folder of ``model`` at ``revision`` (a ref or a commit) in the HF cache."""
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(model, "model_index.json", revision=revision)
-    if not isinstance(found, str):
+    if isinstance(found, str):
+        return Path(found).parent
+    if revision is None:
         raise CheckpointNotFound(
             f"{model!r} is neither a directory nor in the local Hugging Face cache"
             f" (download it first: hf download {model})"
         )
-    return Path(found).parent
+    raise CheckpointNotFound(
+        f"{model!r} at revision {revision} is not in the local Hugging Face cache"
+        f" (download it first: hf download {model} --revision {revision})"
+    )
+
+
+def has_safety_checker(path: Path) -> bool:
+    """True when the pipeline in ``path`` names a safety checker component."""
+    component = _read_json(path / "model_index.json").get("safety_checker")
+    return isinstance(component, list) and component[-1] is not None
 
 
 def read_checkpoint(model: str, revision: str | None, path: Path) -> CheckpointRef:

@@ -75,6 +75,8 @@ def base_recipe(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
         recipe.update(spec.sampler_options)
         recipe.update(spec.family_fields)
         recipe["adapters"] = [dict(a) for a in spec.adapters]
+    if spec.safety_checker is not None:
+        recipe["safety_checker"] = spec.safety_checker
     recipe.update(params)
     if "adapter_scale" in recipe:  # an axis value: every adapter at that scale
         scale = recipe.pop("adapter_scale")

@@ -8,17 +8,18 @@ compositions (which the determinism contract depends on).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from reprogrid.models import PENDING, QUEUED, Batch, Cell, Database, Job
+from reprogrid.models import PENDING, QUEUED, Batch, Cell, Database, Job, PromptTokens
 from reprogrid.models.db import bulk_insert
 from reprogrid.models.tables import to_signed_seed
 from reprogrid.scheduler.grid import CellPlan, expand
 from reprogrid.scheduler.spec import JobSpec
+from reprogrid.scheduler.tokenization import TokenReport, tokenize_spec, truncated_cells
 
 
 def create_job(
@@ -28,12 +29,15 @@ def create_job(
     not_before: datetime | None = None,
     parent_image_id: int | None = None,
     queue: str | None = None,
+    tokens: TokenReport | None = None,
 ) -> int:
     """Insert the job and every cell of its grid in one transaction; return the job id.
 
     A job with a ``queue`` is dispatched by the scheduler; one without is run
-    embedded by the process that created it.
+    embedded by the process that created it. ``tokens`` is the spec's
+    :func:`tokenize_spec` report where the caller has it already.
     """
+    tokens = tokens or tokenize_spec(spec)
     with db.sessions() as session:
         job = Job(
             name=spec.name,
@@ -48,9 +52,10 @@ def create_job(
         )
         session.add(job)
         session.flush()
-        bulk_insert(
-            session.connection(), Cell.__table__, CELL_COLUMNS, _cell_rows(job.id, expand(spec))
-        )
+        if tokens is not None:
+            session.add_all(_token_rows(job.id, tokens))
+        rows = _cell_rows(job.id, expand(spec), truncated_cells(spec, tokens))
+        bulk_insert(session.connection(), Cell.__table__, CELL_COLUMNS, rows)
         session.commit()
         return job.id
 
@@ -66,10 +71,27 @@ CELL_COLUMNS = (
     "batch_key",
     "status",
     "attempts",
+    "truncated",
 )
 
 
-def _cell_rows(job_id: int, cells: Iterable[CellPlan]) -> Iterator[tuple]:
+def _token_rows(job_id: int, tokens: TokenReport) -> list[PromptTokens]:
+    return [
+        PromptTokens(
+            job_id=job_id,
+            role=count.role,
+            text=count.text,
+            tokens=count.tokens,
+            limits=tokens.limits,
+            truncated=count.truncated,
+        )
+        for count in tokens.counts
+    ]
+
+
+def _cell_rows(
+    job_id: int, cells: Iterable[CellPlan], truncated: Callable[[CellPlan], bool | None]
+) -> Iterator[tuple]:
     """Cells in their stored form, in the order of ``CELL_COLUMNS``."""
     params, params_json = None, "{}"
     for cell in cells:
@@ -86,6 +108,7 @@ def _cell_rows(job_id: int, cells: Iterable[CellPlan]) -> Iterator[tuple]:
             cell.batch_key,
             QUEUED,
             0,
+            truncated(cell),
         )
 
 

@@ -25,6 +25,7 @@ from reprogrid.families import (
 from reprogrid.scheduler.checkpoint_refs import (
     CheckpointNotFound,
     CheckpointRef,
+    has_safety_checker,
     resolve_checkpoint,
 )
 from reprogrid.scheduler.seeds import SeedError, format_seeds, parse_seeds
@@ -73,6 +74,7 @@ SPEC_FIELDS = frozenset(
         "dtype",
         "batch_size",
         "batch_invariant",
+        "safety_checker",
         "axes",
         *SAMPLER_OPTIONS,
         *FAMILY_FIELDS,
@@ -114,6 +116,8 @@ class JobSpec:
     sampler_options: dict[str, Any] = field(default_factory=dict)
     family_fields: dict[str, Any] = field(default_factory=dict)
     adapters: tuple[dict[str, Any], ...] = ()  # {"path", "scale", "sha256"} (LoRA)
+    # whether the checkpoint's safety checker runs; None: the checkpoint has none
+    safety_checker: bool | None = None
 
     @property
     def cell_count(self) -> int:
@@ -199,6 +203,7 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
         },
         family_fields=_family_fields(raw, checkpoint),
         adapters=_adapters(raw.get("adapters", []), base_dir or Path.cwd(), checkpoint),
+        safety_checker=_safety_checker(raw, checkpoint),
     )
     _check_same_defaults(raw, checkpoints)
     for other in checkpoints:
@@ -393,6 +398,12 @@ def _check_step_limit(spec: JobSpec, checkpoint: CheckpointRef) -> None:
             f"at most {limit} with {limited[0]} ({checkpoint.model}'s sampler was trained"
             f" on {limit} timesteps), got {too_many}",
         )
+
+
+def _safety_checker(raw: Mapping[str, Any], checkpoint: CheckpointRef) -> bool | None:
+    """Whether to run the checkpoint's safety checker (on unless turned off); None without one."""
+    wanted = _bool(raw.get("safety_checker", True), "safety_checker")
+    return wanted if has_safety_checker(checkpoint.path) else None
 
 
 def _checkpoint(model: str, revision: str | None, where: str = "model") -> CheckpointRef:

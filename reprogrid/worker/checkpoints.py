@@ -96,6 +96,7 @@ class PipelineKey:
     revision: str | None
     dtype: str
     device: str
+    safety_checker: bool = True  # False: loaded without the checkpoint's safety checker
 
 
 @dataclass
@@ -170,13 +171,15 @@ def checkpoints_in_memory() -> int:
     return max(1, int(os.environ.get("REPROGRID_CHECKPOINTS_IN_MEMORY", "1")))
 
 
-def load_checkpoint(model: str, revision: str | None, dtype: str, device: str) -> LoadedCheckpoint:
+def load_checkpoint(
+    model: str, revision: str | None, dtype: str, device: str, safety_checker: bool = True
+) -> LoadedCheckpoint:
     """Load (once per process) the pipeline for ``model`` through ``from_pretrained``.
 
     Loading one more than :func:`checkpoints_in_memory` drops the least lately used.
     """
     global _loads
-    key = PipelineKey(model, revision, dtype, device)
+    key = PipelineKey(model, revision, dtype, device, safety_checker)
     with _lock:
         if key not in _loaded:
             while len(_loaded) >= checkpoints_in_memory():
@@ -193,15 +196,15 @@ def checkpoint_loads() -> int:
 
 
 def load_current_checkpoint(
-    model: str, revision: str | None, dtype: str, device: str
+    model: str, revision: str | None, dtype: str, device: str, safety_checker: bool = True
 ) -> LoadedCheckpoint:
     """:func:`load_checkpoint`, loaded again if its files changed since this process loaded it."""
-    loaded = load_checkpoint(model, revision, dtype, device)
+    loaded = load_checkpoint(model, revision, dtype, device, safety_checker)
     if checkpoint_identity(loaded.ref).sha256 == loaded.identity.sha256:
         return loaded
     with _lock:
-        _loaded.pop(PipelineKey(model, revision, dtype, device), None)
-    return load_checkpoint(model, revision, dtype, device)
+        _loaded.pop(PipelineKey(model, revision, dtype, device, safety_checker), None)
+    return load_checkpoint(model, revision, dtype, device, safety_checker)
 
 
 def loaded_checkpoints() -> list[LoadedCheckpoint]:
@@ -221,8 +224,12 @@ def _load(key: PipelineKey) -> LoadedCheckpoint:
     transformers.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()
     ref = resolve_checkpoint(key.model, key.revision)
+    # Without its safety checker: the components diffusers' own docs pass to turn it off.
+    without_checker = {} if key.safety_checker else {"safety_checker": None}
+    if without_checker:
+        without_checker["requires_safety_checker"] = False
     pipeline = DiffusionPipeline.from_pretrained(
-        ref.path, dtype=getattr(torch, key.dtype), local_files_only=True
+        ref.path, dtype=getattr(torch, key.dtype), local_files_only=True, **without_checker
     )
     pipeline.set_progress_bar_config(disable=True)
     pipeline.to(key.device)

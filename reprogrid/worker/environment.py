@@ -3,14 +3,30 @@
 Two images made under the same fingerprint, in the same batch composition,
 are expected to be bit-identical. The fingerprint is the SHA-256 of the
 canonical JSON of these fields.
+
+``packages`` is the process's whole installed-distribution inventory (name ->
+version): any package can change pixels (PixArt's caption cleaning runs ftfy
+and beautifulsoup4; tokenizers, accelerate, safetensors, peft and Pillow all
+take part), so every one is recorded and compared, and ``requirements`` writes
+the inventory back as a ``pip install -r`` file.
+
+``switches`` are torch's numeric switches as they stand when the batch runs
+(deterministic algorithms, cuDNN benchmark, TF32, reduced-precision matmul
+reductions, the scaled-dot-product attention backends allowed), ``cpu_capability``
+the CPU kernels torch dispatches to (AVX2, AVX512...), and ``variables`` the
+environment variables torch, its BLAS and OpenMP read (``CUBLAS_WORKSPACE_CONFIG``,
+``PYTORCH_*``, ``OMP_*``...): each can change the bits.
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import os
 import platform
+import re
 import socket
-from importlib.metadata import version
+from importlib.metadata import distributions, version
 from typing import Any
 
 from reprogrid.scheduler.grid import canonical_json, sha256_text
@@ -18,6 +34,9 @@ from reprogrid.worker.determinism import DeterminismSettings
 
 # Fields a user can set when regenerating; the others describe the machine.
 SETTABLE_FIELDS = ("threads", "full_determinism", "dtype", "device_type")
+# Environment variables that change what torch, cuBLAS, cuDNN, MKL or OpenMP compute.
+NUMERIC_VARIABLES = ("CUBLAS_", "CUDNN_", "NVIDIA_TF32_OVERRIDE", "PYTORCH_", "TORCH_")
+NUMERIC_VARIABLES += ("MKL_", "OMP_", "KMP_", "ONEDNN_", "DNNL_", "DIFFUSERS_")
 
 
 def describe_environment(
@@ -29,6 +48,33 @@ def describe_environment(
         "threads": determinism.threads,
         "full_determinism": determinism.full_determinism,
         "dtype": dtype,
+        "switches": torch_switches(),
+        "variables": {
+            k: v for k, v in sorted(os.environ.items()) if k.startswith(NUMERIC_VARIABLES)
+        },
+    }
+
+
+def torch_switches() -> dict[str, Any]:
+    """torch's process-wide numeric switches, read now (``configured`` changes some)."""
+    import torch
+
+    cuda = torch.backends.cuda
+    return {
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": cuda.matmul.allow_tf32,
+        "matmul_fp16_reduced_precision": cuda.matmul.allow_fp16_reduced_precision_reduction,
+        "matmul_bf16_reduced_precision": cuda.matmul.allow_bf16_reduced_precision_reduction,
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "sdp_backends": {
+            "flash": cuda.flash_sdp_enabled(),
+            "mem_efficient": cuda.mem_efficient_sdp_enabled(),
+            "math": cuda.math_sdp_enabled(),
+            "cudnn": cuda.cudnn_sdp_enabled(),
+        },
     }
 
 
@@ -48,12 +94,44 @@ def _process_facts(device: str) -> dict[str, Any]:
         "transformers": version("transformers"),
         "numpy": version("numpy"),
         "device_type": torch.device(device).type,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "device_name": _device_name(device),
         "generator_device": "cpu",
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "driver": _nvidia_driver() if torch.device(device).type == "cuda" else None,
+        "packages": installed_packages(),
+        "package_sources": package_sources(),
     }
+
+
+def installed_packages() -> dict[str, str]:
+    """Every distribution this process can import from: normalized name -> version.
+
+    Where one name is installed twice on ``sys.path``, the first wins, as for imports.
+    """
+    found: dict[str, str] = {}
+    for dist in distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(normalized_name(name), dist.version)
+    return dict(sorted(found.items()))
+
+
+def package_sources() -> dict[str, str]:
+    """Distributions installed from a URL or a local folder (PEP 610), not an index: name -> URL."""
+    found: dict[str, str] = {}
+    for dist in distributions():
+        direct = dist.read_text("direct_url.json")
+        name = dist.metadata["Name"]
+        if direct and name:
+            found.setdefault(normalized_name(name), json.loads(direct)["url"])
+    return dict(sorted(found.items()))
+
+
+def normalized_name(name: str) -> str:
+    """A distribution name as PEP 503 compares them: lower case, runs of ``-_.`` as ``-``."""
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def fingerprint(info: dict[str, Any]) -> str:
@@ -94,6 +172,52 @@ def _nvidia_driver() -> str | None:
 
 
 def differences(original: dict[str, Any], current: dict[str, Any]) -> dict[str, list[Any]]:
-    """Fields whose values differ between two environments, as [original, current]."""
+    """Fields whose values differ between two environments, as [original, current].
+
+    Packages are compared one by one, each named ``packages.NAME`` (a version of
+    None: not installed). An environment recorded before inventories were kept
+    has none to compare with.
+    """
+    original, current = dict(original), dict(current)
+    found = _package_differences(original.pop("packages", None), current.pop("packages", None))
     keys = sorted(set(original) | set(current))
-    return {k: [original.get(k), current.get(k)] for k in keys if original.get(k) != current.get(k)}
+    fields = {
+        k: [original.get(k), current.get(k)] for k in keys if original.get(k) != current.get(k)
+    }
+    return {**fields, **found}
+
+
+def _package_differences(
+    original: dict[str, str] | None, current: dict[str, str] | None
+) -> dict[str, list[str | None]]:
+    if original is None or current is None:
+        return {}
+    names = sorted(set(original) | set(current))
+    return {
+        f"packages.{n}": [original.get(n), current.get(n)]
+        for n in names
+        if original.get(n) != current.get(n)
+    }
+
+
+def requirements(info: dict[str, Any]) -> str:
+    """The environment's packages as a requirements file (``pip install -r``), pinned exactly.
+
+    A package installed from a folder or URL rather than an index is written as
+    ``name @ URL``, with the recorded version in a comment. Raises KeyError for
+    an environment recorded before inventories were kept.
+    """
+    packages = info["packages"]
+    sources = info.get("package_sources", {})
+    header = [
+        f"# python {info['python']} on {info['os']}",
+        f"# device {info['device_type']} ({info['device_name']}), cuda {info['cuda']}",
+    ]
+    torch_build = packages.get("torch", "").partition("+")[2]
+    if torch_build:  # e.g. 2.13.0+cpu lives on PyTorch's own index, not on PyPI
+        header.append(f"--extra-index-url https://download.pytorch.org/whl/{torch_build}")
+    lines = [
+        f"{n} @ {sources[n]}  # version {v} when recorded" if n in sources else f"{n}=={v}"
+        for n, v in packages.items()
+    ]
+    return "\n".join([*header, *lines]) + "\n"

@@ -26,7 +26,7 @@ from reprogrid.worker import affinity, records
 from reprogrid.worker.checkpoints import LoadedCheckpoint, load_checkpoint, loaded_checkpoints
 from reprogrid.worker.determinism import DeterminismSettings, configure
 from reprogrid.worker.environment import describe_environment, fingerprint
-from reprogrid.worker.generate import BatchInterrupted, generate_batch
+from reprogrid.worker.generate import BatchInterrupted, generate
 from reprogrid.worker.store import encode_png, pixel_sha256, write_png
 
 
@@ -241,12 +241,19 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
     """Generate the batch's images; return how to store and record them."""
     recipes = [json.loads(recipe) for _, _, recipe in claim.cells]
     first = recipes[0]
-    loaded = load_checkpoint(first["model"], first["revision"], first["dtype"], ctx.device)
+    loaded = load_checkpoint(
+        first["model"],
+        first["revision"],
+        first["dtype"],
+        ctx.device,
+        first.get("safety_checker", True),
+    )
     environment_id, _ = ctx.environment(first["dtype"])
     checkpoint_id = ctx.checkpoint(loaded)
 
     started = time.perf_counter()
-    pixels = generate_batch(loaded, recipes, ctx.device, LeaseKeeper(ctx, claim.batch_id))
+    made = generate(loaded, recipes, ctx.device, LeaseKeeper(ctx, claim.batch_id))
+    pixels = made.pixels
     seconds_each = (time.perf_counter() - started) / len(recipes)
 
     def record() -> int:
@@ -271,10 +278,11 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
                     "checkpoint_id": checkpoint_id,
                     "worker": ctx.name,
                     "generate_seconds": seconds_each,
+                    "nsfw": None if made.nsfw is None else made.nsfw[index],
                 }
             )
         with ctx.db.sessions() as session:
-            kept = set(records.record_images(session, claim, ctx.name, images))
+            kept = set(records.record_images(session, claim, ctx.name, images, made.warnings))
             paths = [i["path"] for i in images if i["cell_id"] not in kept]
             _remove_unreferenced(ctx, session, paths)
         return len(kept)

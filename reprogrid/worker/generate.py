@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from reprogrid import families
+from reprogrid.worker.batch_warnings import captured_warnings
 from reprogrid.worker.checkpoints import LoadedCheckpoint
 
 # Fields every recipe of one batch must share: one pipeline call takes one value of each.
@@ -33,11 +35,21 @@ SHARED_FIELDS = (
     "clean_caption",
     "max_sequence_length",
     "adapters",
+    "safety_checker",
 )
 
 
 class BatchInterrupted(Exception):
     """Raised between denoising steps when the batch should stop (job cancelled)."""
+
+
+@dataclass(frozen=True)
+class GeneratedBatch:
+    """What one pipeline call gave: pixels, safety checker flags, warnings raised."""
+
+    pixels: np.ndarray  # (N, H, W, 3) uint8
+    nsfw: list[bool] | None  # per image; None when no safety checker ran
+    warnings: list[dict[str, Any]]  # see reprogrid.worker.batch_warnings
 
 
 def generate_batch(
@@ -47,6 +59,16 @@ def generate_batch(
     should_stop: Callable[[], bool] | None = None,
 ) -> np.ndarray:
     """Run one pipeline call for ``recipes``; return pixels shaped (N, H, W, 3)."""
+    return generate(loaded, recipes, device, should_stop).pixels
+
+
+def generate(
+    loaded: LoadedCheckpoint,
+    recipes: Sequence[dict[str, Any]],
+    device: str,
+    should_stop: Callable[[], bool] | None = None,
+) -> GeneratedBatch:
+    """Run one pipeline call for ``recipes``: pixels, safety checker flags and warnings."""
     import torch
 
     # 1. One call takes one value of each shared field.
@@ -66,16 +88,21 @@ def generate_batch(
     #    noise on every machine, whatever the image's position in the batch.
     generators = [torch.Generator(device="cpu").manual_seed(r["seed"]) for r in recipes]
 
-    # 4. The pipeline call.
+    # 4. The pipeline call, its warnings kept for the record.
     kwargs = _call_arguments(loaded.pipeline, family, recipes, generators, should_stop)
-    with torch.inference_mode():
-        images = loaded.pipeline(**kwargs).images
+    with torch.inference_mode(), captured_warnings() as warnings:
+        output = loaded.pipeline(**kwargs)
+    images = output.images
 
     # 5. Floats in [0, 1] to uint8, rounded as diffusers' numpy_to_pil does.
     pixels = (np.asarray(images, dtype=np.float32) * 255).round().astype(np.uint8)
     if pixels.shape[0] != len(recipes):
         raise RuntimeError(f"pipeline returned {pixels.shape[0]} images for {len(recipes)}")
-    return pixels
+
+    # 6. The safety checker's verdicts (diffusers blacks out what it flags).
+    flags = getattr(output, "nsfw_content_detected", None)
+    nsfw = None if flags is None else [bool(flag) for flag in flags]
+    return GeneratedBatch(pixels, nsfw, warnings)
 
 
 def _family(loaded: LoadedCheckpoint, recipe: dict[str, Any]) -> families.Family:

@@ -172,9 +172,14 @@ def _get_or_insert(session: Session, query, row) -> int:
 
 
 def record_images(
-    session: Session, claim: ClaimedBatch, worker: str, images: list[dict[str, Any]]
+    session: Session,
+    claim: ClaimedBatch,
+    worker: str,
+    images: list[dict[str, Any]],
+    warnings: list[dict[str, Any]] | None = None,
 ) -> list[int]:
-    """Insert image rows and finish the batch, unless the lease was lost.
+    """Insert image rows and finish the batch (with the warnings it raised), unless the lease
+    was lost.
 
     Cells that already have an image (another worker finished them first) keep
     it. Returns the cell ids whose image row is this worker's; the caller may
@@ -183,7 +188,7 @@ def record_images(
     still_ours = session.execute(
         update(Batch)
         .where(Batch.id == claim.batch_id, Batch.worker == worker, Batch.status == RUNNING)
-        .values(status=DONE, finished_at=utcnow(), lease_until=None, error=None)
+        .values(status=DONE, finished_at=utcnow(), lease_until=None, error=None, warnings=warnings)
     ).rowcount
     taken = set(
         session.scalars(

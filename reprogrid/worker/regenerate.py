@@ -90,6 +90,7 @@ class Regeneration:
     environment: dict[str, Any]  # where it was regenerated
     environment_differences: dict[str, list[Any]]
     checkpoint_changes: dict[str, list[str]]
+    revision: str | None  # the recorded revision: a hub checkpoint's snapshot commit
     pixels: np.ndarray = field(repr=False)
     png_chunks: dict[str, str] = field(repr=False)
 
@@ -116,6 +117,7 @@ class Regeneration:
                 "seconds": round(self.seconds, 4),
                 "environment_differences": self.environment_differences,
                 "checkpoint_changes": self.checkpoint_changes,
+                "revision": self.revision,
                 **details,
             },
         }
@@ -187,6 +189,7 @@ def regenerate(
         environment=environment,
         environment_differences=differences(recorded.environment, environment),
         checkpoint_changes=changes,
+        revision=first["revision"],
     )
     results = []
     for image in images:
@@ -260,7 +263,13 @@ def _check_device(device: str) -> None:
 
 def _load(recipe: dict[str, Any], device: str, changes: dict[str, list[str]]) -> LoadedCheckpoint:
     try:
-        return load_current_checkpoint(recipe["model"], recipe["revision"], recipe["dtype"], device)
+        return load_current_checkpoint(
+            recipe["model"],
+            recipe["revision"],
+            recipe["dtype"],
+            device,
+            recipe.get("safety_checker", True),
+        )
     except Exception as exc:
         cause = f"; files changed since the record: {describe_changes(changes)}" if changes else ""
         raise ReplayError(

@@ -1,0 +1,165 @@
+"""Tokenization at validation: how many tokens each prompt takes, and which are cut.
+
+A text encoder reads at most so many tokens; diffusers' pipelines truncate the
+rest silently, so two prompts that differ only past the limit give the same
+pixels. Each distinct prompt and negative prompt of a job is tokenized once,
+with every tokenizer of the checkpoint (``tokenizer/``, ``tokenizer_2/``,
+``tokenizer_3/``), each against its own limit: the tokenizer's
+``model_max_length``, or the job's ``max_sequence_length`` where that is lower
+(the T5 encoders of SD3, Flux and PixArt). The tokenizer classes of
+transformers load through the ``tokenizers`` package: no torch.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+TOKENIZER_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
+PROMPT, NEGATIVE_PROMPT = "prompt", "negative_prompt"
+_SHOWN = 3  # prompts named in the warning line; the rest are counted
+
+
+class TokenizerError(ValueError):
+    """A tokenizer of the checkpoint cannot be loaded (the pipeline could not load it either)."""
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """One text's token counts per tokenizer folder, and the folders that cut it."""
+
+    role: str  # PROMPT or NEGATIVE_PROMPT
+    text: str
+    tokens: dict[str, int]
+    cut_by: tuple[str, ...]
+
+    @property
+    def truncated(self) -> bool:
+        """True when some text encoder sees only the first part of the text."""
+        return bool(self.cut_by)
+
+
+@dataclass(frozen=True)
+class TokenReport:
+    """The token counts of a job's distinct prompts and negative prompts."""
+
+    limits: dict[str, int]  # tokenizer folder -> tokens its text encoder reads
+    counts: list[TokenCount] = field(default_factory=list)
+
+    def cut_texts(self, role: str) -> frozenset[str]:
+        """The texts of ``role`` that some text encoder cuts."""
+        return frozenset(c.text for c in self.counts if c.role == role and c.truncated)
+
+    def warning(self) -> str | None:
+        """One line saying how many prompts will be cut and where; None when none are."""
+        cut = [c for c in self.counts if c.truncated]
+        if not cut:
+            return None
+        prompts = sum(c.role == PROMPT for c in cut)
+        negatives = len(cut) - prompts
+        parts = [f"{prompts} prompt{'s' * (prompts != 1)}"] if prompts else []
+        parts += [f"{negatives} negative prompt{'s' * (negatives != 1)}"] if negatives else []
+        where = "; ".join(_where(c, self.limits) for c in cut[:_SHOWN])
+        more = f"; and {len(cut) - _SHOWN} more" if len(cut) > _SHOWN else ""
+        return (
+            f"warning: {' and '.join(parts)} will be cut by the text encoder: {where}{more}"
+            " (reprogrid query --truncated lists their cells)"
+        )
+
+
+def _where(count: TokenCount, limits: dict[str, int]) -> str:
+    text = count.text if len(count.text) <= 40 else count.text[:37] + "..."
+    cuts = ", ".join(f"{count.tokens[f]} tokens > {limits[f]} in {f}/" for f in count.cut_by)
+    return f"{count.role} {text!r}: {cuts}"
+
+
+def tokenize_texts(
+    checkpoint: Path, texts: list[tuple[str, str]], max_sequence_length: int | None = None
+) -> TokenReport | None:
+    """Tokenize each distinct (role, text) once with every tokenizer of the checkpoint.
+
+    None when the checkpoint has no tokenizer (an unconditional pipeline).
+    """
+    tokenizers = {
+        name: _tokenizer(checkpoint / name)
+        for name in TOKENIZER_FOLDERS
+        if (checkpoint / name / "tokenizer_config.json").is_file()
+    }
+    if not tokenizers:
+        return None
+    limits = {name: _limit(t, max_sequence_length) for name, t in tokenizers.items()}
+    distinct = list(dict.fromkeys(texts))
+    lengths = {
+        name: [len(ids) for ids in tokenizer([text for _, text in distinct])["input_ids"]]
+        for name, tokenizer in tokenizers.items()
+    }
+    counts = []
+    for index, (role, text) in enumerate(distinct):
+        tokens = {name: lengths[name][index] for name in tokenizers}
+        cut_by = tuple(name for name in tokenizers if tokens[name] > limits[name])
+        counts.append(TokenCount(role, text, tokens, cut_by))
+    return TokenReport(limits, counts)
+
+
+def spec_texts(spec: Any) -> list[tuple[str, str]]:
+    """A JobSpec's (role, text) pairs: its prompts and every negative prompt it sweeps."""
+    negatives = spec.axes.get(NEGATIVE_PROMPT, (spec.negative_prompt,))
+    pairs = [(PROMPT, p) for p in spec.prompts or ()]
+    return pairs + [(NEGATIVE_PROMPT, n) for n in negatives if n]
+
+
+@functools.cache
+def _tokenizer(folder: Path) -> Any:
+    """The tokenizer saved in ``folder``, by the class its config names (loaded once)."""
+    import transformers
+
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    name = config.get("tokenizer_class") or "PreTrainedTokenizerFast"
+    cls = getattr(transformers, name, None) or getattr(
+        transformers, name.removesuffix("Fast"), None
+    )
+    if cls is None:
+        raise TokenizerError(f"{folder.name}/: transformers has no tokenizer class {name!r}")
+    try:
+        tokenizer = cls.from_pretrained(folder)
+    except (OSError, ValueError, ImportError) as exc:
+        raise TokenizerError(f"{folder.name}/: {name} cannot load ({exc})") from None
+    # Counting tokens past the limit is the point: silence "sequence length is longer".
+    tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+    return tokenizer
+
+
+def _limit(tokenizer: Any, max_sequence_length: int | None) -> int:
+    limit = tokenizer.model_max_length
+    if max_sequence_length is not None:
+        limit = min(limit, max_sequence_length)
+    return int(limit)
+
+
+def tokenize_spec(spec: Any) -> TokenReport | None:
+    """:func:`tokenize_texts` for a validated JobSpec's checkpoint and texts."""
+    from reprogrid.scheduler.checkpoint_refs import resolve_checkpoint
+
+    if spec.pipeline != "text-to-image":
+        return None
+    checkpoint = resolve_checkpoint(spec.model, spec.revision)
+    return tokenize_texts(
+        checkpoint.path, spec_texts(spec), getattr(spec, "max_sequence_length", None)
+    )
+
+
+def truncated_cells(spec: Any, report: TokenReport | None) -> Callable[[Any], bool | None]:
+    """Whether a CellPlan's prompt or negative prompt is cut (None: not tokenized)."""
+    if report is None:
+        return lambda _cell: None
+    prompts, negatives = report.cut_texts(PROMPT), report.cut_texts(NEGATIVE_PROMPT)
+
+    def truncated(cell: Any) -> bool:
+        negative = cell.params.get(NEGATIVE_PROMPT, spec.negative_prompt)
+        return cell.prompt in prompts or negative in negatives
+
+    return truncated
