@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -14,7 +12,7 @@ from typing import Any
 
 import click
 
-from reprogrid.cli.app import App, BadInput, main, pass_app
+from reprogrid.cli.app import App, BadInput, main, pass_app, pass_reader
 from reprogrid.cli.output import (
     WORKER_COLUMNS,
     duration_text,
@@ -24,17 +22,7 @@ from reprogrid.cli.output import (
     write_json_array,
 )
 from reprogrid.cli.spec_flags import spec_flags, validated_spec
-from reprogrid.models.queries import (
-    QUERY_COLUMNS,
-    SORT_KEYS,
-    CellFilter,
-    NotFound,
-    find_image,
-    image_record,
-    job_progress,
-    live_workers,
-    query_cells,
-)
+from reprogrid.models.queries import QUERY_COLUMNS, SORT_KEYS, NotFound
 from reprogrid.models.verifications import VERDICTS
 
 RUN_OPTIONS: list[Callable[[Callable], Callable]] = [
@@ -75,42 +63,31 @@ def run(
       reprogrid run examples/tiny.toml
       reprogrid run --prompt "a cat" --prompt "a dog" --seeds 0-7 --width 64 --height 64
     """
-    job_spec = validated_spec(app.settings, spec, flags)
-    from reprogrid.scheduler.jobs import create_job
-
-    job_id = create_job(app.db, job_spec)
-    run_here(app, job_id, job_spec.cell_count, device, threads, as_json)
+    job_spec = validated_spec(app, spec, flags)
+    run_here(app, app.api.create(job_spec), job_spec.cell_count, device, threads, as_json)
 
 
 def run_here(
     app: App, job_id: int, cells: int, device: str, threads: int | None, as_json: bool
 ) -> None:
     """Execute a created job in this process and print its summary; exit 1 unless it is done."""
-    from reprogrid.worker.embedded import run_job
-    from reprogrid.worker.execute import WorkerContext, pick_device
-
-    settings = app.settings.with_overrides(threads=threads)
-    name = f"run-{socket.gethostname()}-{os.getpid()}"
-    ctx = WorkerContext.start(settings, app.db, pick_device(device), name)
-    started = time.perf_counter()
     with JobProgress(job_id, cells, json_lines=as_json) as progress:
-        status = run_job(ctx, job_id, on_batch=progress.advance)
-    seconds = time.perf_counter() - started
-    (counts,) = _progress_rows(app, job_id)
-    summary = {
-        **counts,
-        "seconds": round(seconds, 3),
-        "images_per_second": round(counts["done"] / seconds, 3),
-    }
+        result = app.api.run_job(job_id, device=device, threads=threads, on_batch=progress.advance)
     if as_json:
+        (counts,) = _progress_rows(app, job_id)
+        summary = {
+            **counts,
+            "seconds": round(result.seconds, 3),
+            "images_per_second": round(result.images_per_second, 3),
+        }
         click.echo(json.dumps(summary))
     else:
         click.echo(
-            f"job {job_id} {status}: {counts['done']} of {counts['cells']} images"
-            f" in {seconds:.1f} s ({summary['images_per_second']:.2f} images/s),"
-            f" {counts['failed']} failed"
+            f"job {job_id} {result.status}: {result.done} of {result.cells} images"
+            f" in {result.seconds:.1f} s ({result.images_per_second:.2f} images/s),"
+            f" {result.failed} failed"
         )
-    if status != "done":
+    if result.status != "done":
         sys.exit(1)
 
 
@@ -173,11 +150,10 @@ class JobProgress:
 
 
 def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
-    with app.db.reads() as session:
-        try:
-            return job_progress(session, job_id)
-        except NotFound as exc:
-            raise click.ClickException(str(exc)) from None
+    try:
+        return app.api.progress(job_id)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -185,7 +161,7 @@ def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-@pass_app
+@pass_reader
 def status(app: App, job: int | None, fmt: str) -> None:
     """Show every job's progress (ETA from recent throughput), or one job's, and live workers.
 
@@ -216,8 +192,7 @@ def status(app: App, job: int | None, fmt: str) -> None:
         "model",
     ]
     print_table(rows, columns)
-    with app.db.reads() as session:
-        workers = live_workers(session)
+    workers = app.api.workers()
     if workers:
         print_table(workers, WORKER_COLUMNS)
 
@@ -259,7 +234,7 @@ def status(app: App, job: int | None, fmt: str) -> None:
     default="table",
     show_default=True,
 )
-@pass_app
+@pass_reader
 def query(app: App, fmt: str, **filters: Any) -> None:
     """List cells and their images, filtered; one row per cell.
 
@@ -270,17 +245,15 @@ def query(app: App, fmt: str, **filters: Any) -> None:
       reprogrid query --job 1 --verdict different
       reprogrid query --since 12h --sort -time --limit 20
     """
-    with app.db.reads() as session:
-        rows = query_cells(session, CellFilter(**filters), app.settings.store)
-        if fmt == "json":
-            write_json_array(rows)
-        elif fmt == "csv":
-            write_csv(rows, QUERY_COLUMNS)
-        else:
-            print_table(
-                list(rows),
-                ["image_id", "job_id", "status", "prompt", "seed", "params", "pixel_sha256"],
-            )
+    rows = app.api.query(**filters)
+    if fmt == "json":
+        write_json_array(rows)
+    elif fmt == "csv":
+        write_csv(rows, QUERY_COLUMNS)
+    else:
+        print_table(
+            list(rows), ["image_id", "job_id", "status", "prompt", "seed", "params", "pixel_sha256"]
+        )
 
 
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -308,7 +281,7 @@ def parse_since(value: str | None) -> datetime | None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-@pass_app
+@pass_reader
 def show(app: App, image: str, fmt: str) -> None:
     """Show everything recorded about one image: IMAGE is an id or a hash prefix.
 
@@ -319,11 +292,10 @@ def show(app: App, image: str, fmt: str) -> None:
       reprogrid show 12
       reprogrid show 3fa9c2
     """
-    with app.db.reads() as session:
-        try:
-            record = image_record(session, find_image(session, image), app.settings.store)
-        except NotFound as exc:
-            raise click.ClickException(str(exc)) from None
+    try:
+        record = app.api.record(image)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
     if fmt == "json":
         click.echo(json.dumps(record, indent=2))
     else:

@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from reprogrid.cli.app import BadInput
-from reprogrid.config import Settings
-from reprogrid.scheduler.spec import JobSpec, SpecError, read_spec_file, validate_spec
+from reprogrid.api import Reprogrid
+from reprogrid.cli.app import App, BadInput
+from reprogrid.scheduler.spec import JobSpec, SpecError, read_spec_file
 
 
 def _parse_axis(text: str) -> tuple[str, list[Any]]:
@@ -67,28 +67,19 @@ def spec_flags(command: Callable) -> Callable:
     return command
 
 
-def load_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:
+def load_spec(api: Reprogrid, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:
     """Read the spec file (if any), apply flags over it, and validate."""
-    raw: dict[str, Any] = read_spec_file(spec_file) if spec_file else {}
-    axes = flags.pop("axes")
-    prompts = flags.pop("prompts")
-    if prompts:
-        raw.pop("prompts_file", None)
-        raw["prompts"] = list(prompts)
-    if flags.get("prompts_file"):
-        raw.pop("prompts", None)
-    for name, value in flags.items():
-        if value is not None:
-            raw[name] = value
-    if axes:
-        raw["axes"] = dict(raw.get("axes", {}), **dict(_parse_axis(a) for a in axes))
-    base_dir = spec_file.parent if spec_file else Path.cwd()
-    return validate_spec(raw, settings.max_cells, base_dir)
+    axes = dict(_parse_axis(a) for a in flags.pop("axes"))
+    flags["prompts"] = list(flags["prompts"]) or None
+    if axes:  # flags add axes to the file's
+        spec_axes = read_spec_file(spec_file).get("axes", {}) if spec_file else {}
+        flags["axes"] = {**spec_axes, **axes}
+    return api.spec(spec_file, **flags)
 
 
-def validated_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:
+def validated_spec(app: App, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:
     """:func:`load_spec`, with spec errors turned into exit code 2."""
     try:
-        return load_spec(settings, spec_file, flags)
+        return load_spec(app.api, spec_file, flags)
     except SpecError as exc:
         raise BadInput(str(exc)) from None
