@@ -49,7 +49,8 @@ class App:
         path = url.database
         on_disk = url.get_backend_name() == "sqlite" and path and path != ":memory:"
         if on_disk and not Path(path).exists():
-            raise BadInput(f"db: no database at {path} (give --db or set REPROGRID_DB)")
+            where = Path(path).absolute()
+            raise BadInput(f"db: no database at {where} (give --db or set REPROGRID_DB)")
 
 
 pass_app = click.make_pass_decorator(App)

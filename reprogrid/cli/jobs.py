@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -17,13 +17,19 @@ from reprogrid.cli.output import (
     WORKER_COLUMNS,
     duration_text,
     print_table,
+    stdout_console,
+    table_of,
     text_lines,
     write_csv,
     write_json_array,
 )
 from reprogrid.cli.spec_flags import spec_flags, validated_spec
 from reprogrid.models.queries import QUERY_COLUMNS, SORT_KEYS, NotFound
+from reprogrid.models.tables import FINISHED
 from reprogrid.models.verifications import VERDICTS
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 RUN_OPTIONS: list[Callable[[Callable], Callable]] = [
     click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
@@ -156,13 +162,40 @@ def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
         raise click.ClickException(str(exc)) from None
 
 
+JOB_COLUMNS = [
+    "job_id",
+    "name",
+    "status",
+    "cells",
+    "done",
+    "failed",
+    "queued",
+    "running",
+    "cancelled",
+    "eta",
+    "model",
+]
+
+
 @main.command()
 @click.argument("job", type=int, required=False)
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Refresh the tables in place until Ctrl-C (or until JOB is finished).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
 @pass_reader
-def status(app: App, job: int | None, fmt: str) -> None:
+def status(app: App, job: int | None, fmt: str, watch: bool, interval: float) -> None:
     """Show every job's progress (ETA from recent throughput), or one job's, and live workers.
 
     The JSON form lists the jobs only; `reprogrid workers` lists the workers.
@@ -171,30 +204,43 @@ def status(app: App, job: int | None, fmt: str) -> None:
     Example:
       reprogrid status
       reprogrid status 3 --format json
+      reprogrid status --watch
     """
-    rows = _progress_rows(app, job)
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
-        return
+        if watch:
+            raise BadInput("watch: --watch draws tables; leave out --format json")
+        click.echo(json.dumps(_progress_rows(app, job), indent=2))
+    elif watch:
+        _watch_status(app, job, interval)
+    else:
+        stdout_console().print(_status_tables(app, job))
+
+
+def _status_tables(app: App, job: int | None) -> Group:
+    """The jobs table, and the live workers' below it when there are any."""
+    from rich.console import Group
+
+    rows = _progress_rows(app, job)
     for row in rows:
         row["eta"] = duration_text(row["eta_seconds"])
-    columns = [
-        "job_id",
-        "name",
-        "status",
-        "cells",
-        "done",
-        "failed",
-        "queued",
-        "running",
-        "cancelled",
-        "eta",
-        "model",
-    ]
-    print_table(rows, columns)
     workers = app.api.workers()
+    tables = [table_of(rows, JOB_COLUMNS)]
     if workers:
-        print_table(workers, WORKER_COLUMNS)
+        tables.append(table_of(workers, WORKER_COLUMNS))
+    return Group(*tables)
+
+
+def _watch_status(app: App, job: int | None, interval: float) -> None:
+    """Redraw the status tables in place every ``interval`` seconds."""
+    from rich.live import Live
+
+    with Live(_status_tables(app, job), console=stdout_console(), auto_refresh=False) as live:
+        try:
+            while not (job is not None and _progress_rows(app, job)[0]["status"] in FINISHED):
+                time.sleep(interval)
+                live.update(_status_tables(app, job), refresh=True)
+        except KeyboardInterrupt:
+            pass
 
 
 @main.command()

@@ -69,9 +69,18 @@ QUERY_COLUMNS = (
     "path",
     "environment_id",
     "device",
+    "torch",
+    "diffusers",
+    "transformers",
+    "python",
     "checkpoint_sha256",
     "error",
 )
+
+
+def image_path(written_under: str | None, relative: str, store: Path) -> str:
+    """Where an image's PNG was written: under its recorded store folder, else ``store``."""
+    return os.path.join(written_under or store, relative)  # pathlib would intern every name
 
 
 # When a cell's row last changed: its image was made, or (no image) its job was submitted.
@@ -104,8 +113,13 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
             Image.path,
             Image.environment_id,
             Environment.device_name,
+            Environment.torch,
+            Environment.diffusers,
+            Environment.transformers,
+            Environment.python,
             Checkpoint.sha256,
             Cell.error,
+            Image.store,
         )
         .outerjoin(Image, Image.cell_id == Cell.id)
         .outerjoin(Environment, Environment.id == Image.environment_id)
@@ -133,9 +147,10 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
     if where.since is not None:
         query = query.where(made_at >= where.since)
     for row in session.execute(query.execution_options(yield_per=1000)):
-        record = dict(zip(QUERY_COLUMNS, row, strict=True))
+        *values, written_under = row
+        record = dict(zip(QUERY_COLUMNS, values, strict=True))
         if record["path"] is not None:
-            record["path"] = os.path.join(store, record["path"])  # pathlib interns every name
+            record["path"] = image_path(written_under, record["path"], store)
         yield record
 
 
@@ -281,7 +296,7 @@ def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
         "recipe_sha256": cell.recipe_sha256,
         "pixel_sha256": image.pixel_sha256,
         "png_sha256": image.png_sha256,
-        "path": str(store / image.path),
+        "path": image_path(image.store, image.path, store),
         "width": image.width,
         "height": image.height,
         "batch": {

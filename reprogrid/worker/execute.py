@@ -250,6 +250,7 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
 
     def record() -> int:
         images = []
+        store = str(ctx.store.absolute())
         for index, ((cell_id, grid_index, recipe_json), recipe) in enumerate(
             zip(claim.cells, recipes, strict=True)
         ):
@@ -264,6 +265,7 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
                     "pixel_sha256": pixel_sha256(pixels[index]),
                     "png_sha256": png_sha256,
                     "path": path,
+                    "store": store,
                     "width": int(pixels.shape[2]),
                     "height": int(pixels.shape[1]),
                     "environment_id": environment_id,
