@@ -53,8 +53,7 @@ SQLITE_SEED = (
     f" || printf('%010d', {SQLITE_LOW} + 10000000000 * {SQLITE_BORROW}) END"
 )
 POSTGRESQL_SEED = (
-    "CASE WHEN c.seed >= 0 THEN c.seed::text"
-    f" ELSE (c.seed::numeric + {TWO_TO_THE_64})::text END"
+    f"CASE WHEN c.seed >= 0 THEN c.seed::text ELSE (c.seed::numeric + {TWO_TO_THE_64})::text END"
 )
 
 
