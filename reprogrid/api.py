@@ -44,9 +44,18 @@ if TYPE_CHECKING:
     import pandas
     from PIL.Image import Image as PILImage
 
+    from reprogrid.scheduler.control import JobChange
     from reprogrid.worker.regenerate import Regeneration, Replay
 
-__all__ = ["JobResult", "NotFound", "Reprogrid", "SpecError", "connect", "sqlite_url"]
+__all__ = [
+    "JobResult",
+    "NotFound",
+    "Refinement",
+    "Reprogrid",
+    "SpecError",
+    "connect",
+    "sqlite_url",
+]
 
 SpecSource = str | os.PathLike[str] | Mapping[str, Any]
 
@@ -90,6 +99,15 @@ class JobResult:
     @property
     def images_per_second(self) -> float:
         return self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """A refine job: its id, its spec and the image it refines."""
+
+    job_id: int
+    spec: JobSpec
+    parent_image_id: int
 
 
 class Reprogrid:
@@ -221,6 +239,39 @@ class Reprogrid:
                 raise TimeoutError(f"job {job_id} is still {row['status']} after {timeout} s")
             time.sleep(poll_seconds)
 
+    def cancel(self, job_id: int) -> JobChange:
+        """Cancel a job: waiting batches now, running ones at their next step; raises NotFound."""
+        from reprogrid.scheduler.control import cancel_job
+
+        with self.db.sessions() as session:
+            return cancel_job(session, job_id)
+
+    def retry(self, job_id: int) -> JobChange:
+        """Queue a job's failed and cancelled cells again; a job made here needs ``run_job``."""
+        from reprogrid.scheduler.control import retry_job
+
+        with self.db.sessions() as session:
+            return retry_job(session, job_id)
+
+    def refine(
+        self,
+        image: str | int,
+        appends: Sequence[str] = (),
+        changes: Mapping[str, Any] | None = None,
+    ) -> Refinement:
+        """Create a job keeping every recipe field of ``image`` but the changed ones.
+
+        Each of ``appends`` is added to the image's prompt (one prompt each);
+        ``changes`` sets recipe fields. Run the job with :meth:`run_job`.
+        Raises NotFound or SpecError.
+        """
+        from reprogrid.review.refine import refine_spec
+
+        with self.db.sessions() as session:
+            parent = find_image(session, str(image))
+            spec = refine_spec(parent, appends, changes or {}, self.settings.max_cells)
+        return Refinement(self.create(spec, parent_image_id=parent.id), spec, parent.id)
+
     def workers(self) -> list[dict[str, Any]]:
         """Live workers: name, device, queue, current job and batch, loaded checkpoints."""
         with self.db.reads() as session:
@@ -315,3 +366,18 @@ class Reprogrid:
 
         verifier = f"verify-{socket.gethostname()}-{os.getpid()}"
         return verify_images(self.db, self.settings.store, images, replay or Replay(), verifier)
+
+    def queue_verification(
+        self, images: Sequence[ImageRef], queue: str = DEFAULT_QUEUE, replay: dict | None = None
+    ) -> list[int]:
+        """Leave the regeneration of ``images`` to the fleet: verify batches on ``queue``.
+
+        ``replay`` holds the Replay fields that differ from recorded (not
+        ``device``: a worker uses its own). Returns the batch ids.
+        """
+        from reprogrid.scheduler.verification import queue_verification
+
+        with self.db.sessions() as session:
+            batch_ids = queue_verification(session, list(images), queue, replay)
+            session.commit()
+        return batch_ids

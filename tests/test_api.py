@@ -97,3 +97,17 @@ def test_importing_reprogrid_and_reading_loads_no_torch(tmp_path):
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_refine_makes_a_job_of_the_image_with_the_appended_prompt(grid):
+    (first, _) = grid.images(grid.run(SPEC).job_id)
+    refined = grid.refine(first["image_id"], appends=[", at night"])
+    assert refined.parent_image_id == first["image_id"]
+    assert refined.spec.prompts == ("a red fox, at night",)
+    assert list(refined.spec.seeds) == [first["seed"]]
+
+
+def test_cancel_of_an_unknown_job_raises_not_found(grid):
+    grid.progress()
+    with pytest.raises(reprogrid.api.NotFound):
+        grid.cancel(99)

@@ -241,9 +241,7 @@ def cancel(app: App, job: int) -> None:
     Example:
       reprogrid cancel 3
     """
-    from reprogrid.scheduler.control import cancel_job
-
-    change = _change_job(app, cancel_job, job)
+    change = _change_job(app.api.cancel, job)
     click.echo(
         f"job {job} {change.status}: {change.cells} cells cancelled,"
         f" {change.running_batches} running batches told to stop"
@@ -266,9 +264,8 @@ def retry(app: App, job: int, device: str, threads: int | None, as_json: bool) -
       reprogrid retry 3
     """
     from reprogrid.models import Job
-    from reprogrid.scheduler.control import retry_job
 
-    change = _change_job(app, retry_job, job)
+    change = _change_job(app.api.retry, job)
     with app.db.sessions() as session:
         embedded = session.get(Job, job).queue is None
     if embedded and change.cells:
@@ -279,9 +276,8 @@ def retry(app: App, job: int, device: str, threads: int | None, as_json: bool) -
         click.echo(f"job {job} {change.status}: {change.cells} cells queued again")
 
 
-def _change_job(app: App, change, job_id: int):
-    with app.db.sessions() as session:
-        try:
-            return change(session, job_id)
-        except NotFound as exc:
-            raise BadInput(f"job: {exc}") from None
+def _change_job(change, job_id: int):
+    try:
+        return change(job_id)
+    except NotFound as exc:
+        raise BadInput(f"job: {exc}") from None

@@ -16,7 +16,7 @@ from reprogrid.cli.jobs import JobProgress, run_here, run_options
 from reprogrid.cli.output import write_csv, write_json_lines
 from reprogrid.cli.spec_flags import parse_setting
 from reprogrid.models import Job
-from reprogrid.models.queries import NotFound, find_image
+from reprogrid.models.queries import NotFound
 from reprogrid.review.layout import ReviewError, job_sheets
 from reprogrid.scheduler.spec import SpecError
 
@@ -214,16 +214,15 @@ def refine(
       reprogrid refine 12 --append ", highly realistic" --append ", artsy" --run
       reprogrid refine 3fa9c2 --append ", at night" --set guidance_scale=9
     """
-    from reprogrid.review.refine import refine_spec
-
     settings = dict(parse_setting(text) for text in changes)
-    with _review_errors(), app.db.sessions() as session:
-        parent = find_image(session, image)
-        spec = refine_spec(parent, appends, settings, app.settings.max_cells)
-    job_id = app.api.create(spec, parent_image_id=parent.id)
+    with _review_errors():
+        refined = app.api.refine(image, appends, settings)
+    job_id, spec = refined.job_id, refined.spec
     if run_now:
         run_here(app, job_id, spec.cell_count, device, threads, as_json)
     elif as_json:
         click.echo(json.dumps({"job_id": job_id, "status": "queued", "cells": spec.cell_count}))
     else:
-        click.echo(f"job {job_id} queued: {spec.cell_count} cells refining image {parent.id}")
+        click.echo(
+            f"job {job_id} queued: {spec.cell_count} cells refining image {refined.parent_image_id}"
+        )

@@ -267,11 +267,7 @@ def _stored_replay(flags: dict[str, Any]) -> dict[str, Any] | None:
 def _queue(
     app: App, images: list[Any], queue: str, replay: dict[str, Any] | None, fmt: str
 ) -> None:
-    from reprogrid.scheduler.verification import queue_verification
-
-    with app.db.sessions() as session:
-        batch_ids = queue_verification(session, images, queue, replay)
-        session.commit()
+    batch_ids = app.api.queue_verification(images, queue, replay)
     if fmt == "json":
         click.echo(json.dumps({"batch_ids": batch_ids, "images": len(images), "queue": queue}))
     else:
