@@ -93,3 +93,15 @@ def test_status_watch_of_a_finished_job_draws_once_and_returns(ran: Cli):
 def test_status_watch_refuses_json(ran: Cli):
     result = ran("status", "--watch", "--format", "json")
     assert result.exit_code == 2 and "watch:" in result.output
+
+
+def test_grid_reads_the_images_of_a_store_moved_since_under_the_current_store(ran: Cli, tmp_path):
+    from tests.review.images import find, pixels
+
+    (row, _) = json.loads(ran("query", "--format", "json").output)
+    image = pixels(Path(row["path"]))
+    moved = ran.store.rename(tmp_path / "moved-store")
+    sheet = tmp_path / "sheet.png"
+    result = Cli(ran.db_url, moved, tmp_path)("grid", "1", "-o", str(sheet))
+    assert result.exit_code == 0, result.output
+    assert len(find(pixels(sheet), image)) == 1

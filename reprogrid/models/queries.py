@@ -83,6 +83,20 @@ def image_path(written_under: str | None, relative: str, store: Path) -> str:
     return os.path.join(written_under or store, relative)  # pathlib would intern every name
 
 
+def store_path(png_sha256: str) -> str:
+    """Path of a PNG inside the store, relative to its root."""
+    return f"{png_sha256[:2]}/{png_sha256}.png"
+
+
+def readable_path(path: str | None, png_sha256: str | None, store: Path) -> str | None:
+    """The file to read for an image: where it was written or, if the store has moved
+    since, the same content-addressed file under ``store``."""
+    if path is None or png_sha256 is None or os.path.exists(path):
+        return path
+    moved = os.path.join(store, store_path(png_sha256))
+    return moved if os.path.exists(moved) else path
+
+
 # When a cell's row last changed: its image was made, or (no image) its job was submitted.
 made_at = func.coalesce(Image.created_at, Job.created_at)
 SORT_KEYS = {

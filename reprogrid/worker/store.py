@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from reprogrid.models.queries import store_path
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -59,11 +61,6 @@ def read_png(path: Path) -> tuple[np.ndarray, dict[str, str]]:
     with Image.open(path) as image:
         chunks = {k: v for k, v in image.text.items() if isinstance(v, str)}
         return np.asarray(image.convert("RGB")), chunks
-
-
-def store_path(png_sha256: str) -> str:
-    """Path of a PNG inside the store, relative to its root."""
-    return f"{png_sha256[:2]}/{png_sha256}.png"
 
 
 def write_png(store: Path, data: bytes) -> tuple[str, str]:
