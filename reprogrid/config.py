@@ -32,6 +32,7 @@ class Settings:
     full_determinism: bool = True
     lease_seconds: int = 600
     max_attempts: int = 3
+    celery_monitoring: bool = True  # remote control and task events, for Celery's tools
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -46,6 +47,7 @@ class Settings:
             full_determinism=_bool(env, "REPROGRID_FULL_DETERMINISM", True),
             lease_seconds=_int(env, "REPROGRID_LEASE_SECONDS", 600, minimum=10),
             max_attempts=_int(env, "REPROGRID_MAX_ATTEMPTS", 3, minimum=1),
+            celery_monitoring=_bool(env, "REPROGRID_CELERY_MONITORING", True),
         )
 
     def with_overrides(self, **values: object) -> Settings:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+import reprogrid
 from reprogrid.cli import main
 from tests.conftest import Cli
 
@@ -40,10 +41,11 @@ def test_every_png_carries_the_a1111_parameters_and_the_reprogrid_recipe(finishe
     row = finished[9]
     chunks = Image.open(row["path"]).text
     lines = chunks["parameters"].split("\n")
-    assert lines[0] == "a blue bird" and lines[1] == "Negative prompt: "
-    assert lines[2] == (
-        "Steps: 3, Sampler: PNDMScheduler, CFG scale: 7.5, Seed: 1, Size: 64x64,"
-        f" Model hash: {row['checkpoint_sha256'][:10]}, Model: builtin:tiny"
+    assert lines[0] == "a blue bird" and len(lines) == 2  # no negative prompt: no line for it
+    assert lines[1] == (
+        "Steps: 3, Sampler: PLMS, CFG scale: 7.5, Seed: 1, Size: 64x64,"
+        f' Model hash: {row["checkpoint_sha256"][:10]}, Model: "builtin:tiny",'
+        f" Version: reprogrid {reprogrid.__version__}"
     )
     metadata = json.loads(chunks["reprogrid"])
     assert metadata["recipe"]["seed"] == 1 and metadata["recipe_sha256"] == row["recipe_sha256"]

@@ -375,7 +375,7 @@ def test_bad_verify_input_is_one_line_and_exit_code_2(cli: Cli, args: tuple[str,
     assert len(result.output.strip().splitlines()) == 1
 
 
-def test_regenerate_an_unknown_image_is_bad_input(cli: Cli):
+def test_regenerate_an_unknown_image_is_bad_input(cli: Cli, db):
     result = cli("regenerate", "42")
     assert result.exit_code == 2
     assert result.output.startswith("Error: image: no image")

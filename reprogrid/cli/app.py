@@ -1,13 +1,22 @@
-"""The root ``reprogrid`` command group, its global options and shared CLI helpers."""
+"""The root ``reprogrid`` command group, its global options and shared CLI helpers.
+
+``--db`` and ``--store`` are accepted before the subcommand and after it
+(``reprogrid query --db other.db``): the group adds both to every command.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+from sqlalchemy.engine import make_url
 
+from reprogrid.api import Reprogrid, sqlite_url
 from reprogrid.config import ConfigError, Settings
-from reprogrid.models import Database, open_database
+from reprogrid.models import Database
 
 
 class BadInput(click.ClickException):
@@ -17,39 +26,98 @@ class BadInput(click.ClickException):
 
 
 class App:
-    """Settings for this invocation, and the database opened on first use."""
+    """This invocation's :class:`~reprogrid.api.Reprogrid`, its settings and database."""
 
     def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._db: Database | None = None
+        self.api = Reprogrid(settings)
+
+    @property
+    def settings(self) -> Settings:
+        return self.api.settings
 
     @property
     def db(self) -> Database:
-        if self._db is None:
-            self._db = open_database(self.settings.db_url)
-        return self._db
+        return self.api.db
+
+    def override(self, **values: Any) -> None:
+        """Replace settings given after the subcommand (before the database is opened)."""
+        self.api = Reprogrid(self.settings.with_overrides(**values))
+
+    def require_database(self) -> None:
+        """Refuse (exit 2) a SQLite file that does not exist rather than create an empty one."""
+        url = make_url(self.settings.db_url)
+        path = url.database
+        on_disk = url.get_backend_name() == "sqlite" and path and path != ":memory:"
+        if on_disk and not Path(path).exists():
+            where = Path(path).absolute()
+            raise BadInput(f"db: no database at {where} (give --db or set REPROGRID_DB)")
 
 
 pass_app = click.make_pass_decorator(App)
 
 
+def pass_reader(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Like ``pass_app``, for commands that only read: a missing database is an error."""
+
+    @functools.wraps(command)
+    def checked(app: App, *args: Any, **kwargs: Any) -> Any:
+        app.require_database()
+        return command(app, *args, **kwargs)
+
+    return pass_app(checked)
+
+
 def db_url(value: str | None) -> str | None:
     """Accept a SQLAlchemy URL or a plain path to a SQLite file."""
-    if value is None or "://" in value:
-        return value
-    return f"sqlite:///{Path(value).expanduser().resolve()}"
+    return sqlite_url(value)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.option(
-    "--db",
-    help="SQLAlchemy URL or SQLite file. [env: REPROGRID_DB; default: ./reprogrid.db]",
+def _store_path(value: Path | None) -> Path | None:
+    return None if value is None else value.expanduser().resolve()
+
+
+def _override(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    if value is None:
+        return
+    app = ctx.find_object(App)
+    if param.name == "db":
+        app.override(db_url=db_url(value))
+    else:
+        app.override(store=_store_path(value))
+
+
+DB_HELP = "SQLAlchemy URL or SQLite file. [env: REPROGRID_DB; default: ./reprogrid.db]"
+STORE_HELP = "Image store folder. [env: REPROGRID_STORE; default: ./reprogrid-store]"
+
+
+def _location_options() -> list[click.Option]:
+    """``--db`` and ``--store`` as options of a subcommand, applied over the group's."""
+    return [
+        click.Option(["--db"], help=DB_HELP, expose_value=False, callback=_override),
+        click.Option(
+            ["--store"],
+            type=click.Path(path_type=Path),
+            help=STORE_HELP,
+            expose_value=False,
+            callback=_override,
+        ),
+    ]
+
+
+class ReprogridGroup(click.Group):
+    """A group whose commands all take ``--db`` and ``--store`` too."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        cmd.params.extend(_location_options())
+        super().add_command(cmd, name)
+
+
+@click.group(
+    cls=ReprogridGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option(
-    "--store",
-    type=click.Path(path_type=Path),
-    help="Image store folder. [env: REPROGRID_STORE; default: ./reprogrid-store]",
-)
+@click.option("--db", help=DB_HELP)
+@click.option("--store", type=click.Path(path_type=Path), help=STORE_HELP)
 @click.version_option(package_name="reprogrid")
 @click.pass_context
 def main(ctx: click.Context, db: str | None, store: Path | None) -> None:

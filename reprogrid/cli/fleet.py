@@ -15,11 +15,11 @@ from typing import Any
 
 import click
 
-from reprogrid.cli.app import App, BadInput, main, pass_app
+from reprogrid.cli.app import App, BadInput, main, pass_app, pass_reader
 from reprogrid.cli.jobs import run_here
 from reprogrid.cli.output import WORKER_COLUMNS, print_table
 from reprogrid.cli.spec_flags import spec_flags, tokenized, validated_spec
-from reprogrid.models.queries import NotFound, live_workers
+from reprogrid.models.queries import NotFound
 from reprogrid.scheduler.broker import DEFAULT_QUEUE
 
 RELATIVE_TIME = re.compile(r"\+(\d+)([smhd])")
@@ -87,19 +87,21 @@ def submit(
       reprogrid submit examples/tiny.toml --priority 10
       reprogrid submit --prompt "a cat" --seeds 0-999 --not-before +2h
     """
-    job_spec = validated_spec(app.settings, spec, flags)
+    job_spec = validated_spec(app, spec, flags)
     when = parse_not_before(not_before) if not_before else None
-    queue = _queue_name(queue)
-    from reprogrid.scheduler.jobs import create_job
-
-    tokens = tokenized(job_spec)
-    job_id = create_job(
-        app.db, job_spec, priority=priority, not_before=when, queue=queue, tokens=tokens
+    job_id = app.api.submit(
+        job_spec,
+        priority=priority,
+        not_before=when,
+        queue=_queue_name(queue),
+        tokens=tokenized(app, job_spec),
     )
     if as_json:
         click.echo(json.dumps({"job_id": job_id, "cells": job_spec.cell_count}))
     else:
-        click.echo(f"job {job_id} submitted: {job_spec.cell_count} cells on queue {queue}")
+        click.echo(
+            f"job {job_id} submitted: {job_spec.cell_count} cells on queue {_queue_name(queue)}"
+        )
 
 
 def _stop_on_signals() -> threading.Event:
@@ -220,7 +222,7 @@ def worker_command(
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-@pass_app
+@pass_reader
 def workers(app: App, fmt: str) -> None:
     """List live workers: device, queue, current job and batch, loaded checkpoints.
 
@@ -228,8 +230,7 @@ def workers(app: App, fmt: str) -> None:
     Example:
       reprogrid workers --format json
     """
-    with app.db.sessions() as session:
-        rows = live_workers(session)
+    rows = app.api.workers()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
     else:
@@ -246,9 +247,7 @@ def cancel(app: App, job: int) -> None:
     Example:
       reprogrid cancel 3
     """
-    from reprogrid.scheduler.control import cancel_job
-
-    change = _change_job(app, cancel_job, job)
+    change = _change_job(app.api.cancel, job)
     click.echo(
         f"job {job} {change.status}: {change.cells} cells cancelled,"
         f" {change.running_batches} running batches told to stop"
@@ -271,9 +270,8 @@ def retry(app: App, job: int, device: str, threads: int | None, as_json: bool) -
       reprogrid retry 3
     """
     from reprogrid.models import Job
-    from reprogrid.scheduler.control import retry_job
 
-    change = _change_job(app, retry_job, job)
+    change = _change_job(app.api.retry, job)
     with app.db.sessions() as session:
         embedded = session.get(Job, job).queue is None
     if embedded and change.cells:
@@ -284,9 +282,8 @@ def retry(app: App, job: int, device: str, threads: int | None, as_json: bool) -
         click.echo(f"job {job} {change.status}: {change.cells} cells queued again")
 
 
-def _change_job(app: App, change, job_id: int):
-    with app.db.sessions() as session:
-        try:
-            return change(session, job_id)
-        except NotFound as exc:
-            raise BadInput(f"job: {exc}") from None
+def _change_job(change, job_id: int):
+    try:
+        return change(job_id)
+    except NotFound as exc:
+        raise BadInput(f"job: {exc}") from None

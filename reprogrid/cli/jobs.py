@@ -3,39 +3,33 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from reprogrid.cli.app import App, BadInput, main, pass_app
+from reprogrid.cli.app import App, BadInput, main, pass_app, pass_reader
 from reprogrid.cli.output import (
     WORKER_COLUMNS,
     duration_text,
     print_table,
+    stdout_console,
+    table_of,
     text_lines,
     write_csv,
     write_json_array,
 )
 from reprogrid.cli.spec_flags import spec_flags, tokenized, validated_spec
-from reprogrid.models.queries import (
-    QUERY_COLUMNS,
-    SORT_KEYS,
-    CellFilter,
-    NotFound,
-    find_image,
-    image_record,
-    job_progress,
-    live_workers,
-    query_cells,
-)
+from reprogrid.models.queries import QUERY_COLUMNS, SORT_KEYS, NotFound
+from reprogrid.models.tables import FINISHED
 from reprogrid.models.verifications import VERDICTS
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 RUN_OPTIONS: list[Callable[[Callable], Callable]] = [
     click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
@@ -75,10 +69,8 @@ def run(
       reprogrid run examples/tiny.toml
       reprogrid run --prompt "a cat" --prompt "a dog" --seeds 0-7 --width 64 --height 64
     """
-    job_spec = validated_spec(app.settings, spec, flags)
-    from reprogrid.scheduler.jobs import create_job
-
-    job_id = create_job(app.db, job_spec, tokens=tokenized(job_spec))
+    job_spec = validated_spec(app, spec, flags)
+    job_id = app.api.create(job_spec, tokens=tokenized(app, job_spec))
     run_here(app, job_id, job_spec.cell_count, device, threads, as_json)
 
 
@@ -86,31 +78,23 @@ def run_here(
     app: App, job_id: int, cells: int, device: str, threads: int | None, as_json: bool
 ) -> None:
     """Execute a created job in this process and print its summary; exit 1 unless it is done."""
-    from reprogrid.worker.embedded import run_job
-    from reprogrid.worker.execute import WorkerContext, pick_device
-
-    settings = app.settings.with_overrides(threads=threads)
-    name = f"run-{socket.gethostname()}-{os.getpid()}"
-    ctx = WorkerContext.start(settings, app.db, pick_device(device), name)
-    started = time.perf_counter()
     with JobProgress(job_id, cells, json_lines=as_json) as progress:
-        status = run_job(ctx, job_id, on_batch=progress.advance)
-    seconds = time.perf_counter() - started
-    (counts,) = _progress_rows(app, job_id)
-    summary = {
-        **counts,
-        "seconds": round(seconds, 3),
-        "images_per_second": round(counts["done"] / seconds, 3),
-    }
+        result = app.api.run_job(job_id, device=device, threads=threads, on_batch=progress.advance)
     if as_json:
+        (counts,) = _progress_rows(app, job_id)
+        summary = {
+            **counts,
+            "seconds": round(result.seconds, 3),
+            "images_per_second": round(result.images_per_second, 3),
+        }
         click.echo(json.dumps(summary))
     else:
         click.echo(
-            f"job {job_id} {status}: {counts['done']} of {counts['cells']} images"
-            f" in {seconds:.1f} s ({summary['images_per_second']:.2f} images/s),"
-            f" {counts['failed']} failed"
+            f"job {job_id} {result.status}: {result.done} of {result.cells} images"
+            f" in {result.seconds:.1f} s ({result.images_per_second:.2f} images/s),"
+            f" {result.failed} failed"
         )
-    if status != "done":
+    if result.status != "done":
         sys.exit(1)
 
 
@@ -173,11 +157,25 @@ class JobProgress:
 
 
 def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
-    with app.db.reads() as session:
-        try:
-            return job_progress(session, job_id)
-        except NotFound as exc:
-            raise click.ClickException(str(exc)) from None
+    try:
+        return app.api.progress(job_id)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+JOB_COLUMNS = [
+    "job_id",
+    "name",
+    "status",
+    "cells",
+    "done",
+    "failed",
+    "queued",
+    "running",
+    "cancelled",
+    "eta",
+    "model",
+]
 
 
 @main.command()
@@ -185,8 +183,20 @@ def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-@pass_app
-def status(app: App, job: int | None, fmt: str) -> None:
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Refresh the tables in place until Ctrl-C (or until JOB is finished).",
+)
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.2),
+    default=2.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
+@pass_reader
+def status(app: App, job: int | None, fmt: str, watch: bool, interval: float) -> None:
     """Show every job's progress (ETA from recent throughput), or one job's, and live workers.
 
     The JSON form lists the jobs only; `reprogrid workers` lists the workers.
@@ -195,31 +205,43 @@ def status(app: App, job: int | None, fmt: str) -> None:
     Example:
       reprogrid status
       reprogrid status 3 --format json
+      reprogrid status --watch
     """
-    rows = _progress_rows(app, job)
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
-        return
+        if watch:
+            raise BadInput("watch: --watch draws tables; leave out --format json")
+        click.echo(json.dumps(_progress_rows(app, job), indent=2))
+    elif watch:
+        _watch_status(app, job, interval)
+    else:
+        stdout_console().print(_status_tables(app, job))
+
+
+def _status_tables(app: App, job: int | None) -> Group:
+    """The jobs table, and the live workers' below it when there are any."""
+    from rich.console import Group
+
+    rows = _progress_rows(app, job)
     for row in rows:
         row["eta"] = duration_text(row["eta_seconds"])
-    columns = [
-        "job_id",
-        "name",
-        "status",
-        "cells",
-        "done",
-        "failed",
-        "queued",
-        "running",
-        "cancelled",
-        "eta",
-        "model",
-    ]
-    print_table(rows, columns)
-    with app.db.reads() as session:
-        workers = live_workers(session)
+    workers = app.api.workers()
+    tables = [table_of(rows, JOB_COLUMNS)]
     if workers:
-        print_table(workers, WORKER_COLUMNS)
+        tables.append(table_of(workers, WORKER_COLUMNS))
+    return Group(*tables)
+
+
+def _watch_status(app: App, job: int | None, interval: float) -> None:
+    """Redraw the status tables in place every ``interval`` seconds."""
+    from rich.live import Live
+
+    with Live(_status_tables(app, job), console=stdout_console(), auto_refresh=False) as live:
+        try:
+            while not (job is not None and _progress_rows(app, job)[0]["status"] in FINISHED):
+                time.sleep(interval)
+                live.update(_status_tables(app, job), refresh=True)
+        except KeyboardInterrupt:
+            pass
 
 
 @main.command()
@@ -269,7 +291,7 @@ def status(app: App, job: int | None, fmt: str) -> None:
     default="table",
     show_default=True,
 )
-@pass_app
+@pass_reader
 def query(app: App, fmt: str, **filters: Any) -> None:
     """List cells and their images, filtered; one row per cell.
 
@@ -280,20 +302,19 @@ def query(app: App, fmt: str, **filters: Any) -> None:
       reprogrid query --job 1 --verdict different
       reprogrid query --since 12h --sort -time --limit 20
     """
-    with app.db.reads() as session:
-        rows = query_cells(session, CellFilter(**filters), app.settings.store)
-        if fmt == "json":
-            write_json_array(rows)
-        elif fmt == "csv":
-            write_csv(rows, QUERY_COLUMNS)
-        else:
-            print_table(
-                list(rows),
-                [
-                    *("image_id", "job_id", "status", "prompt", "seed", "params"),
-                    *("pixel_sha256", "truncated", "nsfw"),
-                ],
-            )
+    rows = app.api.query(**filters)
+    if fmt == "json":
+        write_json_array(rows)
+    elif fmt == "csv":
+        write_csv(rows, QUERY_COLUMNS)
+    else:
+        print_table(
+            list(rows),
+            [
+                *("image_id", "job_id", "status", "prompt", "seed", "params"),
+                *("pixel_sha256", "truncated", "nsfw"),
+            ],
+        )
 
 
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
@@ -321,7 +342,7 @@ def parse_since(value: str | None) -> datetime | None:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-@pass_app
+@pass_reader
 def show(app: App, image: str, fmt: str) -> None:
     """Show everything recorded about one image: IMAGE is an id or a hash prefix.
 
@@ -332,11 +353,10 @@ def show(app: App, image: str, fmt: str) -> None:
       reprogrid show 12
       reprogrid show 3fa9c2
     """
-    with app.db.reads() as session:
-        try:
-            record = image_record(session, find_image(session, image), app.settings.store)
-        except NotFound as exc:
-            raise click.ClickException(str(exc)) from None
+    try:
+        record = app.api.record(image)
+    except NotFound as exc:
+        raise click.ClickException(str(exc)) from None
     if fmt == "json":
         click.echo(json.dumps(record, indent=2))
     else:

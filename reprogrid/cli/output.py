@@ -6,7 +6,11 @@ import csv
 import json
 import sys
 from collections.abc import Iterable, Iterator
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
 
 # What ``status`` and ``workers`` show of each live worker.
 WORKER_COLUMNS = [
@@ -73,16 +77,26 @@ def write_csv(
         )
 
 
-def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+def table_of(rows: list[dict[str, Any]], columns: list[str]) -> Table:
     """A rich table of the given columns (hashes shortened to 12 digits)."""
-    from rich.console import Console
     from rich.table import Table
 
     table = Table(*columns, box=None, header_style="bold")
     for row in rows:
         table.add_row(*(_short(row.get(c)) for c in columns))
-    # Off a terminal (a pipe, a log) rich would squeeze the table into 80 columns.
-    Console(width=None if sys.stdout.isatty() else 240).print(table)
+    return table
+
+
+def stdout_console() -> Console:
+    """A rich console on stdout; off a terminal (a pipe, a log) 240 columns, not 80."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 240)
+
+
+def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """Print :func:`table_of` the rows."""
+    stdout_console().print(table_of(rows, columns))
 
 
 def _short(value: Any) -> str:

@@ -11,12 +11,12 @@ from typing import Any
 
 import click
 
-from reprogrid.cli.app import App, BadInput, main, pass_app
+from reprogrid.cli.app import App, BadInput, main, pass_app, pass_reader
 from reprogrid.cli.jobs import JobProgress, run_here, run_options
 from reprogrid.cli.output import write_csv, write_json_lines
 from reprogrid.cli.spec_flags import parse_setting
 from reprogrid.models import Job
-from reprogrid.models.queries import NotFound, find_image
+from reprogrid.models.queries import NotFound
 from reprogrid.review.layout import ReviewError, job_sheets
 from reprogrid.scheduler.spec import SpecError
 
@@ -46,7 +46,7 @@ def _review_errors() -> Iterator[None]:
 @click.option(
     "--thumb", type=int, help="Tile size in pixels. [default: the image size, at most 256]"
 )
-@pass_app
+@pass_reader
 def grid(
     app: App, job: int, output: Path, rows: str | None, cols: str | None, thumb: int | None
 ) -> None:
@@ -91,7 +91,7 @@ json_option = click.option(
     "--thumb", type=int, help="Thumbnail size in pixels. [default: the image size, at most 160]"
 )
 @json_option
-@pass_app
+@pass_reader
 def report(app: App, job: int, output: Path, thumb: int | None, as_json: bool) -> None:
     """Write a job's HTML report, viewable offline, and print the path of its page.
 
@@ -128,7 +128,7 @@ def report(app: App, job: int, output: Path, thumb: int | None, as_json: bool) -
     help="File to write. [default: stdout]",
 )
 @json_option
-@pass_app
+@pass_reader
 def export(
     app: App, job: int | None, all_jobs: bool, fmt: str, output: Path | None, as_json: bool
 ) -> None:
@@ -214,17 +214,15 @@ def refine(
       reprogrid refine 12 --append ", highly realistic" --append ", artsy" --run
       reprogrid refine 3fa9c2 --append ", at night" --set guidance_scale=9
     """
-    from reprogrid.review.refine import refine_spec
-    from reprogrid.scheduler.jobs import create_job
-
     settings = dict(parse_setting(text) for text in changes)
-    with _review_errors(), app.db.sessions() as session:
-        parent = find_image(session, image)
-        spec = refine_spec(parent, appends, settings, app.settings.max_cells)
-    job_id = create_job(app.db, spec, parent_image_id=parent.id)
+    with _review_errors():
+        refined = app.api.refine(image, appends, settings)
+    job_id, spec = refined.job_id, refined.spec
     if run_now:
         run_here(app, job_id, spec.cell_count, device, threads, as_json)
     elif as_json:
         click.echo(json.dumps({"job_id": job_id, "status": "queued", "cells": spec.cell_count}))
     else:
-        click.echo(f"job {job_id} queued: {spec.cell_count} cells refining image {parent.id}")
+        click.echo(
+            f"job {job_id} queued: {spec.cell_count} cells refining image {refined.parent_image_id}"
+        )

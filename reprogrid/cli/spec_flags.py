@@ -8,9 +8,10 @@ from typing import Any
 
 import click
 
-from reprogrid.cli.app import BadInput
-from reprogrid.config import Settings
-from reprogrid.scheduler.spec import JobSpec, SpecError, read_spec_file, validate_spec
+from reprogrid.api import Reprogrid
+from reprogrid.cli.app import App, BadInput
+from reprogrid.scheduler.spec import JobSpec, SpecError, read_spec_file
+from reprogrid.scheduler.tokenization import TokenReport
 
 
 def _parse_axis(text: str) -> tuple[str, list[Any]]:
@@ -82,41 +83,30 @@ def spec_flags(command: Callable) -> Callable:
     return command
 
 
-def load_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:
+def load_spec(api: Reprogrid, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:
     """Read the spec file (if any), apply flags over it, and validate."""
-    raw: dict[str, Any] = read_spec_file(spec_file) if spec_file else {}
-    axes = flags.pop("axes")
-    prompts = flags.pop("prompts")
-    if prompts:
-        raw.pop("prompts_file", None)
-        raw["prompts"] = list(prompts)
-    if flags.get("prompts_file"):
-        raw.pop("prompts", None)
-    for name, value in flags.items():
-        if value is not None:
-            raw[name] = value
-    if axes:
-        raw["axes"] = dict(raw.get("axes", {}), **dict(_parse_axis(a) for a in axes))
-    base_dir = spec_file.parent if spec_file else Path.cwd()
-    return validate_spec(raw, settings.max_cells, base_dir)
+    axes = dict(_parse_axis(a) for a in flags.pop("axes"))
+    flags["prompts"] = list(flags["prompts"]) or None
+    if axes:  # flags add axes to the file's
+        spec_axes = read_spec_file(spec_file).get("axes", {}) if spec_file else {}
+        flags["axes"] = {**spec_axes, **axes}
+    return api.spec(spec_file, **flags)
 
 
-def tokenized(job_spec: JobSpec) -> Any:
-    """The spec's token counts (a TokenReport or None); warns on stderr of prompts to be cut."""
-    from reprogrid.scheduler.tokenization import TokenizerError, tokenize_spec
-
+def tokenized(app: App, job_spec: JobSpec) -> TokenReport | None:
+    """The spec's token counts; warns on stderr of prompts to be cut."""
     try:
-        report = tokenize_spec(job_spec)
-    except TokenizerError as exc:
-        raise BadInput(f"model: {exc}") from None
+        report = app.api.tokens(job_spec)
+    except SpecError as exc:
+        raise BadInput(str(exc)) from None
     if report is not None and (warning := report.warning()):
         click.echo(warning, err=True)
     return report
 
 
-def validated_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:
+def validated_spec(app: App, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:
     """:func:`load_spec`, with spec errors turned into exit code 2."""
     try:
-        return load_spec(settings, spec_file, flags)
+        return load_spec(app.api, spec_file, flags)
     except SpecError as exc:
         raise BadInput(str(exc)) from None

@@ -7,8 +7,6 @@ and ``verifications`` never load it.
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +15,9 @@ from typing import Any
 import click
 from sqlalchemy.orm import Session
 
-from reprogrid.cli.app import App, BadInput, main, pass_app
+from reprogrid.cli.app import App, BadInput, main, pass_reader
 from reprogrid.cli.output import print_table, write_json_array
-from reprogrid.models.queries import NotFound, find_image
+from reprogrid.models.queries import NotFound
 from reprogrid.models.verifications import (
     DEFAULT_TOLERANCE,
     IDENTICAL,
@@ -27,8 +25,6 @@ from reprogrid.models.verifications import (
     REGENERATION_VERDICTS,
     VERDICTS,
     environment_details,
-    images_to_verify,
-    sample_images,
     verification_summary,
     worker_queue,
 )
@@ -91,7 +87,7 @@ def _replay(flags: dict[str, Any]) -> Any:
 @click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
-@pass_app
+@pass_reader
 def regenerate(app: App, image: str, out: Path | None, fmt: str, **replay_flags: Any) -> None:
     """Rebuild one image from its record alone and say whether it is the same.
 
@@ -108,19 +104,13 @@ def regenerate(app: App, image: str, out: Path | None, fmt: str, **replay_flags:
       reprogrid regenerate 12
       reprogrid regenerate 3fa9c2 --alone --threads 4 --out /tmp/again.png
     """
-    from reprogrid.worker.regenerate import ReplayError, load_recorded_batch
-    from reprogrid.worker.regenerate import regenerate as regenerate_images
+    from reprogrid.worker.regenerate import ReplayError
     from reprogrid.worker.store import encode_png
 
-    replay = _replay(replay_flags)
-    with app.db.sessions() as session:
-        try:
-            (ref,) = images_to_verify(session, image_ids=[find_image(session, image).id])
-        except NotFound as exc:
-            raise BadInput(f"image: {exc}") from None
-        recorded = load_recorded_batch(session, ref.batch_id)
     try:
-        (result,) = regenerate_images(recorded, [ref], replay, app.settings.store)
+        result = app.api.regenerate(image, _replay(replay_flags))
+    except NotFound as exc:
+        raise BadInput(f"image: {exc}") from None
     except ReplayError as exc:
         raise click.ClickException(str(exc)) from None
     if out is not None:
@@ -217,7 +207,7 @@ def _metrics(comparison: Any, tolerance: int) -> str:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-@pass_app
+@pass_reader
 def verify(
     app: App,
     job: int | None,
@@ -256,28 +246,23 @@ def verify(
         raise BadInput("device: a queued verification runs on its worker's device (see --worker)")
     if files_only and queued:
         raise BadInput("files-only: files are re-hashed here, not queued")
-    with app.db.sessions() as session:
-        images = sample_images(_selected_images(session, job, image_ids), sample)
-        queue = _worker_queue(session, worker_name) if worker_name else "default"
+    images = _selected_images(app, job, image_ids, sample)
     if queued:
+        with app.db.reads() as session:
+            queue = _worker_queue(session, worker_name) if worker_name else "default"
         _queue(app, images, queue, _stored_replay(replay_flags), fmt)
         return
-    if files_only:
-        from reprogrid.worker.files_check import check_files
-
-        rows = check_files(app.db, app.settings.store, images)
-    else:
-        from reprogrid.worker.verify import verify_images
-
-        verifier = f"verify-{socket.gethostname()}-{os.getpid()}"
-        rows = verify_images(app.db, app.settings.store, images, _replay(replay_flags), verifier)
+    replay = None if files_only else _replay(replay_flags)
+    rows = app.api.verify(images=images, replay=replay, files_only=files_only)
     _report(rows, fmt, files_only, replay_flags["tolerance"])
     sys.exit(0 if all(row["verdict"] in PASSING for row in rows) else 1)
 
 
-def _selected_images(session: Session, job: int | None, image_ids: tuple[int, ...]) -> list[Any]:
+def _selected_images(
+    app: App, job: int | None, image_ids: tuple[int, ...], sample: int | None
+) -> list[Any]:
     try:
-        images = images_to_verify(session, job, image_ids)
+        images = app.api.images_to_check(job, image_ids, sample)
     except NotFound as exc:
         raise BadInput(f"{'job' if job is not None else 'image'}: {exc}") from None
     if not images:
@@ -301,11 +286,7 @@ def _stored_replay(flags: dict[str, Any]) -> dict[str, Any] | None:
 def _queue(
     app: App, images: list[Any], queue: str, replay: dict[str, Any] | None, fmt: str
 ) -> None:
-    from reprogrid.scheduler.verification import queue_verification
-
-    with app.db.sessions() as session:
-        batch_ids = queue_verification(session, images, queue, replay)
-        session.commit()
+    batch_ids = app.api.queue_verification(images, queue, replay)
     if fmt == "json":
         click.echo(json.dumps({"batch_ids": batch_ids, "images": len(images), "queue": queue}))
     else:
@@ -369,7 +350,7 @@ def _rounded(value: float | None, digits: int) -> float | None:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
-@pass_app
+@pass_reader
 def verifications(app: App, job: int | None, fmt: str) -> None:
     """Reproducibility report: verdicts per pair of environments (original run, verifier).
 

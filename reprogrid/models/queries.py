@@ -72,6 +72,10 @@ QUERY_COLUMNS = (
     "path",
     "environment_id",
     "device",
+    "torch",
+    "diffusers",
+    "transformers",
+    "python",
     "checkpoint_sha256",
     "error",
     "truncated",
@@ -93,6 +97,25 @@ def _model_condition(session: Session, model: str) -> Any:
         on_axis = and_(Cell.job_id.in_(swept), Cell.params["model"].as_string() == model)
         condition = or_(condition, on_axis)
     return condition
+
+
+def image_path(written_under: str | None, relative: str, store: Path) -> str:
+    """Where an image's PNG was written: under its recorded store folder, else ``store``."""
+    return os.path.join(written_under or store, relative)  # pathlib would intern every name
+
+
+def store_path(png_sha256: str) -> str:
+    """Path of a PNG inside the store, relative to its root."""
+    return f"{png_sha256[:2]}/{png_sha256}.png"
+
+
+def readable_path(path: str | None, png_sha256: str | None, store: Path) -> str | None:
+    """The file to read for an image: where it was written or, if the store has moved
+    since, the same content-addressed file under ``store``."""
+    if path is None or png_sha256 is None or os.path.exists(path):
+        return path
+    moved = os.path.join(store, store_path(png_sha256))
+    return moved if os.path.exists(moved) else path
 
 
 # When a cell's row last changed: its image was made, or (no image) its job was submitted.
@@ -125,10 +148,15 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
             Image.path,
             Image.environment_id,
             Environment.device_name,
+            Environment.torch,
+            Environment.diffusers,
+            Environment.transformers,
+            Environment.python,
             Checkpoint.sha256,
             Cell.error,
             Cell.truncated,
             Image.nsfw,
+            Image.store,
         )
         .outerjoin(Image, Image.cell_id == Cell.id)
         .outerjoin(Environment, Environment.id == Image.environment_id)
@@ -157,9 +185,10 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
     if where.nsfw is not None:
         query = query.where(Image.nsfw.is_(where.nsfw))
     for row in session.execute(query.execution_options(yield_per=1000)):
-        record = dict(zip(QUERY_COLUMNS, row, strict=True))
+        *values, written_under = row
+        record = dict(zip(QUERY_COLUMNS, values, strict=True))
         if record["path"] is not None:
-            record["path"] = os.path.join(store, record["path"])  # pathlib interns every name
+            record["path"] = image_path(written_under, record["path"], store)
         yield record
 
 
@@ -327,7 +356,7 @@ def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
         "recipe_sha256": cell.recipe_sha256,
         "pixel_sha256": image.pixel_sha256,
         "png_sha256": image.png_sha256,
-        "path": str(store / image.path),
+        "path": image_path(image.store, image.path, store),
         "width": image.width,
         "height": image.height,
         "batch": {

@@ -227,7 +227,10 @@ class Image(Base):
     batch_size: Mapped[int] = mapped_column(Integer)
     pixel_sha256: Mapped[str] = mapped_column(String(64), index=True)
     png_sha256: Mapped[str] = mapped_column(String(64), index=True)
-    path: Mapped[str] = mapped_column(String(500))
+    path: Mapped[str] = mapped_column(String(500))  # relative to the store
+    # The store folder the file was written under, absolute as its worker saw it
+    # (NULL for images recorded before migration 0008: read under the current store).
+    store: Mapped[str | None] = mapped_column(String(1000))
     width: Mapped[int] = mapped_column(Integer)
     height: Mapped[int] = mapped_column(Integer)
     environment_id: Mapped[int] = mapped_column(ForeignKey("environment.id"), index=True)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from reprogrid.models import Cell, Checkpoint, Environment, Image, Job, Verification
+from reprogrid.models.queries import image_path
 
 STREAM_ROWS = 1000
 # Every field of a recipe (scheduler.grid.base_recipe plus prompt and seed).
@@ -80,15 +80,19 @@ _SOURCES = {
     "full_determinism": Environment.full_determinism,
     "checkpoint_id": Image.checkpoint_id,
     "checkpoint_sha256": Checkpoint.sha256,
+    "store": Image.store,
     "verdict": select(Verification.verdict)
     .where(Verification.image_id == Image.id)
     .order_by(Verification.id.desc())
     .limit(1)
     .scalar_subquery(),
 }
-# The recipe column becomes one column per recipe field, in its place.
+# The recipe column becomes one column per recipe field, in its place; the store
+# column only serves to resolve the path.
 EXPORT_COLUMNS = tuple(
-    itertools.chain.from_iterable(RECIPE_COLUMNS if n == "recipe" else (n,) for n in _SOURCES)
+    itertools.chain.from_iterable(
+        RECIPE_COLUMNS if n == "recipe" else (n,) for n in _SOURCES if n != "store"
+    )
 )
 
 
@@ -123,6 +127,6 @@ def image_rows(
         record = dict(row._mapping)
         recipe = json.loads(record.pop("recipe"))
         record |= {name: recipe.get(name) for name in RECIPE_COLUMNS}
-        record["path"] = os.path.join(store, record["path"])  # pathlib would intern every name
+        record["path"] = image_path(record.pop("store"), record["path"], store)
         record["created_at"] = record["created_at"].isoformat()
         yield {name: record[name] for name in EXPORT_COLUMNS}

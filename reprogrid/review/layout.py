@@ -19,7 +19,13 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from reprogrid.models import Image, Job
-from reprogrid.models.queries import CellFilter, NotFound, image_record, query_cells
+from reprogrid.models.queries import (
+    CellFilter,
+    NotFound,
+    image_record,
+    query_cells,
+    readable_path,
+)
 from reprogrid.scheduler.spec import JobSpec
 
 MIN_THUMB, MAX_THUMB = 16, 2048
@@ -74,7 +80,7 @@ def job_sheets(
     axes = job_axes(spec)
     row_axis, col_axis = pick_axes(axes, rows, cols)
     fixed_axes = [name for name in axes if name not in (row_axis, col_axis)]
-    tiles_of_job = query_cells(session, CellFilter(job=job_id), store)
+    tiles_of_job = (_located(t, store) for t in query_cells(session, CellFilter(job=job_id), store))
     cells = {_key(coordinates(tile), axes): tile for tile in tiles_of_job}
     parent = parent_tile(session, job, store)
     sizes = [spec.width, spec.height, *axes.get("width", ()), *axes.get("height", ())]
@@ -150,7 +156,12 @@ def parent_tile(session: Session, job: Job, store: Path) -> Tile | None:
     image = session.get(Image, job.parent_image_id) if job.parent_image_id else None
     if image is None:
         return None
-    return {**image_record(session, image, store), "status": "done", "error": None}
+    return _located({**image_record(session, image, store), "status": "done", "error": None}, store)
+
+
+def _located(tile: Tile, store: Path) -> Tile:
+    """The tile with the path its PNG can be read at (``store`` when the store moved)."""
+    return {**tile, "path": readable_path(tile["path"], tile["png_sha256"], store)}
 
 
 def parent_label(parent: Tile) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -36,6 +37,7 @@ from reprogrid.models import (
     utcnow,
 )
 from reprogrid.models.queries import CellFilter, job_progress, query_cells
+from reprogrid.models.verifications import VERDICTS
 from reprogrid.review.layout import Sheet, Tile, job_sheets, thumb_size
 
 DEFAULT_MAX_THUMB = 160
@@ -353,7 +355,7 @@ def warnings_html(warnings: dict[int, list[dict[str, Any]]]) -> str:
 
 
 def verifications_html(verdicts: dict[int, list[Verification]]) -> str:
-    """Every verification of the job's images, with its verdict and measurements."""
+    """The verdicts summed, then every verification of the job's images with its measurements."""
     checks = sorted((v for found in verdicts.values() for v in found), key=lambda v: v.id)
     if not checks:
         return '<h2 id="verifications">Verifications</h2>\n<p>No image of this job is verified.</p>'
@@ -361,14 +363,41 @@ def verifications_html(verdicts: dict[int, list[Verification]]) -> str:
     head = "".join(f"<th>{c}</th>" for c in (*columns, "environment_id", "created_at"))
     rows = "".join(
         "<tr>"
-        + "".join(f"<td>{escape(str(getattr(v, c)))}</td>" for c in columns)
-        + f"<td>{v.environment_id}</td><td>{v.created_at.isoformat(timespec='seconds')}</td></tr>"
+        + "".join(f"<td>{_cell(getattr(v, c))}</td>" for c in columns)
+        + f"<td>{_cell(v.environment_id)}</td>"
+        + f"<td>{v.created_at.isoformat(timespec='seconds')}</td></tr>"
         for v in checks
     )
     return (
         f'<h2 id="verifications">Verifications ({len(checks)})</h2>\n'
+        f"{verdict_counts_html(verdicts)}\n"
         f'<table class="list"><tr>{head}</tr>{rows}</table>'
     )
+
+
+def verdict_counts_html(verdicts: dict[int, list[Verification]]) -> str:
+    """Per verdict: how many verifications found it, and how many images it is the latest of."""
+    checks = Counter(v.verdict for found in verdicts.values() for v in found)
+    latest = Counter(found[-1].verdict for found in verdicts.values() if found)
+    rows = "".join(
+        f"<tr><td>{escape(verdict)}</td><td>{checks[verdict]}</td><td>{latest[verdict]}</td></tr>"
+        for verdict in sorted(checks, key=_verdict_order)
+    )
+    head = "<tr><th>verdict</th><th>verifications</th><th>images (latest verdict)</th></tr>"
+    return f'<table class="list verdicts">{head}{rows}</table>'
+
+
+def _verdict_order(verdict: str) -> tuple[int, str]:
+    return (VERDICTS.index(verdict) if verdict in VERDICTS else len(VERDICTS), verdict)
+
+
+def _cell(value: object) -> str:
+    """A table cell's text: floats rounded, nothing for a missing value."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return escape(str(value))
 
 
 def spec_html(job: Job) -> str:

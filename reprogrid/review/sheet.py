@@ -6,32 +6,47 @@ red and marked with the reason; an image the safety checker flagged has a red
 border and says ``nsfw``. The tiles are assembled with diffusers'
 ``make_image_grid`` (imported only when a sheet is drawn: it loads torch), and
 Pillow draws the title, the column labels across the top and the row labels
-down the side, wrapping long prompts.
+down the side, wrapping long prompts, in a font that covers non-ASCII text
+(``fonts``) at a size that grows with the tiles. Each sheet PNG carries a
+``reprogrid-sheet`` text chunk listing the job, axes and images it shows.
 """
 
 from __future__ import annotations
 
 import bisect
-import functools
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+from PIL import Image, ImageDraw, ImageOps, PngImagePlugin
 
+from reprogrid.review.fonts import Font, sheet_font
 from reprogrid.review.layout import MIN_THUMB, ReviewError, Sheet, Tile, thumb_size
 
 MAX_SIDE = 16_384  # pixels a side: beyond this many viewers refuse a PNG
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's own decompression-bomb limit
 DEFAULT_MAX_THUMB = 256
-FONT_SIZE, TITLE_SIZE = 14, 16
+# Labels scale with the tiles: 14 pixels for 128-pixel tiles, within these bounds.
+FONT_PER_THUMB, MIN_FONT, MAX_FONT = 14 / 128, 10, 40
+TITLE_EXTRA = 2  # the title is this much larger
 PAD = 2  # white border around every tile
 MARGIN = 8
-MAX_LABEL_WIDTH = 360
+LABEL_WIDTH_PER_FONT = 360 / 14  # the row labels' column is at most this many font sizes wide
 MAX_COL_LABEL_LINES = 4
+SHEET_CHUNK = "reprogrid-sheet"  # PNG text chunk: the sheet's axes and images, as JSON
 WHITE, BLACK, GREY, RED = (255, 255, 255), (0, 0, 0), (225, 225, 225), (200, 40, 40)
 
-Font = ImageFont.FreeTypeFont | ImageFont.ImageFont
+
+def font_size(thumb: int) -> int:
+    """The labels' font size for tiles of ``thumb`` pixels."""
+    return max(MIN_FONT, min(MAX_FONT, round(thumb * FONT_PER_THUMB)))
+
+
+def _fonts(thumb: int) -> tuple[Font, Font]:
+    size = font_size(thumb)
+    return sheet_font(size), sheet_font(size + TITLE_EXTRA)
 
 
 @dataclass(frozen=True)
@@ -65,8 +80,33 @@ def write_sheets(sheets: list[Sheet], output: Path, thumb: int | None = None) ->
     paths = sheet_paths(sheets, output)
     output.parent.mkdir(parents=True, exist_ok=True)
     for sheet, path in zip(sheets, paths, strict=True):
-        draw_sheet(sheet, thumb).save(path)
+        info = PngImagePlugin.PngInfo()
+        info.add_text(SHEET_CHUNK, json.dumps(sheet_contents(sheet), ensure_ascii=False))
+        draw_sheet(sheet, thumb).save(path, pnginfo=info)
     return paths
+
+
+def sheet_contents(sheet: Sheet) -> dict[str, Any]:
+    """What a sheet shows, for its PNG chunk: job, axes, and each tile's image or status."""
+    return {
+        "job_id": sheet.job_id,
+        "job_name": sheet.job_name,
+        "fixed": sheet.fixed,
+        "rows": sheet.row_labels,
+        "cols": sheet.col_labels,
+        "tiles": [
+            {
+                "row": row,
+                "col": col,
+                "image_id": tile.get("image_id"),
+                "png_sha256": tile.get("png_sha256"),
+                "status": tile["status"],
+            }
+            for row, tiles in enumerate(sheet.tiles)
+            for col, tile in enumerate(tiles)
+            if tile is not None
+        ],
+    }
 
 
 def sheet_paths(sheets: list[Sheet], output: Path) -> list[Path]:
@@ -111,12 +151,13 @@ def _fits(geometry: Geometry) -> bool:
 
 def measure(sheet: Sheet, thumb: int) -> Geometry:
     """The layout of a sheet drawn with tiles of ``thumb`` pixels."""
-    font, title_font = _font(FONT_SIZE), _font(TITLE_SIZE)
+    font, title_font = _fonts(thumb)
     cell = thumb + 2 * PAD
     label_width = 0
     if any(sheet.row_labels):
         widest = max(font.getlength(label) for label in sheet.row_labels)
-        label_width = min(MAX_LABEL_WIDTH, int(widest) + 2 * MARGIN)
+        max_width = round(LABEL_WIDTH_PER_FONT * font_size(thumb))
+        label_width = min(max_width, int(widest) + 2 * MARGIN)
     width = label_width + len(sheet.col_labels) * cell + MARGIN
     title_lines = wrap(sheet.title, title_font, width - 2 * MARGIN, 3)
     col_lines = [wrap(label, font, cell - PAD, MAX_COL_LABEL_LINES) for label in sheet.col_labels]
@@ -135,7 +176,7 @@ def draw_sheet(sheet: Sheet, thumb: int) -> Image.Image:
     from diffusers.utils import make_image_grid
 
     geometry = measure(sheet, thumb)
-    font, title_font = _font(FONT_SIZE), _font(TITLE_SIZE)
+    font, title_font = _fonts(thumb)
     canvas = Image.new("RGB", (geometry.width, geometry.height), WHITE)
     draw = ImageDraw.Draw(canvas)
     y = MARGIN
@@ -179,7 +220,7 @@ def tile_image(tile: Tile | None, thumb: int) -> Image.Image:
 def stamp(image: Image.Image, text: str) -> None:
     """Write ``text`` in red on a grey box at the top of a tile (an image the checker flagged)."""
     draw = ImageDraw.Draw(image)
-    font = _font(max(8, min(FONT_SIZE, image.width // 5)))
+    font = sheet_font(max(8, min(font_size(image.width), image.width // 5)))
     left, top, right, bottom = draw.textbbox((image.width / 2, 2), text, font=font, anchor="mt")
     draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=GREY)
     draw.text((image.width / 2, 2), text, font=font, fill=RED, anchor="mt")
@@ -191,7 +232,7 @@ def blank(thumb: int, reason: str) -> Image.Image:
     draw = ImageDraw.Draw(image)
     draw.line((0, 0, thumb - 1, thumb - 1), fill=RED, width=2)
     draw.line((0, thumb - 1, thumb - 1, 0), fill=RED, width=2)
-    font = _font(max(8, min(FONT_SIZE, thumb // 5)))
+    font = sheet_font(max(8, min(font_size(thumb), thumb // 5)))
     left, top, right, bottom = draw.textbbox((thumb / 2, thumb / 2), reason, font=font, anchor="mm")
     draw.rectangle((left - 2, top - 2, right + 2, bottom + 2), fill=GREY)
     draw.text((thumb / 2, thumb / 2), reason, font=font, fill=RED, anchor="mm")
@@ -227,11 +268,6 @@ def wrap(text: str, font: Font, width: float, max_lines: int) -> list[str]:
 
 def _fitting_prefix(word: str, font: Font, width: float) -> int:
     return next((n for n in range(len(word), 0, -1) if font.getlength(word[:n]) <= width), 0)
-
-
-@functools.cache
-def _font(size: int) -> Font:
-    return ImageFont.load_default(size=size)
 
 
 def _line_height(font: Font) -> int:

@@ -6,10 +6,16 @@ refused), no result backend, acknowledgement after the task ran, one message
 prefetched per worker, no ETA or countdown (not-before lives in the job row).
 The scheduler names the task by string, so this module never imports the
 worker or torch.
+
+Celery's own tools load this module's ``app`` (built on first access from the
+``REPROGRID_*`` settings): ``celery -A reprogrid.scheduler.broker inspect
+active``, ``... events``, ``... flower``. Workers answer remote control and
+send task events unless ``REPROGRID_CELERY_MONITORING`` is false.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 from reprogrid.config import Settings
@@ -36,6 +42,7 @@ def celery_app(settings: Settings) -> Celery:
     """A Celery app on ``settings.broker_url`` with reprogrid's settings."""
     from celery import Celery  # only commands that talk to the broker pay for the import
 
+    monitoring = settings.celery_monitoring
     app = Celery("reprogrid", broker=settings.broker_url, set_as_current=False)
     app.conf.update(
         task_serializer="json",
@@ -49,12 +56,27 @@ def celery_app(settings: Settings) -> Celery:
         task_default_queue=DEFAULT_QUEUE,
         broker_transport_options={"visibility_timeout": visibility_timeout(settings.lease_seconds)},
         broker_connection_retry_on_startup=True,
-        # The database is the worker registry: no remote control, gossip or events.
-        worker_enable_remote_control=False,
-        worker_send_task_events=False,
+        # Celery's inspect and control commands and Flower see the workers
+        # through remote control (a pidbox queue per worker) and task events.
+        worker_enable_remote_control=monitoring,
+        worker_send_task_events=monitoring,
+        task_send_sent_event=monitoring,
         worker_hijack_root_logger=False,
     )
     return app
+
+
+@functools.cache
+def shared_app() -> Celery:
+    """The app on this process's ``REPROGRID_*`` settings, built once."""
+    return celery_app(Settings.from_env())
+
+
+def __getattr__(name: str) -> Celery:
+    """``app``: :func:`shared_app`, built on first access so importing stays cheap."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return shared_app()
 
 
 def publish_batch(app: Celery, batch_id: int, queue: str) -> None:

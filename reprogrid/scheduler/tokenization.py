@@ -148,7 +148,7 @@ def tokenize_spec(spec: Any) -> TokenReport | None:
         return None
     checkpoint = resolve_checkpoint(spec.model, spec.revision)
     return tokenize_texts(
-        checkpoint.path, spec_texts(spec), getattr(spec, "max_sequence_length", None)
+        checkpoint.path, spec_texts(spec), spec.family_fields.get("max_sequence_length")
     )
 
 

@@ -27,6 +27,7 @@ from reprogrid.worker.checkpoints import LoadedCheckpoint, load_checkpoint, load
 from reprogrid.worker.determinism import DeterminismSettings, configure
 from reprogrid.worker.environment import describe_environment, fingerprint
 from reprogrid.worker.generate import BatchInterrupted, generate
+from reprogrid.worker.infotext import infotext, sampler_options
 from reprogrid.worker.store import encode_png, pixel_sha256, write_png
 
 
@@ -258,6 +259,7 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
 
     def record() -> int:
         images = []
+        store = str(ctx.store.absolute())
         for index, ((cell_id, grid_index, recipe_json), recipe) in enumerate(
             zip(claim.cells, recipes, strict=True)
         ):
@@ -272,6 +274,7 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
                     "pixel_sha256": pixel_sha256(pixels[index]),
                     "png_sha256": png_sha256,
                     "path": path,
+                    "store": store,
                     "width": int(pixels.shape[2]),
                     "height": int(pixels.shape[1]),
                     "environment_id": environment_id,
@@ -308,21 +311,7 @@ def png_chunks(
     loaded: LoadedCheckpoint,
 ) -> dict[str, str]:
     """The ``parameters`` (AUTOMATIC1111 format) and ``reprogrid`` text chunks of a PNG."""
-    sampler = recipe["sampler"] or loaded.sampler_config["_class_name"]
-    settings = [f"Steps: {recipe['steps']}", f"Sampler: {sampler}"]
-    lines = [recipe.get("prompt") or ""]
-    if recipe["pipeline"] == "text-to-image":
-        lines.append(f"Negative prompt: {recipe['negative_prompt']}")
-        settings.append(f"CFG scale: {recipe['guidance_scale']:g}")
-        if recipe.get("distilled_guidance_scale") is not None:  # Flux (Forge's name)
-            settings.append(f"Distilled CFG Scale: {recipe['distilled_guidance_scale']:g}")
-    settings += [
-        f"Seed: {recipe['seed']}",
-        f"Size: {recipe['width']}x{recipe['height']}",
-        f"Model hash: {loaded.identity.sha256[:10]}",
-        f"Model: {recipe['model']}",
-    ]
-    lines.append(", ".join(settings))
+    config = dict(loaded.sampler_config)
     metadata = {
         "job_id": job_id,
         "cell_id": cell_id,
@@ -330,8 +319,16 @@ def png_chunks(
         "recipe": recipe,
         "recipe_sha256": sha256_text(recipe_json),
         "checkpoint_sha256": loaded.identity.sha256,
+        # The class that ran (the recipe's, else the checkpoint's) and its options.
+        "sampler": {
+            "class": recipe["sampler"] or config["_class_name"],
+            "options": sampler_options(recipe, config),
+        },
     }
-    return {"parameters": "\n".join(lines), "reprogrid": json.dumps(metadata, sort_keys=True)}
+    return {
+        "parameters": infotext(recipe, config, loaded.identity.sha256),
+        "reprogrid": json.dumps(metadata, sort_keys=True),
+    }
 
 
 def pick_device(device: str) -> str:

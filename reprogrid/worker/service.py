@@ -2,8 +2,10 @@
 
 The task body is a batch id; the batch's row says what kind of batch it is,
 and ``BATCH_WORK`` says how each kind is computed. The pool is Celery's
-``solo`` pool, so tasks run in this very process: nothing forks after CUDA
-starts, and a checkpoint loaded for one batch stays in memory for the next.
+``threads`` pool with one thread, so tasks run in this very process: nothing
+forks after CUDA starts, and a checkpoint loaded for one batch stays in memory
+for the next. (The ``solo`` pool would run them on the main thread, which then
+could not answer ``celery inspect`` or Flower while a batch computes.)
 
 A task returns once its batch is computed; the batch is recorded on a
 background thread while the next task computes. The message is acknowledged
@@ -80,6 +82,11 @@ def worker_app(settings: Settings, batches: OverlappedBatches, heartbeat: Heartb
     return app
 
 
+def celery_node_name(name: str) -> str:
+    """The Celery node name of a reprogrid worker: ``NAME@HOST`` (a name with ``@`` as is)."""
+    return name if "@" in name else f"{name}@{socket.gethostname()}"
+
+
 def serve(settings: Settings, db: Database, device: str, queue: str, name: str) -> int:
     """Run the worker until a warm shutdown (SIGTERM or Ctrl-C); return its exit code."""
     ctx = WorkerContext.start(settings, db, device, name)
@@ -88,15 +95,16 @@ def serve(settings: Settings, db: Database, device: str, queue: str, name: str) 
     batches = OverlappedBatches(ctx, log_outcome)
     try:
         worker = worker_app(settings, batches, heartbeat).Worker(
-            hostname=f"{name}@{socket.gethostname()}",
-            pool="solo",
+            hostname=celery_node_name(name),
+            pool="threads",
             concurrency=1,
             queues=[queue],
             loglevel="INFO",
             quiet=True,
             without_gossip=True,
             without_mingle=True,
-            without_heartbeat=True,
+            # Celery's heartbeat events are how Flower tells a worker is online.
+            without_heartbeat=not settings.celery_monitoring,
         )
         worker.start()
         return worker.exitcode or 0

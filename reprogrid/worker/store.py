@@ -5,7 +5,7 @@ Identity of an image is ``pixel_sha256``: the SHA-256 of its shape as
 of the file itself, which also covers its metadata. Files live at
 ``<store>/<png_sha256[:2]>/<png_sha256>.png`` and are written to a temporary
 name, then renamed, so a reader never sees half a file and a second writer of
-the same bytes changes nothing.
+the same bytes changes nothing. Files and folders follow the process's umask.
 """
 
 from __future__ import annotations
@@ -19,6 +19,19 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, PngImagePlugin
 
+from reprogrid.models.queries import store_path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Store files get the mode a plain ``open`` would give them (mkstemp's is 0600),
+# so the other users of a shared store can read them. Read once: setting the
+# umask to read it is process-wide, not safe while other threads create files.
+FILE_MODE = 0o666 & ~_umask()
 PARAMETERS_CHUNK = "parameters"  # the AUTOMATIC1111 web UI's metadata key
 REPROGRID_CHUNK = "reprogrid"
 
@@ -50,11 +63,6 @@ def read_png(path: Path) -> tuple[np.ndarray, dict[str, str]]:
         return np.asarray(image.convert("RGB")), chunks
 
 
-def store_path(png_sha256: str) -> str:
-    """Path of a PNG inside the store, relative to its root."""
-    return f"{png_sha256[:2]}/{png_sha256}.png"
-
-
 def write_png(store: Path, data: bytes) -> tuple[str, str]:
     """Write PNG bytes into the store atomically; return (relative path, png_sha256)."""
     digest = hashlib.sha256(data).hexdigest()
@@ -69,6 +77,7 @@ def write_png(store: Path, data: bytes) -> tuple[str, str]:
             stream.write(data)
             stream.flush()
             os.fsync(stream.fileno())
+        os.chmod(temp, FILE_MODE)
         os.replace(temp, target)
     except BaseException:
         Path(temp).unlink(missing_ok=True)

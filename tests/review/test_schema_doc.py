@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import service_unavailable
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
@@ -104,6 +104,23 @@ def _refine_jobs(session: Session, store: Path) -> Rows:
     ]
 
 
+def _flat_view_of_the_night(session: Session, store: Path) -> Rows:
+    rows = sorted(
+        (row for row in image_rows(session, store) if row["job_name"] == "night"),
+        key=lambda row: row["image_id"],
+    )
+    columns = ("image_id", "prompt", "seed", "sampler", "steps", "guidance_scale", "width")
+    return [_text(*(r[c] for c in columns), r["height"], r["model"], r["verdict"]) for r in rows]
+
+
+def _images_per_library_versions(session: Session, store: Path) -> Rows:
+    counts = Counter(
+        (r["device_type"], r["torch"], r["diffusers"], r["transformers"], r["checkpoint_sha256"])
+        for r in image_rows(session, store)
+    )
+    return [_text(*key, n) for key, n in sorted(counts.items())]
+
+
 EXPECTED: dict[str, Callable[[Session, Path], Rows]] = {
     "how far each job is": _job_progress,
     f"all seeds of prompt '{FAILED_PROMPT}' that failed, with the error": _failed_seeds,
@@ -112,6 +129,9 @@ EXPECTED: dict[str, Callable[[Session, Path], Rows]] = {
     "the latest verdict of every verified image": _latest_verdicts,
     "images per sampler and step count, read from the recipe": _images_per_sampler,
     "refine jobs and the image each one refines": _refine_jobs,
+    "every image of the night job with its exact seed, sampler and latest verdict,"
+    " from the flat view": _flat_view_of_the_night,
+    "images per device and library versions, from the flat view": _images_per_library_versions,
 }
 
 
@@ -122,6 +142,21 @@ def test_every_table_and_column_is_documented():
         assert section, f"no section for table {table.name}"
         for column in table.columns:
             assert f"`{column.name}`" in section.group(0), f"{table.name}.{column.name}"
+
+
+def test_the_flat_view_columns_are_documented_in_order(night: NightJob):
+    section = SCHEMA_DOC.read_text(encoding="utf-8").split("## The flat view: image_view")[1]
+    rows = section.split("## ")[0].splitlines()
+    documented = [re.match(r"\| `(\w+)`", row).group(1) for row in rows if row.startswith("| `")]
+    with open_database(night.db_url).sessions() as session:
+        columns = list(session.execute(text("SELECT * FROM image_view LIMIT 0")).keys())
+    assert documented == columns
+
+
+def test_the_flat_view_reads_seeds_above_2_to_the_63_exactly(night: NightJob):
+    with open_database(night.db_url).sessions() as session:
+        seeds = set(session.scalars(text("SELECT seed FROM image_view")))
+    assert str(2**64 - 1) in seeds and "0" in seeds
 
 
 def test_the_export_columns_are_documented_in_order():

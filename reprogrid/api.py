@@ -1,0 +1,411 @@
+"""The public Python API: run or submit a spec, wait for a job, read its images, verify them.
+
+One :class:`Reprogrid` holds the settings of a database, a store and a broker;
+:func:`connect` makes one from keyword arguments over the ``REPROGRID_*``
+environment. The ``reprogrid`` command line is a thin layer over this module:
+what a command does, a method here does, and the command parses and prints.
+
+Reading never imports torch; only the methods that generate (``run``,
+``run_job``, ``regenerate``, ``verify``) load the worker.
+
+    grid = reprogrid.connect(db="night.db", store="night-store")
+    job = grid.run({"prompts": ["a red fox"], "seeds": "0-3", "steps": 3})
+    seeds = [row["seed"] for row in grid.images(job.job_id)]
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from reprogrid.config import Settings
+from reprogrid.models import Database, Job, open_database
+from reprogrid.models.queries import (
+    CellFilter,
+    NotFound,
+    find_image,
+    image_record,
+    job_progress,
+    live_workers,
+    query_cells,
+)
+from reprogrid.models.tables import FINISHED
+from reprogrid.models.verifications import ImageRef, images_to_verify, sample_images
+from reprogrid.scheduler.broker import DEFAULT_QUEUE
+from reprogrid.scheduler.spec import JobSpec, SpecError, read_spec_file, validate_spec
+
+if TYPE_CHECKING:
+    import pandas
+    from PIL.Image import Image as PILImage
+
+    from reprogrid.scheduler.control import JobChange
+    from reprogrid.scheduler.tokenization import TokenReport
+    from reprogrid.worker.regenerate import Regeneration, Replay
+
+__all__ = [
+    "JobResult",
+    "NotFound",
+    "Refinement",
+    "Reprogrid",
+    "SpecError",
+    "connect",
+    "sqlite_url",
+]
+
+SpecSource = str | os.PathLike[str] | Mapping[str, Any]
+
+
+def sqlite_url(value: str | os.PathLike[str] | None) -> str | None:
+    """A SQLAlchemy URL as given, or a plain path turned into a SQLite URL."""
+    if value is None or "://" in str(value):
+        return None if value is None else str(value)
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def connect(
+    db: str | os.PathLike[str] | None = None,
+    store: str | os.PathLike[str] | None = None,
+    broker: str | None = None,
+    **settings: Any,
+) -> Reprogrid:
+    """A :class:`Reprogrid` on this database (a URL or a SQLite file), store and broker.
+
+    Unset arguments come from ``REPROGRID_*`` variables, then the defaults;
+    other :class:`~reprogrid.config.Settings` fields may be given by name.
+    """
+    base = Settings.from_env()
+    store_path = Path(store).expanduser().resolve() if store is not None else None
+    return Reprogrid(
+        base.with_overrides(db_url=sqlite_url(db), store=store_path, broker_url=broker, **settings)
+    )
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """How a job run here ended: its id, status, cell counts and wall time."""
+
+    job_id: int
+    status: str
+    cells: int
+    done: int
+    failed: int
+    seconds: float
+
+    @property
+    def images_per_second(self) -> float:
+        return self.done / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """A refine job: its id, its spec and the image it refines."""
+
+    job_id: int
+    spec: JobSpec
+    parent_image_id: int
+
+
+class Reprogrid:
+    """A database, a store and a broker, and what can be done with them."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._db: Database | None = None
+
+    @property
+    def db(self) -> Database:
+        """The database, opened (and migrated) on first use."""
+        if self._db is None:
+            self._db = open_database(self.settings.db_url)
+        return self._db
+
+    def close(self) -> None:
+        """Close the database's pooled connections."""
+        if self._db is not None:
+            self._db.dispose()
+            self._db = None
+
+    def __enter__(self) -> Reprogrid:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # 1. Specs and jobs
+
+    def spec(self, spec: SpecSource | None = None, **fields: Any) -> JobSpec:
+        """Validate a spec (a TOML file or a dict), ``fields`` set over it; raises SpecError."""
+        if spec is None or isinstance(spec, Mapping):
+            raw, base_dir = dict(spec or {}), Path.cwd()
+        else:
+            raw, base_dir = read_spec_file(Path(spec)), Path(spec).parent
+        if fields.get("prompts"):
+            raw.pop("prompts_file", None)
+        if fields.get("prompts_file"):
+            raw.pop("prompts", None)
+        raw |= {name: value for name, value in fields.items() if value is not None}
+        return validate_spec(raw, self.settings.max_cells, base_dir)
+
+    def submit(
+        self,
+        spec: SpecSource | JobSpec,
+        *,
+        priority: int = 0,
+        not_before: datetime | None = None,
+        queue: str = DEFAULT_QUEUE,
+        parent_image_id: int | None = None,
+        tokens: TokenReport | None = None,
+    ) -> int:
+        """Write a job and its cells for the fleet's scheduler; return the job id.
+
+        ``tokens`` are the spec's token counts if already computed (:meth:`tokens`).
+        """
+        from reprogrid.scheduler.jobs import create_job
+
+        job_spec = spec if isinstance(spec, JobSpec) else self.spec(spec)
+        return create_job(
+            self.db,
+            job_spec,
+            priority=priority,
+            not_before=not_before,
+            queue=queue,
+            parent_image_id=parent_image_id,
+            tokens=tokens or self.tokens(job_spec),
+        )
+
+    def create(
+        self,
+        spec: SpecSource | JobSpec,
+        parent_image_id: int | None = None,
+        tokens: TokenReport | None = None,
+    ) -> int:
+        """Write a job to be run in this process (see :meth:`run_job`); return its id."""
+        from reprogrid.scheduler.jobs import create_job
+
+        job_spec = spec if isinstance(spec, JobSpec) else self.spec(spec)
+        return create_job(
+            self.db,
+            job_spec,
+            parent_image_id=parent_image_id,
+            tokens=tokens or self.tokens(job_spec),
+        )
+
+    def tokens(self, job_spec: JobSpec) -> TokenReport | None:
+        """Token counts of the spec's prompts, per tokenizer (None: it takes no prompt).
+
+        Raises SpecError naming ``model`` when a tokenizer cannot be loaded.
+        """
+        from reprogrid.scheduler.tokenization import TokenizerError, tokenize_spec
+
+        try:
+            return tokenize_spec(job_spec)
+        except TokenizerError as exc:
+            raise SpecError("model", str(exc)) from None
+
+    def run(
+        self,
+        spec: SpecSource | JobSpec,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        on_batch: Callable[[Any], None] | None = None,
+    ) -> JobResult:
+        """Run a whole job in this process (no broker needed) and say how it ended."""
+        return self.run_job(self.create(spec), device=device, threads=threads, on_batch=on_batch)
+
+    def run_job(
+        self,
+        job_id: int,
+        *,
+        device: str = "auto",
+        threads: int | None = None,
+        on_batch: Callable[[Any], None] | None = None,
+    ) -> JobResult:
+        """Run every waiting cell of a created job here; ``on_batch`` hears of each batch."""
+        from reprogrid.worker.embedded import run_job
+        from reprogrid.worker.execute import WorkerContext, pick_device
+
+        settings = self.settings.with_overrides(threads=threads)
+        name = f"run-{socket.gethostname()}-{os.getpid()}"
+        ctx = WorkerContext.start(settings, self.db, pick_device(device), name)
+        started = time.perf_counter()
+        status = run_job(ctx, job_id, on_batch=on_batch)
+        (counts,) = self.progress(job_id)
+        return JobResult(
+            job_id=job_id,
+            status=status,
+            cells=counts["cells"],
+            done=counts["done"],
+            failed=counts["failed"],
+            seconds=time.perf_counter() - started,
+        )
+
+    def progress(self, job_id: int | None = None) -> list[dict[str, Any]]:
+        """Per job (or for one): status, cell counts, throughput and ETA; raises NotFound."""
+        with self.db.reads() as session:
+            return job_progress(session, job_id)
+
+    def wait(
+        self, job_id: int, timeout: float | None = None, poll_seconds: float = 1.0
+    ) -> dict[str, Any]:
+        """Block until the job is done, failed or cancelled; return its progress row.
+
+        Raises TimeoutError after ``timeout`` seconds, NotFound for no such job.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            (row,) = self.progress(job_id)
+            if row["status"] in FINISHED:
+                return row
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {row['status']} after {timeout} s")
+            time.sleep(poll_seconds)
+
+    def cancel(self, job_id: int) -> JobChange:
+        """Cancel a job: waiting batches now, running ones at their next step; raises NotFound."""
+        from reprogrid.scheduler.control import cancel_job
+
+        with self.db.sessions() as session:
+            return cancel_job(session, job_id)
+
+    def retry(self, job_id: int) -> JobChange:
+        """Queue a job's failed and cancelled cells again; a job made here needs ``run_job``."""
+        from reprogrid.scheduler.control import retry_job
+
+        with self.db.sessions() as session:
+            return retry_job(session, job_id)
+
+    def refine(
+        self,
+        image: str | int,
+        appends: Sequence[str] = (),
+        changes: Mapping[str, Any] | None = None,
+    ) -> Refinement:
+        """Create a job keeping every recipe field of ``image`` but the changed ones.
+
+        Each of ``appends`` is added to the image's prompt (one prompt each);
+        ``changes`` sets recipe fields. Run the job with :meth:`run_job`.
+        Raises NotFound or SpecError.
+        """
+        from reprogrid.review.refine import refine_spec
+
+        with self.db.sessions() as session:
+            parent = find_image(session, str(image))
+            spec = refine_spec(parent, appends, changes or {}, self.settings.max_cells)
+        return Refinement(self.create(spec, parent_image_id=parent.id), spec, parent.id)
+
+    def workers(self) -> list[dict[str, Any]]:
+        """Live workers: name, device, queue, current job and batch, loaded checkpoints."""
+        with self.db.reads() as session:
+            return live_workers(session)
+
+    # 2. Reading images and their records
+
+    def query(self, **filters: Any) -> Iterator[dict[str, Any]]:
+        """Cells and their images, filtered as ``reprogrid query`` (see CellFilter), streamed."""
+        with self.db.reads() as session:
+            yield from query_cells(session, CellFilter(**filters), self.settings.store)
+
+    def images(self, job_id: int | None = None) -> Iterator[dict[str, Any]]:
+        """A job's (None: every job's) image records as flat rows, streamed (export columns)."""
+        from reprogrid.review.export import image_rows
+
+        with self.db.reads() as session:
+            if job_id is not None and session.get(Job, job_id) is None:
+                raise NotFound(f"no job {job_id}")
+            yield from image_rows(session, self.settings.store, job_id)
+
+    def open_images(self, job_id: int) -> Iterator[tuple[dict[str, Any], PILImage]]:
+        """Each image row of the job with its PNG opened by Pillow (close it when done)."""
+        from PIL import Image
+
+        for row in self.images(job_id):
+            yield row, Image.open(row["path"])
+
+    def dataframe(self, job_id: int | None = None) -> pandas.DataFrame:
+        """The image rows as a pandas DataFrame (``pip install 'reprogrid[pandas]'``)."""
+        try:
+            import pandas
+        except ImportError:
+            raise ImportError(
+                "Reprogrid.dataframe needs pandas: pip install 'reprogrid[pandas]'"
+            ) from None
+        from reprogrid.review.export import EXPORT_COLUMNS
+
+        return pandas.DataFrame.from_records(list(self.images(job_id)), columns=EXPORT_COLUMNS)
+
+    def record(self, image: str | int) -> dict[str, Any]:
+        """Everything recorded about one image (an id or a hash prefix); raises NotFound."""
+        with self.db.reads() as session:
+            return image_record(session, find_image(session, str(image)), self.settings.store)
+
+    # 3. Regenerating and verifying
+
+    def regenerate(self, image: str | int, replay: Replay | None = None) -> Regeneration:
+        """Rebuild one image from its record alone and compare; writes nothing.
+
+        Raises NotFound, or ReplayError when the record cannot be replayed here.
+        """
+        from reprogrid.worker.regenerate import Replay, load_recorded_batch, regenerate
+
+        with self.db.reads() as session:
+            (ref,) = images_to_verify(session, image_ids=[find_image(session, str(image)).id])
+            recorded = load_recorded_batch(session, ref.batch_id)
+        (result,) = regenerate(recorded, [ref], replay or Replay(), self.settings.store)
+        return result
+
+    def images_to_check(
+        self, job_id: int | None = None, image_ids: Sequence[int] = (), sample: int | None = None
+    ) -> list[ImageRef]:
+        """The images of a job or with these ids (``sample``: N of them at random)."""
+        with self.db.reads() as session:
+            return sample_images(images_to_verify(session, job_id, image_ids), sample)
+
+    def verify(
+        self,
+        job_id: int | None = None,
+        image_ids: Sequence[int] = (),
+        *,
+        sample: int | None = None,
+        replay: Replay | None = None,
+        files_only: bool = False,
+        images: Sequence[ImageRef] | None = None,
+    ) -> list[dict[str, Any]]:
+        """Regenerate (or, ``files_only``, re-hash) images; record and return one row each.
+
+        The images are a job's, or those with ``image_ids``, or ``images`` as
+        :meth:`images_to_check` picked them.
+        """
+        if images is None:
+            images = self.images_to_check(job_id, image_ids, sample)
+        images = list(images)
+        if files_only:
+            from reprogrid.worker.files_check import check_files
+
+            return check_files(self.db, self.settings.store, images)
+        from reprogrid.worker.regenerate import Replay
+        from reprogrid.worker.verify import verify_images
+
+        verifier = f"verify-{socket.gethostname()}-{os.getpid()}"
+        return verify_images(self.db, self.settings.store, images, replay or Replay(), verifier)
+
+    def queue_verification(
+        self, images: Sequence[ImageRef], queue: str = DEFAULT_QUEUE, replay: dict | None = None
+    ) -> list[int]:
+        """Leave the regeneration of ``images`` to the fleet: verify batches on ``queue``.
+
+        ``replay`` holds the Replay fields that differ from recorded (not
+        ``device``: a worker uses its own). Returns the batch ids.
+        """
+        from reprogrid.scheduler.verification import queue_verification
+
+        with self.db.sessions() as session:
+            batch_ids = queue_verification(session, list(images), queue, replay)
+            session.commit()
+        return batch_ids
