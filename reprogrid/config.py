@@ -32,6 +32,9 @@ class Settings:
     full_determinism: bool = True
     lease_seconds: int = 600
     max_attempts: int = 3
+    max_steps: int = 10_000
+    max_image_side: int = 4096
+    max_batch_size: int = 64
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -46,6 +49,9 @@ class Settings:
             full_determinism=_bool(env, "REPROGRID_FULL_DETERMINISM", True),
             lease_seconds=_int(env, "REPROGRID_LEASE_SECONDS", 600, minimum=10),
             max_attempts=_int(env, "REPROGRID_MAX_ATTEMPTS", 3, minimum=1),
+            max_steps=_int(env, "REPROGRID_MAX_STEPS", 10_000, minimum=1),
+            max_image_side=_int(env, "REPROGRID_MAX_IMAGE_SIDE", 4096, minimum=8),
+            max_batch_size=_int(env, "REPROGRID_MAX_BATCH_SIZE", 64, minimum=1),
         )
 
     def with_overrides(self, **values: object) -> Settings:

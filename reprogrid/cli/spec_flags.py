@@ -10,7 +10,13 @@ import click
 
 from reprogrid.cli.app import BadInput
 from reprogrid.config import Settings
-from reprogrid.scheduler.spec import JobSpec, SpecError, read_spec_file, validate_spec
+from reprogrid.scheduler.spec import (
+    JobSpec,
+    SpecError,
+    SpecLimits,
+    read_spec_file,
+    validate_spec,
+)
 
 
 def _parse_axis(text: str) -> tuple[str, list[Any]]:
@@ -83,7 +89,8 @@ def load_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any])
     if axes:
         raw["axes"] = dict(raw.get("axes", {}), **dict(_parse_axis(a) for a in axes))
     base_dir = spec_file.parent if spec_file else Path.cwd()
-    return validate_spec(raw, settings.max_cells, base_dir)
+    limits = SpecLimits(settings.max_steps, settings.max_image_side, settings.max_batch_size)
+    return validate_spec(raw, settings.max_cells, base_dir, limits)
 
 
 def validated_spec(settings: Settings, spec_file: Path | None, flags: dict[str, Any]) -> JobSpec:
