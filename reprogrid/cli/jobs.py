@@ -310,7 +310,7 @@ def parse_since(value: str | None) -> datetime | None:
 )
 @pass_app
 def show(app: App, image: str, fmt: str) -> None:
-    """Show everything recorded about one image: IMAGE is an id or a hash prefix.
+    """Show everything recorded about one image: IMAGE is an id or sha:PREFIX.
 
     The prefix may be of the pixel, PNG or recipe hash (at least 4 hex digits).
 

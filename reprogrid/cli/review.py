@@ -203,7 +203,7 @@ def refine(
 ) -> None:
     """Make a job that keeps every recipe field of IMAGE but the changed ones.
 
-    IMAGE is an image id or a hash prefix. The job has the image's seed, model,
+    IMAGE is an image id or sha:PREFIX of a hash. The job has the image's seed, model,
     sampler, steps, size and guidance; its prompts are the image's prompt with
     each --append added. Without --run it is queued for workers; with --run it
     runs here like `reprogrid run`. Its contact sheet and report show the parent

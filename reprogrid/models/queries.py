@@ -235,14 +235,22 @@ def live_workers(session: Session, now: datetime | None = None) -> list[dict[str
 
 
 def find_image(session: Session, reference: str) -> Image:
-    """An image by id, or by a unique prefix of its pixel, PNG or recipe hash."""
+    """An image by id, or by a unique prefix of its pixel, PNG or recipe hash.
+
+    Plain digits are always an id, never a hash prefix (``6553`` is image 6553
+    or no image); a prefix is written ``sha:6553``, or bare when it holds a
+    letter a-f and so cannot be an id.
+    """
     if reference.isdigit():
         image = session.get(Image, int(reference))
-        if image is not None:
-            return image
-    prefix = reference.lower()
+        if image is None:
+            raise NotFound(f"no image {reference} (for a hash prefix, write sha:{reference})")
+        return image
+    prefix = reference.lower().removeprefix("sha:")
     if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
-        raise NotFound(f"no image {reference!r} (give an id or at least 4 hex digits of a hash)")
+        raise NotFound(
+            f"no image {reference!r} (give an id, or sha: and at least 4 hex digits of a hash)"
+        )
     # One index range per hash column, not LIKE across a join (a full scan: SQLite's
     # LIKE ignores case, so no index serves it). "g" sorts after every hex digit.
     low, high = prefix, prefix + "g"
@@ -255,7 +263,7 @@ def find_image(session: Session, reference: str) -> Image:
     )
     matches = session.scalars(select(Image).where(Image.id.in_(candidates)).limit(2)).all()
     if not matches:
-        raise NotFound(f"no image whose id or hash starts with {reference!r}")
+        raise NotFound(f"no image whose hash starts with {prefix!r}")
     if len(matches) > 1:
         raise NotFound(f"{reference!r} matches several images; give more digits")
     return matches[0]
