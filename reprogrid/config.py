@@ -41,7 +41,7 @@ class Settings:
         """Read ``REPROGRID_*`` variables; unset ones keep their defaults."""
         env = os.environ if environ is None else environ
         return cls(
-            db_url=env.get("REPROGRID_DB", DEFAULT_DB),
+            db_url=database_url(env.get("REPROGRID_DB") or DEFAULT_DB),
             broker_url=env.get("REPROGRID_BROKER", DEFAULT_BROKER),
             store=Path(env.get("REPROGRID_STORE", DEFAULT_STORE)),
             max_cells=_int(env, "REPROGRID_MAX_CELLS", DEFAULT_MAX_CELLS, minimum=1),
@@ -57,6 +57,13 @@ class Settings:
     def with_overrides(self, **values: object) -> Settings:
         """A copy with the given fields replaced; ``None`` values are ignored."""
         return replace(self, **{k: v for k, v in values.items() if v is not None})
+
+
+def database_url(value: str) -> str:
+    """A SQLAlchemy URL as given, or a plain path to a SQLite file as its URL."""
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
 
 
 def _int(env: os._Environ[str] | dict[str, str], name: str, default, minimum: int):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from reprogrid.config import ConfigError, Settings
-from reprogrid.models import Database, open_database
+from reprogrid.config import ConfigError, Settings, database_url
+from reprogrid.models import Database, DatabaseUnavailable, open_database
 
 
 class BadInput(click.ClickException):
@@ -26,7 +26,10 @@ class App:
     @property
     def db(self) -> Database:
         if self._db is None:
-            self._db = open_database(self.settings.db_url)
+            try:
+                self._db = open_database(self.settings.db_url)
+            except DatabaseUnavailable as exc:
+                raise click.ClickException(str(exc)) from None
         return self._db
 
 
@@ -35,9 +38,7 @@ pass_app = click.make_pass_decorator(App)
 
 def db_url(value: str | None) -> str | None:
     """Accept a SQLAlchemy URL or a plain path to a SQLite file."""
-    if value is None or "://" in value:
-        return value
-    return f"sqlite:///{Path(value).expanduser().resolve()}"
+    return None if value is None else database_url(value)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -8,6 +8,9 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any, TextIO
 
+# A CSV cell starting with one of these is a formula to spreadsheet programs (OWASP's
+# "CSV injection"): export writes it with a leading ' so it is shown as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # What ``status`` and ``workers`` show of each live worker.
 WORKER_COLUMNS = ["name", "device", "queue", "job_id", "batch_id", "checkpoints", "hostname"]
 
@@ -66,9 +69,16 @@ def write_csv(
     writer = csv.DictWriter(out or sys.stdout, fieldnames=list(columns))
     writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
-        )
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+
+
+def _csv_cell(value: Any) -> Any:
+    """Nested values as JSON; text a spreadsheet would run as a formula starts with ``'``."""
+    if isinstance(value, dict | list):
+        value = json.dumps(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:

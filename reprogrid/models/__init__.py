@@ -1,6 +1,6 @@
 """Database tables, engine and sessions, and the Alembic migrations that build them."""
 
-from reprogrid.models.db import Database, open_database
+from reprogrid.models.db import Database, DatabaseUnavailable, open_database
 from reprogrid.models.tables import (
     CANCELLED,
     DONE,
@@ -36,6 +36,7 @@ __all__ = [
     "Cell",
     "Checkpoint",
     "Database",
+    "DatabaseUnavailable",
     "Environment",
     "Image",
     "Job",

@@ -53,6 +53,9 @@ STEP_LIMITED_SAMPLERS = frozenset(
     {"DDIMScheduler", "DDPMScheduler", "LCMScheduler", "TCDScheduler"}
 )
 DTYPES = frozenset({"float32", "float16", "bfloat16"})
+# The widths of the columns these fields are stored in (models/tables.py).
+MAX_NAME_LENGTH = 200
+MAX_MODEL_LENGTH = 500
 # Recipe fields a user may sweep in [axes], in addition to prompts and seeds.
 AXIS_FIELDS = ("sampler", "negative_prompt", "steps", "guidance_scale", "width", "height")
 SPEC_FIELDS = frozenset(
@@ -175,14 +178,14 @@ def validate_spec(
     unknown = sorted(set(raw) - SPEC_FIELDS)
     if unknown:
         raise SpecError(unknown[0], f"unknown field (known: {', '.join(sorted(SPEC_FIELDS))})")
-    model = _string(raw, "model", "builtin:tiny")
+    model = _string(raw, "model", "builtin:tiny", MAX_MODEL_LENGTH)
     revision = _optional_string(raw, "revision")
     checkpoint = _checkpoint(model, revision)
     pipeline = "unconditional" if checkpoint.unconditional else "text-to-image"
     prompts = _prompts(raw, base_dir or Path.cwd(), checkpoint)
     axes = _axes(raw.get("axes", {}), checkpoint, limits)
     spec = JobSpec(
-        name=_string(raw, "name", "job"),
+        name=_string(raw, "name", "job", MAX_NAME_LENGTH),
         model=model,
         revision=revision,
         pipeline=pipeline,
@@ -248,10 +251,15 @@ def _checkpoint(model: str, revision: str | None) -> CheckpointRef:
         raise SpecError("model", str(exc)) from None
 
 
-def _string(raw: Mapping[str, Any], name: str, default: str) -> str:
+def _string(
+    raw: Mapping[str, Any], name: str, default: str, max_length: int = MAX_NAME_LENGTH
+) -> str:
     value = raw.get(name, default)
     if not isinstance(value, str) or not value.strip():
         raise SpecError(name, f"expected a non-empty string, got {value!r}")
+    if len(value) > max_length:
+        raise SpecError(name, f"at most {max_length} characters, got {len(value)}")
+    _refuse_control_characters(value, name, f"the {name}")
     return value
 
 
