@@ -32,6 +32,9 @@ class Settings:
     full_determinism: bool = True
     lease_seconds: int = 600
     max_attempts: int = 3
+    max_transient_attempts: int = 10
+    retry_delay_seconds: int = 5
+    retry_max_delay_seconds: int = 300
     max_steps: int = 10_000
     max_image_side: int = 4096
     max_batch_size: int = 64
@@ -49,6 +52,9 @@ class Settings:
             full_determinism=_bool(env, "REPROGRID_FULL_DETERMINISM", True),
             lease_seconds=_int(env, "REPROGRID_LEASE_SECONDS", 600, minimum=10),
             max_attempts=_int(env, "REPROGRID_MAX_ATTEMPTS", 3, minimum=1),
+            max_transient_attempts=_int(env, "REPROGRID_MAX_TRANSIENT_ATTEMPTS", 10, minimum=1),
+            retry_delay_seconds=_int(env, "REPROGRID_RETRY_DELAY_SECONDS", 5, minimum=0),
+            retry_max_delay_seconds=_int(env, "REPROGRID_RETRY_MAX_DELAY_SECONDS", 300, minimum=0),
             max_steps=_int(env, "REPROGRID_MAX_STEPS", 10_000, minimum=1),
             max_image_side=_int(env, "REPROGRID_MAX_IMAGE_SIDE", 4096, minimum=8),
             max_batch_size=_int(env, "REPROGRID_MAX_BATCH_SIZE", 64, minimum=1),

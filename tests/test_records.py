@@ -12,6 +12,7 @@ from reprogrid.scheduler.spec import validate_spec
 from reprogrid.worker import records
 from reprogrid.worker.embedded import run_job
 from reprogrid.worker.execute import WorkerContext, execute_batch
+from reprogrid.worker.failures import RetryPolicy
 
 SPEC = {"prompts": ["a fox", "a bird"], "seeds": "0-2", "steps": 2, "width": 64, "height": 64}
 
@@ -136,7 +137,7 @@ def test_a_failing_batch_is_retried_then_its_cells_are_marked_failed(database, t
             cell.recipe = cell.recipe.replace("builtin:tiny", "builtin:gone")
         session.commit()
     ctx = context(database, tmp_path)
-    ctx.max_attempts = 2
+    ctx.retry = RetryPolicy(max_attempts=2, delay_seconds=0)
     assert execute_batch(ctx, batch.id).status == "retrying"
     outcome = execute_batch(ctx, batch.id)
     assert outcome.status == "failed" and "builtin:gone" in outcome.error
@@ -144,6 +145,36 @@ def test_a_failing_batch_is_retried_then_its_cells_are_marked_failed(database, t
         cell = session.get(Cell, batch.cell_ids[0])
         assert cell.status == "failed" and "builtin:gone" in cell.error
         assert session.get(Batch, batch.id).attempts == 2
+
+
+def test_a_batch_whose_pipeline_refuses_its_arguments_fails_at_once(database, tmp_path):
+    """A ValueError from the pipeline call cannot change on retry: one attempt, text kept."""
+    job_id = new_job(database, prompts=["a fox"], seeds="0-1")
+    (batch,) = batches_of(database, job_id)
+    with database.sessions() as session:
+        for cell_id in batch.cell_ids:
+            cell = session.get(Cell, cell_id)
+            cell.recipe = cell.recipe.replace('"width":64', '"width":60')
+        session.commit()
+    outcome = execute_batch(context(database, tmp_path), batch.id)
+    assert outcome.status == "failed" and outcome.error.startswith("ValueError")
+    with database.sessions() as session:
+        assert session.get(Batch, batch.id).attempts == 1
+        assert session.get(Cell, batch.cell_ids[0]).error == outcome.error
+
+
+def test_a_transient_failure_waits_its_backoff_before_the_next_attempt(database, tmp_path):
+    job_id = new_job(database, prompts=["a fox"], seeds="0-1")
+    (batch,) = batches_of(database, job_id)
+    ctx = context(database, tmp_path)
+    ctx.store.write_text("a file where the store should be")
+    ctx.retry = RetryPolicy(delay_seconds=0.01, max_delay_seconds=60)
+    before = utcnow()
+    assert execute_batch(ctx, batch.id).status == "retrying"
+    with database.sessions() as session:
+        waiting = session.get(Batch, batch.id)
+        assert waiting.status == "pending"
+        assert waiting.retry_at >= before + timedelta(seconds=ctx.retry.delay(1))
 
 
 def test_a_job_whose_cells_all_failed_or_finished_is_failed(database, tmp_path):
@@ -154,7 +185,7 @@ def test_a_job_whose_cells_all_failed_or_finished_is_failed(database, tmp_path):
         cell.recipe = cell.recipe.replace('"steps":2', '"steps":0')
         session.commit()
     ctx = context(database, tmp_path)
-    ctx.max_attempts = 1
+    ctx.retry = RetryPolicy(max_attempts=1)
     assert run_job(ctx, job_id) == "failed"
     with database.sessions() as session:
         statuses = dict(
@@ -170,7 +201,7 @@ def test_a_batch_that_cannot_be_stored_is_retried_then_its_cells_are_marked_fail
     job_id = new_job(database, prompts=["a fox"], seeds="0-1")
     ctx = context(database, tmp_path)
     ctx.store.write_text("a file where the store should be")
-    ctx.max_attempts = 2
+    ctx.retry = RetryPolicy(max_transient_attempts=2, delay_seconds=0)
     outcomes = []
     assert run_job(ctx, job_id, on_batch=outcomes.append) == "failed"
     assert [o.status for o in outcomes] == ["retrying", "failed"]

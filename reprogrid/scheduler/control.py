@@ -156,6 +156,7 @@ def retry_job(session: Session, job_id: int) -> JobChange:
             published_at=None,
             started_at=None,
             finished_at=None,
+            retry_at=None,
         )
     )
     cells += session.execute(

@@ -223,9 +223,15 @@ def _has_active_batches(session: Session, job_id: int) -> bool:
 
 
 def _pending_batches(session: Session, job_id: int) -> list[tuple[int, str]]:
+    """The job's generation batches waiting to be sent, once any retry backoff has passed."""
     return session.execute(
         select(Batch.id, Batch.queue)
-        .where(Batch.job_id == job_id, Batch.kind == "generate", Batch.status == PENDING)
+        .where(
+            Batch.job_id == job_id,
+            Batch.kind == "generate",
+            Batch.status == PENDING,
+            or_(Batch.retry_at.is_(None), Batch.retry_at <= utcnow()),
+        )
         .order_by(Batch.id)
     ).all()
 

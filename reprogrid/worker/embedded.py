@@ -7,11 +7,12 @@ one computes (``OverlappedBatches``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 
-from reprogrid.models import PENDING, Batch, Job
+from reprogrid.models import PENDING, Batch, Job, utcnow
 from reprogrid.scheduler.jobs import form_batches
 from reprogrid.worker.execute import BatchOutcome, OverlappedBatches, WorkerContext
 
@@ -21,28 +22,33 @@ def run_job(
 ) -> str:
     """Run every waiting cell of the job here; return the job's final status.
 
-    Failed batches are retried up to the context's attempt limit; batches that
-    another live worker holds are left to it. ``on_batch`` hears of each batch
-    once it is recorded, from the recording thread.
+    Failed batches are retried as the context's retry policy says, each once
+    its backoff has passed (this waits for it); batches that another live
+    worker holds are left to it. ``on_batch`` hears of each batch once it is
+    recorded, from the recording thread.
     """
     with OverlappedBatches(ctx, on_batch or (lambda _: None)) as batches:
-        while batch_ids := _waiting_batches(ctx, job_id):
-            for batch_id in batch_ids:
+        while (waiting := _waiting_batches(ctx, job_id)) is not None:
+            for batch_id in waiting:
                 batches.run(batch_id)
             batches.wait()  # a batch that failed is pending again: run it in the next round
     with ctx.db.sessions() as session:
         return session.get(Job, job_id).status
 
 
-def _waiting_batches(ctx: WorkerContext, job_id: int) -> list[int]:
-    """Form the job's next batches; the ids of its pending generation batches, in order."""
+def _waiting_batches(ctx: WorkerContext, job_id: int) -> list[int] | None:
+    """Form the job's next batches; the ids of its pending generation batches that are
+    due, in order, after sleeping until one is due. None when none is left."""
     with ctx.db.sessions() as session:
         form_batches(session, job_id)
         session.commit()
-        return list(
-            session.scalars(
-                select(Batch.id)
-                .where(Batch.job_id == job_id, Batch.kind == "generate", Batch.status == PENDING)
-                .order_by(Batch.id)
-            )
+        pending = (Batch.job_id == job_id) & (Batch.kind == "generate") & (Batch.status == PENDING)
+        due = or_(Batch.retry_at.is_(None), Batch.retry_at <= utcnow())
+        batch_ids = list(session.scalars(select(Batch.id).where(pending, due).order_by(Batch.id)))
+        next_retry = (
+            None if batch_ids else session.scalar(select(func.min(Batch.retry_at)).where(pending))
         )
+    if next_retry is not None:
+        time.sleep(max(0.0, (next_retry - utcnow()).total_seconds()))
+        return []
+    return batch_ids or None

@@ -10,6 +10,7 @@ steps in line. Either way a batch is computed and recorded by the same code.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,6 +27,7 @@ from reprogrid.worker import records
 from reprogrid.worker.checkpoints import LoadedCheckpoint, load_checkpoint
 from reprogrid.worker.determinism import DeterminismSettings, configure
 from reprogrid.worker.environment import describe_environment, fingerprint
+from reprogrid.worker.failures import TRANSIENT, RetryPolicy, error_kind
 from reprogrid.worker.generate import BatchInterrupted, generate_batch
 from reprogrid.worker.store import encode_png, pixel_sha256, write_png
 
@@ -40,7 +42,7 @@ class WorkerContext:
     name: str
     determinism: DeterminismSettings
     lease_seconds: int
-    max_attempts: int
+    retry: RetryPolicy
     _environment_ids: dict[str, int] = field(default_factory=dict)
     _checkpoint_ids: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
@@ -55,7 +57,7 @@ class WorkerContext:
             name=name,
             determinism=determinism,
             lease_seconds=settings.lease_seconds,
-            max_attempts=settings.max_attempts,
+            retry=RetryPolicy.from_settings(settings),
         )
 
     def environment(self, dtype: str) -> tuple[int, dict[str, Any]]:
@@ -81,7 +83,7 @@ class WorkerContext:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What became of one batch: done, retrying, failed, cancelled, split or skipped."""
+    """What became of one batch: done, retrying, failed, cancelled, split, skipped or lost."""
 
     batch_id: int
     status: str
@@ -112,6 +114,11 @@ class LeaseKeeper:
                 session, self.batch_id, self.ctx.name, self.ctx.lease_seconds
             )
 
+
+log = logging.getLogger(__name__)
+# Tries at recording a computed batch before its attempt counts as failed: an
+# outage of the store or database while recording costs waiting, not the pixels.
+RECORD_TRIES = 4
 
 Record = Callable[[], int]
 """Writes a computed batch's results (files, rows) and returns how many it recorded."""
@@ -201,11 +208,28 @@ def _compute(ctx: WorkerContext, batch_id: int, work: BatchWork) -> BatchOutcome
 
 
 def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
-    """Store and record a computed batch; an error here is a failed attempt like any other."""
-    try:
-        kept = computed.record()
-    except Exception as exc:
-        return _failed(ctx, computed.claim, exc, computed.started)
+    """Store and record a computed batch.
+
+    A transient error (I/O, database) is retried here, with the policy's
+    backoff, up to ``RECORD_TRIES`` times: storing and recording are
+    idempotent, and the computed pixels are kept meanwhile. Any other error,
+    or the last try's, is a failed attempt like any other.
+    """
+    for attempt in range(1, RECORD_TRIES + 1):
+        try:
+            kept = computed.record()
+            break
+        except Exception as exc:
+            if attempt == RECORD_TRIES or error_kind(exc) != TRANSIENT:
+                return _failed(ctx, computed.claim, exc, computed.started)
+            wait = ctx.retry.delay(attempt)
+            log.warning(
+                "recording batch %d failed (%s); again in %.0f s",
+                computed.claim.batch_id,
+                exc,
+                wait,
+            )
+            time.sleep(wait)
     seconds = time.perf_counter() - computed.started
     return BatchOutcome(computed.claim.batch_id, "done", kept, seconds)
 
@@ -214,16 +238,32 @@ def _failed(
     ctx: WorkerContext, claim: records.ClaimedBatch, exc: Exception, started: float
 ) -> BatchOutcome:
     """Replace a batch that ran out of GPU memory by its two halves, waiting to be run;
-    retry any other error until the attempt limit, then fail the batch's cells."""
+    otherwise retry it after the policy's backoff, or fail its cells at once when the
+    error cannot change on retry or the attempts are spent (see ``failures``).
+
+    If even the failure cannot be written (the database is down), the batch
+    keeps its lease and comes back when the lease runs out: the outcome is
+    ``lost``, and the worker carries on.
+    """
     error = f"{type(exc).__name__}: {exc}"
-    if _out_of_memory(exc) and len(claim.cells) > 1:
+    seconds = time.perf_counter() - started
+    try:
+        if _out_of_memory(exc) and len(claim.cells) > 1:
+            with ctx.db.sessions() as session:
+                records.split_batch(session, claim, ctx.name, error)
+            return BatchOutcome(claim.batch_id, "split", 0, seconds, error)
+        retry_at = ctx.retry.retry_at(exc, claim.attempt)
         with ctx.db.sessions() as session:
-            records.split_batch(session, claim, ctx.name, error)
-        return BatchOutcome(claim.batch_id, "split", 0, time.perf_counter() - started, error)
-    with ctx.db.sessions() as session:
-        retry = records.fail_batch(session, claim, ctx.name, error, ctx.max_attempts)
-    status = "retrying" if retry else "failed"
-    return BatchOutcome(claim.batch_id, status, 0, time.perf_counter() - started, error)
+            retry = records.fail_batch(session, claim, ctx.name, error, retry_at)
+    except Exception as unwritten:
+        log.error(
+            "batch %d failed (%s) and the failure could not be recorded (%s)",
+            claim.batch_id,
+            error,
+            unwritten,
+        )
+        return BatchOutcome(claim.batch_id, "lost", 0, seconds, error)
+    return BatchOutcome(claim.batch_id, "retrying" if retry else "failed", 0, seconds, error)
 
 
 def _out_of_memory(exc: Exception) -> bool:
