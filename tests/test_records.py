@@ -1,5 +1,7 @@
 """Claims, leases and idempotent results in the real database (SQLite and PostgreSQL)."""
 
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -7,11 +9,12 @@ from sqlalchemy import func, select, update
 
 from reprogrid.config import Settings
 from reprogrid.models import DONE, PENDING, RUNNING, Batch, Cell, Image, Job, open_database, utcnow
+from reprogrid.scheduler.control import retry_job
 from reprogrid.scheduler.jobs import create_job, form_batches
 from reprogrid.scheduler.spec import validate_spec
 from reprogrid.worker import records
 from reprogrid.worker.embedded import run_job
-from reprogrid.worker.execute import WorkerContext, execute_batch
+from reprogrid.worker.execute import WorkerContext, execute_batch, generate_images
 from reprogrid.worker.failures import RetryPolicy
 
 SPEC = {"prompts": ["a fox", "a bird"], "seeds": "0-2", "steps": 2, "width": 64, "height": 64}
@@ -100,6 +103,29 @@ def test_a_worker_that_lost_its_lease_records_nothing(database, tmp_path):
         image = {"cell_id": claim.cells[0][0]}
         assert records.record_images(session, claim, "w1", [image]) == []
         assert session.scalar(select(func.count()).select_from(Image)) == 0
+
+
+def test_a_worker_that_lost_its_lease_leaves_the_new_owner_s_files_in_place(database, tmp_path):
+    """The new owner has written its files and is about to commit when the stale worker
+    finishes: the stale worker must not delete them (they are the same content-addressed
+    files)."""
+    (batch, *_) = batches_of(database, new_job(database))
+    stale, owner = context(database, tmp_path, "stale"), context(database, tmp_path, "owner")
+    with database.sessions() as session:
+        stale_claim = records.claim_batch(session, batch.id, "stale", 600)
+        stale_record = generate_images(stale, stale_claim)
+        session.execute(update(Batch).where(Batch.id == batch.id).values(lease_until=utcnow()))
+        session.commit()
+        owner_claim = records.claim_batch(session, batch.id, "owner", 600)
+    owner_record = generate_images(owner, owner_claim)
+    assert stale_record() == 0  # lost: records nothing, deletes nothing
+    # the owner's files (the same content-addressed names) would be written by now
+    assert len(list((tmp_path / "store").rglob("*.png"))) == len(batch.cell_ids)
+    assert owner_record() == len(batch.cell_ids)
+    with database.sessions() as session:
+        paths = session.scalars(select(Image.path)).all()
+    assert len(paths) == len(batch.cell_ids)
+    assert all((tmp_path / "store" / path).is_file() for path in paths)
 
 
 def test_a_batch_executed_twice_leaves_one_image_and_one_file_per_cell(database, tmp_path):
@@ -251,3 +277,27 @@ def test_a_long_read_on_sqlite_does_not_hold_the_write_lock(tmp_path):
         writer.execute("COMMIT")
         writer.close()
     db.dispose()
+
+
+def test_a_worker_sweeps_temp_files_left_by_killed_writers(database, tmp_path):
+    folder = tmp_path / "store" / "ab"
+    folder.mkdir(parents=True)
+    orphan, fresh = folder / ".tmp-orphan.png", folder / ".tmp-writing.png"
+    orphan.write_bytes(b"half a png")
+    fresh.write_bytes(b"being written")
+    os.utime(orphan, (time.time() - 2 * 3600,) * 2)
+    context(database, tmp_path)
+    assert not orphan.exists() and fresh.exists()
+
+
+def test_a_retried_job_keeps_the_time_it_first_started(database, tmp_path):
+    job_id = new_job(database, prompts=["a fox"], seeds="0-1")
+    (batch,) = batches_of(database, job_id)
+    with database.sessions() as session:
+        claim = records.claim_batch(session, batch.id, "w1", 60)
+        records.fail_batch(session, claim, "w1", "OSError: gone", retry_at=None)
+        first_start = session.get(Job, job_id).started_at
+        retry_job(session, job_id)
+    assert run_job(context(database, tmp_path), job_id) == DONE
+    with database.sessions() as session:
+        assert session.get(Job, job_id).started_at == first_start

@@ -18,10 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from reprogrid.config import Settings
-from reprogrid.models import Database, Image
+from reprogrid.models import Database
 from reprogrid.scheduler.grid import sha256_text
 from reprogrid.worker import records
 from reprogrid.worker.checkpoints import LoadedCheckpoint, load_checkpoint
@@ -29,7 +27,12 @@ from reprogrid.worker.determinism import DeterminismSettings, configure
 from reprogrid.worker.environment import describe_environment, fingerprint
 from reprogrid.worker.failures import TRANSIENT, RetryPolicy, error_kind
 from reprogrid.worker.generate import BatchInterrupted, generate_batch
-from reprogrid.worker.store import encode_png, pixel_sha256, write_png
+from reprogrid.worker.store import (
+    encode_png,
+    pixel_sha256,
+    remove_stale_temp_files,
+    write_png,
+)
 
 
 @dataclass
@@ -48,8 +51,9 @@ class WorkerContext:
 
     @classmethod
     def start(cls, settings: Settings, db: Database, device: str, name: str) -> WorkerContext:
-        """Configure determinism for this process and build its context."""
+        """Configure determinism for this process, sweep orphan temp files, build the context."""
         determinism = configure(settings.threads, settings.full_determinism)
+        remove_stale_temp_files(settings.store)
         return cls(
             db=db,
             store=settings.store,
@@ -312,22 +316,11 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
                     "generate_seconds": seconds_each,
                 }
             )
+        # Files of cells another worker recorded first stay: see worker/store.py.
         with ctx.db.sessions() as session:
-            kept = set(records.record_images(session, claim, ctx.name, images))
-            paths = [i["path"] for i in images if i["cell_id"] not in kept]
-            _remove_unreferenced(ctx, session, paths)
-        return len(kept)
+            return len(records.record_images(session, claim, ctx.name, images))
 
     return record
-
-
-def _remove_unreferenced(ctx: WorkerContext, session, paths: list[str]) -> None:
-    """Delete files this worker wrote for cells another worker recorded first."""
-    if not paths:
-        return
-    referenced = set(session.scalars(select(Image.path).where(Image.path.in_(paths))))
-    for path in set(paths) - referenced:
-        (ctx.store / path).unlink(missing_ok=True)
 
 
 def png_chunks(

@@ -177,8 +177,7 @@ def record_images(
     """Insert image rows and finish the batch, unless the lease was lost.
 
     Cells that already have an image (another worker finished them first) keep
-    it. Returns the cell ids whose image row is this worker's; the caller may
-    delete files nobody points to. Commits.
+    it. Returns the cell ids whose image row is this worker's. Commits.
     """
     still_ours = session.execute(
         update(Batch)
