@@ -259,18 +259,19 @@ def cancel(app: App, job: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="For a job run here: one JSON line.")
 @pass_app
 def retry(app: App, job: int, device: str, threads: int | None, as_json: bool) -> None:
-    """Queue a job's failed and cancelled cells again, in their original batches.
+    """Queue every cell of a job that is not done again, in its original batches.
 
-    A submitted job goes back to the scheduler; a job made by `run` runs again here.
+    A submitted job goes back to the scheduler; a job made by `run` (stopped by
+    Ctrl-C, a crash or failures) runs again here.
 
     \b
     Example:
       reprogrid retry 3
     """
     from reprogrid.models import Job
-    from reprogrid.scheduler.control import retry_job
+    from reprogrid.scheduler.control import dead_embedded_runs, retry_job
 
-    change = _change_job(app, retry_job, job)
+    change = _change_job(app, lambda s, j: retry_job(s, j, dead_embedded_runs(s, j)), job)
     with app.db.sessions() as session:
         embedded = session.get(Job, job).queue is None
     if embedded and change.cells:
@@ -278,7 +279,7 @@ def retry(app: App, job: int, device: str, threads: int | None, as_json: bool) -
     elif as_json:
         click.echo(json.dumps({"job_id": job, "status": change.status, "requeued": change.cells}))
     else:
-        click.echo(f"job {job} {change.status}: {change.cells} cells queued again")
+        click.echo(f"job {job} {change.status}: {change.cells} cells to run")
 
 
 def _change_job(app: App, change, job_id: int):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -86,15 +84,19 @@ def run_here(
     app: App, job_id: int, cells: int, device: str, threads: int | None, as_json: bool
 ) -> None:
     """Execute a created job in this process and print its summary; exit 1 unless it is done."""
+    from reprogrid.scheduler.control import embedded_run_name
     from reprogrid.worker.embedded import run_job
     from reprogrid.worker.execute import WorkerContext, pick_device
 
     settings = app.settings.with_overrides(threads=threads)
-    name = f"run-{socket.gethostname()}-{os.getpid()}"
-    ctx = WorkerContext.start(settings, app.db, pick_device(device), name)
+    ctx = WorkerContext.start(settings, app.db, pick_device(device), embedded_run_name())
     started = time.perf_counter()
-    with JobProgress(job_id, cells, json_lines=as_json) as progress:
-        status = run_job(ctx, job_id, on_batch=progress.advance)
+    try:
+        with JobProgress(job_id, cells, json_lines=as_json) as progress:
+            status = run_job(ctx, job_id, on_batch=progress.advance)
+    except KeyboardInterrupt:
+        click.echo(f"job {job_id} interrupted; resume it with: reprogrid retry {job_id}", err=True)
+        sys.exit(130)
     seconds = time.perf_counter() - started
     (counts,) = _progress_rows(app, job_id)
     summary = {

@@ -2,11 +2,14 @@
 
 The same batches as the distributed path (formed by the scheduler's
 ``form_batches``), executed one after another, each recorded while the next
-one computes (``OverlappedBatches``).
+one computes (``OverlappedBatches``). A run stopped by Ctrl-C (or any error)
+gives its claims back at once (``records.release_claims``): nothing waits a
+lease, and ``reprogrid retry JOB`` carries on where it stopped.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 
@@ -14,7 +17,10 @@ from sqlalchemy import func, or_, select
 
 from reprogrid.models import PENDING, Batch, Job, utcnow
 from reprogrid.scheduler.jobs import form_batches
+from reprogrid.worker import records
 from reprogrid.worker.execute import BatchOutcome, OverlappedBatches, WorkerContext
+
+log = logging.getLogger(__name__)
 
 
 def run_job(
@@ -27,13 +33,25 @@ def run_job(
     worker holds are left to it. ``on_batch`` hears of each batch once it is
     recorded, from the recording thread.
     """
-    with OverlappedBatches(ctx, on_batch or (lambda _: None)) as batches:
-        while (waiting := _waiting_batches(ctx, job_id)) is not None:
-            for batch_id in waiting:
-                batches.run(batch_id)
-            batches.wait()  # a batch that failed is pending again: run it in the next round
+    try:
+        with OverlappedBatches(ctx, on_batch or (lambda _: None)) as batches:
+            while (waiting := _waiting_batches(ctx, job_id)) is not None:
+                for batch_id in waiting:
+                    batches.run(batch_id)
+                batches.wait()  # a batch that failed is pending again: run it next round
+    except BaseException:
+        _release(ctx, job_id)
+        raise
     with ctx.db.sessions() as session:
         return session.get(Job, job_id).status
+
+
+def _release(ctx: WorkerContext, job_id: int) -> None:
+    try:
+        with ctx.db.sessions() as session:
+            records.release_claims(session, job_id, ctx.name)
+    except Exception:  # the database is what failed: retry finds the dead run's batches
+        log.exception("could not give back the batches of job %d", job_id)
 
 
 def _waiting_batches(ctx: WorkerContext, job_id: int) -> list[int] | None:

@@ -243,6 +243,39 @@ def fail_batch(
     return retry
 
 
+def release_claims(session: Session, job_id: int, worker: str) -> int:
+    """Give back the job's batches this worker runs (it is stopping): they wait again,
+    the interrupted attempt not counted, and the job is no longer ``running`` unless
+    another worker runs some of it. Returns the batches released. Commits."""
+    released = list(
+        session.scalars(
+            update(Batch)
+            .where(Batch.job_id == job_id, Batch.worker == worker, Batch.status == RUNNING)
+            .values(
+                status=PENDING,
+                worker=None,
+                lease_until=None,
+                attempts=Batch.attempts - 1,  # claimed, so at least 1
+            )
+            .returning(Batch.id)
+        )
+    )
+    session.execute(
+        update(Cell)
+        .where(Cell.batch_id.in_(released), Cell.status == RUNNING)
+        .values(status=QUEUED)
+    )
+    still_running = session.scalar(
+        select(Batch.id).where(Batch.job_id == job_id, Batch.status == RUNNING).limit(1)
+    )
+    if still_running is None:
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.status == RUNNING).values(status=QUEUED)
+        )
+    session.commit()
+    return len(released)
+
+
 def cancel_batch(session: Session, claim: ClaimedBatch, worker: str) -> None:
     """Mark a batch interrupted by its job's cancellation. Commits."""
     finish_batch(session, claim.batch_id, worker, CANCELLED, "job cancelled")
