@@ -12,7 +12,16 @@ from typing import Any, TextIO
 # "CSV injection"): export writes it with a leading ' so it is shown as text.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # What ``status`` and ``workers`` show of each live worker.
-WORKER_COLUMNS = ["name", "device", "queue", "job_id", "batch_id", "checkpoints", "hostname"]
+WORKER_COLUMNS = [
+    "name",
+    "device",
+    "queue",
+    "state",
+    "job_id",
+    "batch_id",
+    "checkpoints",
+    "hostname",
+]
 
 
 def duration_text(seconds: float | None) -> str:

@@ -229,6 +229,8 @@ def live_workers(session: Session, now: datetime | None = None) -> list[dict[str
                 "checkpoints": sorted(checkpoints),
                 "heartbeat_seconds_ago": round((now - worker.heartbeat_at).total_seconds(), 1),
                 "started_at": worker.started_at.isoformat(),
+                # "consuming", or why not (a dead broker connection, another fleet's message)
+                "state": worker.state or "consuming",
             }
         )
     return rows

@@ -2,10 +2,14 @@
 
 Each pass (``dispatch_once``):
 
-1. recovers lost work: a queued batch nobody claimed within a lease although
-   a worker of its queue is idle (its message was lost, e.g. Redis restarted
-   empty) and a running batch whose lease ran out (its worker died) are
-   published again; a batch whose workers died ``max_attempts`` times fails;
+1. recovers lost work, in seconds rather than a lease: a queued batch nobody
+   claimed within ``redeliver_seconds`` although a worker of its queue is idle
+   (its message was lost: Redis restarted empty, a scheduler killed between
+   commit and publish), and a running batch whose worker's heartbeat stopped
+   (``LIVE_WORKER_SECONDS``: three missed beats) or whose lease ran out, are
+   published again; a batch whose workers died ``max_attempts`` times fails.
+   A copy too many is harmless: the claim lets one worker run a batch, the
+   unique image per cell keeps one result;
 2. walks the runnable jobs (submitted, not held by ``not_before``), highest
    priority first, then in submission order, and tops each queue up to
    ``max_in_flight`` batches queued or running, re-sending batches waiting to
@@ -65,6 +69,8 @@ class DispatchLimits:
     max_in_flight: int
     lease_seconds: int
     max_attempts: int
+    # a batch re-sent (or first sent) less than this long ago is not re-sent again
+    redeliver_seconds: int = 20
 
 
 @dataclass
@@ -269,16 +275,19 @@ def _recover(
     nobody serves would only wait there too.
     """
     now = utcnow()
-    stale = now - timedelta(seconds=limits.lease_seconds)
+    resent_before = now - timedelta(seconds=min(limits.redeliver_seconds, limits.lease_seconds))
+    alive_since = now - timedelta(seconds=LIVE_WORKER_SECONDS)
     with db.sessions() as session:
         idle = set(
             session.scalars(
                 select(Worker.queue).where(
-                    Worker.heartbeat_at >= now - timedelta(seconds=LIVE_WORKER_SECONDS),
+                    Worker.heartbeat_at >= alive_since,
                     Worker.current_batch_id.is_(None),
+                    Worker.state.is_(None),  # consuming
                 )
             )
         )
+        dead_holders = select(Worker.name).where(Worker.heartbeat_at < alive_since)
         lost = session.scalars(
             select(Batch)
             .join(Job, Job.id == Batch.job_id)
@@ -286,9 +295,10 @@ def _recover(
                 FLEET_BATCH,
                 or_(
                     (Batch.status == QUEUED) & Batch.queue.in_(idle),
-                    (Batch.status == RUNNING) & (Batch.lease_until < now),
+                    (Batch.status == RUNNING)
+                    & or_(Batch.lease_until < now, Batch.worker.in_(dead_holders)),
                 ),
-                or_(Batch.published_at.is_(None), Batch.published_at < stale),
+                or_(Batch.published_at.is_(None), Batch.published_at < resent_before),
             )
             .order_by(Batch.id)
             .limit(RECOVER_CHUNK)
@@ -299,10 +309,16 @@ def _recover(
             for batch in lost
             if _settle_lost(session, batch, limits.max_attempts, report) and batch.queue in idle
         ]
-        # A running batch stays leased to its worker: if that worker was only
-        # slow, it renews the lease and the claim refuses the new message.
+        # A running batch stays with its worker until another claims it; its lease
+        # is cut short so that the claim can: a worker that was only slow finds
+        # the batch gone at its next lease check and stops.
         if resend:
             _stamp_published(session, [batch_id for batch_id, _ in resend])
+            session.execute(
+                update(Batch)
+                .where(Batch.id.in_([b for b, _ in resend]), Batch.status == RUNNING)
+                .values(lease_until=now)
+            )
         session.commit()
     for batch_id, queue in resend:
         publish(batch_id, queue)
@@ -317,7 +333,10 @@ def _settle_lost(session: Session, batch: Batch, max_attempts: int, report: Disp
         finish_batch(session, batch.id, batch.worker, CANCELLED, CANCELLED_ERROR)
         report.cancelled += 1
     elif batch.attempts >= max_attempts:
-        error = f"worker {batch.worker} lost (lease expired) on attempt {batch.attempts}"
+        error = (
+            f"worker {batch.worker} lost (lease expired or heartbeat stopped)"
+            f" on attempt {batch.attempts}"
+        )
         finish_batch(session, batch.id, batch.worker, FAILED, error)
         report.failed += 1
     else:

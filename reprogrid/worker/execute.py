@@ -46,6 +46,8 @@ class WorkerContext:
     determinism: DeterminismSettings
     lease_seconds: int
     retry: RetryPolicy
+    # batches claimed and not yet recorded or given up: the heartbeat renews their leases
+    active: set[int] = field(default_factory=set)
     _environment_ids: dict[str, int] = field(default_factory=dict)
     _checkpoint_ids: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
@@ -201,14 +203,19 @@ def _compute(ctx: WorkerContext, batch_id: int, work: BatchWork) -> BatchOutcome
         claim = records.claim_batch(session, batch_id, ctx.name, ctx.lease_seconds)
     if claim is None:
         return BatchOutcome(batch_id, "skipped", 0, 0.0)
+    ctx.active.add(batch_id)
     try:
         return _Computed(claim, work(ctx, claim), started)
     except BatchInterrupted:
         with ctx.db.sessions() as session:
             records.cancel_batch(session, claim, ctx.name)
+        ctx.active.discard(batch_id)
         return BatchOutcome(batch_id, "cancelled", 0, time.perf_counter() - started)
     except Exception as exc:
         return _failed(ctx, claim, exc, started)
+    except BaseException:
+        ctx.active.discard(batch_id)
+        raise
 
 
 def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
@@ -219,6 +226,13 @@ def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
     idempotent, and the computed pixels are kept meanwhile. Any other error,
     or the last try's, is a failed attempt like any other.
     """
+    try:
+        return _record_with_retries(ctx, computed)
+    finally:
+        ctx.active.discard(computed.claim.batch_id)
+
+
+def _record_with_retries(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
     for attempt in range(1, RECORD_TRIES + 1):
         try:
             kept = computed.record()
@@ -249,6 +263,7 @@ def _failed(
     keeps its lease and comes back when the lease runs out: the outcome is
     ``lost``, and the worker carries on.
     """
+    ctx.active.discard(claim.batch_id)
     error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
     try:

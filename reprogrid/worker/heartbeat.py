@@ -4,6 +4,11 @@ The row says who the worker is (name, host, pid, device, queue, environment),
 what it runs now and which checkpoints it holds in memory; ``reprogrid status``
 lists the workers whose heartbeat is recent. A name belongs to one live
 process at a time, because batches are leased to workers by name.
+
+Each beat also renews the lease of every batch this process works on
+(``WorkerContext.active``: computing, loading its checkpoint, or being
+recorded), so a lease only has to outlast a few missed beats; the scheduler
+takes a batch back as soon as its worker's beats stop.
 """
 
 from __future__ import annotations
@@ -12,13 +17,13 @@ import logging
 import os
 import socket
 import threading
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from reprogrid.models import Worker, utcnow
+from reprogrid.models import RUNNING, Batch, Worker, utcnow
 from reprogrid.models.queries import LIVE_WORKER_SECONDS
 from reprogrid.worker.checkpoints import loaded_checkpoints
 from reprogrid.worker.execute import WorkerContext
@@ -40,6 +45,7 @@ class Heartbeat:
         self.queue = queue
         self.interval = interval
         self.current_batch: int | None = None
+        self.state: str | None = None  # None while consuming; else why not
         self.environment_id, _ = ctx.environment("float32")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reprogrid-heartbeat", daemon=True)
@@ -73,10 +79,12 @@ class Heartbeat:
             "current_batch_id": self.current_batch,
             "checkpoints": [self.ctx.checkpoint(c) for c in loaded_checkpoints()],
             "heartbeat_at": utcnow(),
+            "state": self.state,
         }
         if started:
             values["started_at"] = values["heartbeat_at"]
         with self.ctx.db.sessions() as session:
+            self._renew_leases(session, values["heartbeat_at"])
             row = session.scalar(select(Worker).where(Worker.name == self.ctx.name))
             if row is None:
                 session.add(Worker(name=self.ctx.name, **values))
@@ -88,6 +96,15 @@ class Heartbeat:
             except IntegrityError:  # the same name inserted at the same moment elsewhere
                 session.rollback()
                 raise NameTaken(f"worker name {self.ctx.name!r} was just taken") from None
+
+    def _renew_leases(self, session: Session, now: datetime) -> None:
+        active = list(self.ctx.active)
+        if active:
+            session.execute(
+                update(Batch)
+                .where(Batch.id.in_(active), Batch.worker == self.ctx.name, Batch.status == RUNNING)
+                .values(lease_until=now + timedelta(seconds=self.ctx.lease_seconds))
+            )
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
