@@ -135,6 +135,7 @@ def scheduler_command(app: App, once: bool, interval: float, max_in_flight: int)
       REPROGRID_DB=postgresql://reprogrid:secret@db/reprogrid \\
       REPROGRID_BROKER=redis://:secret@redis:6379/0 reprogrid scheduler
     """
+    from reprogrid.models.queries import fleet_id
     from reprogrid.scheduler.broker import celery_app, publish_batch
     from reprogrid.scheduler.dispatch import DispatchLimits, dispatch_once, run_scheduler
 
@@ -142,9 +143,11 @@ def scheduler_command(app: App, once: bool, interval: float, max_in_flight: int)
     settings = app.settings
     broker = celery_app(settings)
     limits = DispatchLimits(max_in_flight, settings.lease_seconds, settings.max_attempts)
+    with app.db.sessions() as session:
+        fleet = fleet_id(session)
 
     def publish(batch_id: int, queue: str) -> None:
-        publish_batch(broker, batch_id, queue)
+        publish_batch(broker, batch_id, queue, fleet)
 
     if once:
         report = dispatch_once(app.db, publish, limits)

@@ -22,6 +22,7 @@ from reprogrid.models.tables import (
     Cell,
     Checkpoint,
     Environment,
+    Fleet,
     Image,
     Job,
     Verification,
@@ -200,6 +201,12 @@ def _throughput(session: Session, job: Job, remaining: int) -> dict[str, float |
         "images_per_second": round(rate, 3) if rate is not None else None,
         "eta_seconds": round(eta) if eta is not None else None,
     }
+
+
+def fleet_id(session: Session) -> str:
+    """The database's identity, named in every message so that a worker of another
+    database refuses it (the row is made by migration 0007)."""
+    return session.scalar(select(Fleet.fleet_id).where(Fleet.id == 1))
 
 
 def live_workers(session: Session, now: datetime | None = None) -> list[dict[str, Any]]:
