@@ -30,7 +30,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -82,6 +82,8 @@ class DispatchReport:
     failed: int = 0
     cancelled: int = 0
     in_flight: dict[str, int] = field(default_factory=dict)
+    # queues with batches waiting for a message to be read, and no live worker consuming
+    unserved: dict[str, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.published or self.republished or self.failed or self.cancelled)
@@ -119,12 +121,22 @@ def run_scheduler(
     stop: threading.Event,
 ) -> None:
     """Dispatch every ``interval`` seconds until ``stop`` is set (by SIGTERM, say)."""
+    unserved: dict[str, int] = {}
     while not stop.is_set():
         try:
             report = dispatch_once(db, publish, limits)
         except Exception:  # a broker or database outage: keep going, try again
             log.exception("dispatch pass failed; retrying in %.0f s", interval)
         else:
+            if report.unserved != unserved:
+                unserved = report.unserved
+                for queue, count in unserved.items():
+                    log.warning(
+                        "queue %s: %d batches wait and no live worker consumes it;"
+                        " not re-sending them until one does",
+                        queue,
+                        count,
+                    )
             if report:
                 log.info(
                     "published %d, re-published %d, failed %d, cancelled %d; in flight %s",
@@ -287,6 +299,7 @@ def _recover(
                 )
             )
         )
+        report.unserved = _unserved_queues(session, alive_since)
         dead_holders = select(Worker.name).where(Worker.heartbeat_at < alive_since)
         lost = session.scalars(
             select(Batch)
@@ -323,6 +336,21 @@ def _recover(
     for batch_id, queue in resend:
         publish(batch_id, queue)
     report.republished += len(resend)
+
+
+def _unserved_queues(session: Session, alive_since: datetime) -> dict[str, int]:
+    """Queues whose queued batches no live, consuming worker could be reading."""
+    consuming = select(Worker.queue).where(
+        Worker.heartbeat_at >= alive_since, Worker.state.is_(None)
+    )
+    return dict(
+        session.execute(
+            select(Batch.queue, func.count())
+            .join(Job, Job.id == Batch.job_id)
+            .where(FLEET_BATCH, Batch.status == QUEUED, Batch.queue.not_in(consuming))
+            .group_by(Batch.queue)
+        ).all()
+    )
 
 
 def _settle_lost(session: Session, batch: Batch, max_attempts: int, report: DispatchReport) -> bool:

@@ -32,6 +32,11 @@ from reprogrid.models import Batch, Database
 from reprogrid.models.queries import fleet_id
 from reprogrid.models.verifications import VERIFY_KIND
 from reprogrid.scheduler.broker import RUN_BATCH_TASK, celery_app
+from reprogrid.worker.broker_watch import (
+    EXIT_BROKER_RESTARTED,
+    BrokerWatch,
+    BrokerWatcher,
+)
 from reprogrid.worker.execute import (
     BatchOutcome,
     BatchWork,
@@ -106,10 +111,16 @@ def worker_app(settings: Settings, batches: OverlappedBatches, heartbeat: Heartb
 
 
 def serve(settings: Settings, db: Database, device: str, queue: str, name: str) -> int:
-    """Run the worker until a warm shutdown (SIGTERM or Ctrl-C); return its exit code."""
+    """Run the worker until a warm shutdown (SIGTERM or Ctrl-C); return its exit code.
+
+    The code is ``EXIT_BROKER_RESTARTED`` when the worker stopped because the
+    broker restarted (see ``broker_watch``): its supervisor should start it again.
+    """
     ctx = WorkerContext.start(settings, db, device, name)
     heartbeat = Heartbeat(ctx, queue)
     heartbeat.start()
+    watcher = BrokerWatcher(BrokerWatch(settings.broker_url), _state_setter(heartbeat))
+    watcher.start()
     batches = OverlappedBatches(ctx, log_outcome)
     try:
         worker = worker_app(settings, batches, heartbeat).Worker(
@@ -124,7 +135,21 @@ def serve(settings: Settings, db: Database, device: str, queue: str, name: str) 
             without_heartbeat=True,
         )
         worker.start()
-        return worker.exitcode or 0
+        return EXIT_BROKER_RESTARTED if watcher.restarted.is_set() else worker.exitcode or 0
     finally:
+        watcher.stop()
         batches.close()
         heartbeat.stop()
+
+
+def _state_setter(heartbeat: Heartbeat):
+    """Put the broker's state in the heartbeat row now, not at the next beat."""
+
+    def set_state(state: str | None) -> None:
+        heartbeat.state = state
+        try:
+            heartbeat.beat()
+        except Exception:  # the database may be down too: the next beat writes it
+            log.exception("could not write the worker's state")
+
+    return set_state
