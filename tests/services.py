@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -55,3 +56,62 @@ class OwnRedis:
         """Kill it and start it again, empty."""
         self.stop()
         self.start()
+
+
+class OwnPostgres:
+    """A PostgreSQL cluster of the test's own (``initdb``/``pg_ctl`` as the postgres user).
+
+    Its data folder is a fresh folder the postgres user can reach (a pytest
+    ``tmp_path`` is private to root); ``remove`` deletes it.
+    """
+
+    def __init__(self) -> None:
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+        if not bins or shutil.which("runuser") is None:
+            pytest.skip("PostgreSQL server binaries are not installed")
+        self.bin = bins[-1].parent
+        self.folder = Path(tempfile.mkdtemp(prefix="reprogrid-pg-"))
+        self.folder.chmod(0o755)
+        shutil.chown(self.folder, "postgres")
+        self.data = self.folder / "data"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres")
+
+    def _as_postgres(self, tool: str, *args: str) -> None:
+        subprocess.run(
+            ["runuser", "-u", "postgres", "--", str(self.bin / tool), *args],
+            check=True,
+            capture_output=True,
+        )
+
+    def _pg_ctl(self, action: str, *args: str) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self._as_postgres(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.data / "log"),
+            "-w",
+            "-o",
+            options,
+            action,
+            *args,
+        )
+
+    def start(self) -> None:
+        self._pg_ctl("start")
+
+    def stop(self) -> None:
+        self._pg_ctl("stop", "-m", "immediate")
+
+    def remove(self) -> None:
+        """Stop the server if it runs, and delete its data."""
+        pg_ctl = ["runuser", "-u", "postgres", "--", str(self.bin / "pg_ctl"), "-D", str(self.data)]
+        subprocess.run([*pg_ctl, "stop", "-m", "immediate"], capture_output=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def restart(self) -> None:
+        """Every connection is dropped; the data stays."""
+        self._pg_ctl("restart", "-m", "fast")

@@ -282,23 +282,24 @@ def _recover(
 ) -> None:
     """Re-send batches whose message or worker was lost; give up on those lost too often.
 
-    A batch is re-sent only to a queue that has an idle live worker: a message
-    still waiting behind busy workers is not lost, and one sent to a queue
-    nobody serves would only wait there too.
+    A queued batch is re-sent only to a queue that has an idle live worker: a
+    message still waiting behind busy workers is not lost. A batch whose worker
+    died is re-sent to a queue some live worker consumes, busy or not: it is
+    lost for sure. Nothing is sent to a queue no live worker consumes: it
+    would only wait there too (``report.unserved`` says so).
     """
     now = utcnow()
     resent_before = now - timedelta(seconds=min(limits.redeliver_seconds, limits.lease_seconds))
     alive_since = now - timedelta(seconds=LIVE_WORKER_SECONDS)
     with db.sessions() as session:
-        idle = set(
-            session.scalars(
-                select(Worker.queue).where(
-                    Worker.heartbeat_at >= alive_since,
-                    Worker.current_batch_id.is_(None),
-                    Worker.state.is_(None),  # consuming
-                )
+        live = session.execute(
+            select(Worker.queue, Worker.current_batch_id).where(
+                Worker.heartbeat_at >= alive_since,
+                Worker.state.is_(None),  # consuming
             )
-        )
+        ).all()
+        consuming = {queue for queue, _ in live}
+        idle = {queue for queue, batch_id in live if batch_id is None}
         report.unserved = _unserved_queues(session, alive_since)
         dead_holders = select(Worker.name).where(Worker.heartbeat_at < alive_since)
         lost = session.scalars(
@@ -309,7 +310,8 @@ def _recover(
                 or_(
                     (Batch.status == QUEUED) & Batch.queue.in_(idle),
                     (Batch.status == RUNNING)
-                    & or_(Batch.lease_until < now, Batch.worker.in_(dead_holders)),
+                    & or_(Batch.lease_until < now, Batch.worker.in_(dead_holders))
+                    & Batch.queue.in_(consuming),
                 ),
                 or_(Batch.published_at.is_(None), Batch.published_at < resent_before),
             )
@@ -320,7 +322,7 @@ def _recover(
         resend = [
             (batch.id, batch.queue)
             for batch in lost
-            if _settle_lost(session, batch, limits.max_attempts, report) and batch.queue in idle
+            if _settle_lost(session, batch, limits.max_attempts, report)
         ]
         # A running batch stays with its worker until another claims it; its lease
         # is cut short so that the claim can: a worker that was only slow finds

@@ -54,6 +54,7 @@ class Heartbeat:
         """Write the row (refusing a name a live process holds), then keep it fresh."""
         with self.ctx.db.sessions() as session:
             _check_name_free(session, self.ctx.name)
+            _free_predecessor_batches(session, self.ctx.name)
         self.beat(started=True)
         self._thread.start()
 
@@ -112,6 +113,17 @@ class Heartbeat:
                 self.beat()
             except Exception:  # a database hiccup must not kill the worker
                 log.exception("heartbeat failed")
+
+
+def _free_predecessor_batches(session: Session, name: str) -> None:
+    """Cut short the leases a dead process of this name left: this process's beats
+    must not make them look alive. The scheduler then sends them again."""
+    session.execute(
+        update(Batch)
+        .where(Batch.worker == name, Batch.status == RUNNING)
+        .values(lease_until=utcnow())
+    )
+    session.commit()
 
 
 def _check_name_free(session: Session, name: str) -> None:
