@@ -17,7 +17,12 @@ from services import OwnRedis
 from sqlalchemy import func, select
 
 from reprogrid.models import Image, open_database
-from reprogrid.worker.broker_watch import EXIT_BROKER_RESTARTED
+from reprogrid.worker.broker_watch import (
+    EXIT_BROKER_RESTARTED,
+    RESTARTED,
+    UNREACHABLE,
+    BrokerWatch,
+)
 
 GRID = ["--prompt", "a fox", "--steps", "2", "--width", "32", "--height", "32"]
 
@@ -77,3 +82,12 @@ class Supervisor:
 def _images(db) -> int:
     with db.sessions() as session:
         return session.scalar(select(func.count()).select_from(Image))
+
+
+def test_the_watch_tells_a_restarted_broker_from_an_unreachable_one(own_redis: OwnRedis) -> None:
+    watch = BrokerWatch(own_redis.url)
+    assert watch.check() is None
+    own_redis.stop()
+    assert watch.check() == UNREACHABLE
+    own_redis.start()
+    assert watch.check() == RESTARTED

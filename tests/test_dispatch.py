@@ -186,6 +186,22 @@ def test_a_batch_whose_worker_beats_keeps_its_lease(fleet: Fleet) -> None:
     db.dispose()
 
 
+def test_nothing_is_re_sent_to_a_queue_no_live_worker_consumes_and_it_is_reported(
+    fleet: Fleet,
+) -> None:
+    _, db = _published_then_lost(fleet)
+    _age_batches(db, published=timedelta(seconds=LEASE_SECONDS + 1))
+    with db.sessions() as session:
+        row = _worker_row("cut-off", beat=utcnow())
+        row.queue, row.state = "default", "not consuming: the broker restarted"
+        session.add(row)
+        session.commit()
+    limits = DispatchLimits(max_in_flight=8, lease_seconds=600, max_attempts=3)
+    report = dispatch_once(db, lambda b, q: pytest.fail("sent to a queue nobody reads"), limits)
+    assert report.republished == 0 and report.unserved == {"default": 1}
+    db.dispose()
+
+
 @pytest.mark.postgres
 def test_two_schedulers_at_once_never_make_two_copies_of_a_batch(
     postgres_url: str, redis_url: str, tmp_path: Path
