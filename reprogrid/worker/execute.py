@@ -46,8 +46,9 @@ class WorkerContext:
     determinism: DeterminismSettings
     lease_seconds: int
     retry: RetryPolicy
-    # batches claimed and not yet recorded or given up: the heartbeat renews their leases
-    active: set[int] = field(default_factory=set)
+    # batches claimed and not yet recorded or given up, with when they were claimed
+    # (time.monotonic()): the heartbeat renews their leases, for a while
+    active: dict[int, float] = field(default_factory=dict)
     _environment_ids: dict[str, int] = field(default_factory=dict)
     _checkpoint_ids: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
@@ -203,18 +204,18 @@ def _compute(ctx: WorkerContext, batch_id: int, work: BatchWork) -> BatchOutcome
         claim = records.claim_batch(session, batch_id, ctx.name, ctx.lease_seconds)
     if claim is None:
         return BatchOutcome(batch_id, "skipped", 0, 0.0)
-    ctx.active.add(batch_id)
+    ctx.active[batch_id] = time.monotonic()
     try:
         return _Computed(claim, work(ctx, claim), started)
     except BatchInterrupted:
         with ctx.db.sessions() as session:
             records.cancel_batch(session, claim, ctx.name)
-        ctx.active.discard(batch_id)
+        ctx.active.pop(batch_id, None)
         return BatchOutcome(batch_id, "cancelled", 0, time.perf_counter() - started)
     except Exception as exc:
         return _failed(ctx, claim, exc, started)
     except BaseException:
-        ctx.active.discard(batch_id)
+        ctx.active.pop(batch_id, None)
         raise
 
 
@@ -229,7 +230,7 @@ def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
     try:
         return _record_with_retries(ctx, computed)
     finally:
-        ctx.active.discard(computed.claim.batch_id)
+        ctx.active.pop(computed.claim.batch_id, None)
 
 
 def _record_with_retries(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
@@ -263,7 +264,7 @@ def _failed(
     keeps its lease and comes back when the lease runs out: the outcome is
     ``lost``, and the worker carries on.
     """
-    ctx.active.discard(claim.batch_id)
+    ctx.active.pop(claim.batch_id, None)
     error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
     try:

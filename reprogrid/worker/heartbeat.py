@@ -8,7 +8,10 @@ process at a time, because batches are leased to workers by name.
 Each beat also renews the lease of every batch this process works on
 (``WorkerContext.active``: computing, loading its checkpoint, or being
 recorded), so a lease only has to outlast a few missed beats; the scheduler
-takes a batch back as soon as its worker's beats stop.
+takes a batch back as soon as its worker's beats stop. It does so for at most
+``HEARTBEAT_HOLD_SECONDS`` after the claim: a process whose main thread hangs
+(a store write that never returns) keeps beating, but loses its batch then
+(denoising renews the lease itself, between steps).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from datetime import datetime, timedelta
 
 from sqlalchemy import delete, select, update
@@ -29,6 +33,7 @@ from reprogrid.worker.checkpoints import loaded_checkpoints
 from reprogrid.worker.execute import WorkerContext
 
 HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_HOLD_SECONDS = 3600.0
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +104,8 @@ class Heartbeat:
                 raise NameTaken(f"worker name {self.ctx.name!r} was just taken") from None
 
     def _renew_leases(self, session: Session, now: datetime) -> None:
-        active = list(self.ctx.active)
+        since = time.monotonic() - HEARTBEAT_HOLD_SECONDS
+        active = [batch for batch, claimed in list(self.ctx.active.items()) if claimed > since]
         if active:
             session.execute(
                 update(Batch)
