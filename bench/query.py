@@ -246,7 +246,7 @@ def time_lookup(db: Database, column: Any, rng: random.Random) -> float:
         )
     started = time.perf_counter()
     with db.sessions() as session, contextlib.suppress(NotFound):  # 6 digits may match two
-        find_image(session, value[:6])
+        find_image(session, f"sha:{value[:6]}")
     return time.perf_counter() - started
 
 

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reprogrid.config import Settings
+from reprogrid.config import Settings, database_url
 from reprogrid.models import Database, Job, open_database
 from reprogrid.models.queries import (
     CellFilter,
@@ -38,7 +38,13 @@ from reprogrid.models.queries import (
 from reprogrid.models.tables import FINISHED
 from reprogrid.models.verifications import ImageRef, images_to_verify, sample_images
 from reprogrid.scheduler.broker import DEFAULT_QUEUE
-from reprogrid.scheduler.spec import JobSpec, SpecError, read_spec_file, validate_spec
+from reprogrid.scheduler.spec import (
+    JobSpec,
+    SpecError,
+    SpecLimits,
+    read_spec_file,
+    validate_spec,
+)
 
 if TYPE_CHECKING:
     import pandas
@@ -63,9 +69,7 @@ SpecSource = str | os.PathLike[str] | Mapping[str, Any]
 
 def sqlite_url(value: str | os.PathLike[str] | None) -> str | None:
     """A SQLAlchemy URL as given, or a plain path turned into a SQLite URL."""
-    if value is None or "://" in str(value):
-        return None if value is None else str(value)
-    return f"sqlite:///{Path(value).expanduser().resolve()}"
+    return None if value is None else database_url(str(value))
 
 
 def connect(
@@ -150,7 +154,9 @@ class Reprogrid:
         if fields.get("prompts_file"):
             raw.pop("prompts", None)
         raw |= {name: value for name, value in fields.items() if value is not None}
-        return validate_spec(raw, self.settings.max_cells, base_dir)
+        settings = self.settings
+        limits = SpecLimits(settings.max_steps, settings.max_image_side, settings.max_batch_size)
+        return validate_spec(raw, settings.max_cells, base_dir, limits)
 
     def submit(
         self,
@@ -228,12 +234,12 @@ class Reprogrid:
         on_batch: Callable[[Any], None] | None = None,
     ) -> JobResult:
         """Run every waiting cell of a created job here; ``on_batch`` hears of each batch."""
+        from reprogrid.scheduler.control import embedded_run_name
         from reprogrid.worker.embedded import run_job
         from reprogrid.worker.execute import WorkerContext, pick_device
 
         settings = self.settings.with_overrides(threads=threads)
-        name = f"run-{socket.gethostname()}-{os.getpid()}"
-        ctx = WorkerContext.start(settings, self.db, pick_device(device), name)
+        ctx = WorkerContext.start(settings, self.db, pick_device(device), embedded_run_name())
         started = time.perf_counter()
         status = run_job(ctx, job_id, on_batch=on_batch)
         (counts,) = self.progress(job_id)
@@ -275,11 +281,12 @@ class Reprogrid:
             return cancel_job(session, job_id)
 
     def retry(self, job_id: int) -> JobChange:
-        """Queue a job's failed and cancelled cells again; a job made here needs ``run_job``."""
-        from reprogrid.scheduler.control import retry_job
+        """Queue every cell of a job that is not done again (failed, cancelled, or left by
+        a run that was stopped or crashed); a job made here needs ``run_job``."""
+        from reprogrid.scheduler.control import dead_embedded_runs, retry_job
 
         with self.db.sessions() as session:
-            return retry_job(session, job_id)
+            return retry_job(session, job_id, dead_embedded_runs(session, job_id))
 
     def refine(
         self,

@@ -46,6 +46,7 @@ class Fleet:
             "REPROGRID_STORE": str(self.store),
             "REPROGRID_THREADS": "1",
             "REPROGRID_LEASE_SECONDS": str(LEASE_SECONDS),
+            "REPROGRID_MAX_STEPS": "100000",  # slow batches for the cancel and lease tests
         }
 
     def command(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:

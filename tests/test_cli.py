@@ -78,7 +78,9 @@ def test_query_csv_has_a_header_and_one_row_per_image(cli, finished):
 
 def test_show_finds_an_image_by_hash_prefix_and_prints_the_whole_record(cli, finished):
     target = finished[5]
-    record = json.loads(cli("show", target["pixel_sha256"][:10], "--format", "json").output)
+    record = json.loads(
+        cli("show", f"sha:{target['pixel_sha256'][:10]}", "--format", "json").output
+    )
     assert record["image_id"] == target["image_id"]
     assert record["batch"] == {
         "batch_id": 2, "cell_ids": [5, 6, 7, 8], "index_in_batch": 1, "batch_size": 4,

@@ -131,7 +131,8 @@ def test_a_batch_failing_every_attempt_fails_its_cells_with_the_error_then_retry
     job_id = create_job(db, spec)
     weights = next((checkpoint / "unet").glob("*.safetensors"))
     weights.rename(weights.with_suffix(".hidden"))
-    ctx = WorkerContext.start(settings.with_overrides(max_attempts=2), db, "cpu", "w")
+    transient_twice = settings.with_overrides(max_transient_attempts=2, retry_delay_seconds=0)
+    ctx = WorkerContext.start(transient_twice, db, "cpu", "w")
     assert run_job(ctx, job_id) == "failed"
     with db.sessions() as session:
         batch = session.scalar(select(Batch))

@@ -135,6 +135,73 @@ def test_a_batch_whose_worker_died_is_published_again_then_failed_after_max_atte
     db.dispose()
 
 
+def test_a_batch_whose_worker_s_heartbeat_stopped_is_sent_again_before_its_lease_ends(
+    fleet: Fleet,
+) -> None:
+    batch_id, db = _published_then_lost(fleet)
+    broker = celery_app(Settings(db_url=fleet.db_url, broker_url=fleet.broker_url))
+    limits = DispatchLimits(max_in_flight=8, lease_seconds=600, max_attempts=3)
+    _idle_worker(db, "default")
+    with db.sessions() as session:
+        session.add(_worker_row("dead-worker", beat=utcnow() - timedelta(seconds=16)))
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                status="running",
+                worker="dead-worker",
+                attempts=1,
+                lease_until=utcnow() + timedelta(seconds=580),
+                published_at=utcnow() - timedelta(seconds=21),
+            )
+        )
+        session.commit()
+    report = dispatch_once(db, lambda b, q: publish_batch(broker, b, q), limits)
+    assert report.republished == 1
+    assert queued_messages(fleet.broker_url) == [batch_id]
+    with db.sessions() as session:  # claimable at once by the worker that gets the message
+        assert session.get(Batch, batch_id).lease_until <= utcnow()
+    db.dispose()
+
+
+def test_a_batch_whose_worker_beats_keeps_its_lease(fleet: Fleet) -> None:
+    batch_id, db = _published_then_lost(fleet)
+    broker = celery_app(Settings(db_url=fleet.db_url, broker_url=fleet.broker_url))
+    limits = DispatchLimits(max_in_flight=8, lease_seconds=600, max_attempts=3)
+    _idle_worker(db, "default")
+    with db.sessions() as session:
+        session.add(_worker_row("busy-worker", beat=utcnow()))
+        session.execute(
+            update(Batch)
+            .where(Batch.id == batch_id)
+            .values(
+                status="running",
+                worker="busy-worker",
+                lease_until=utcnow() + timedelta(seconds=580),
+                published_at=utcnow() - timedelta(seconds=300),
+            )
+        )
+        session.commit()
+    assert dispatch_once(db, lambda b, q: publish_batch(broker, b, q), limits).republished == 0
+    db.dispose()
+
+
+def test_nothing_is_re_sent_to_a_queue_no_live_worker_consumes_and_it_is_reported(
+    fleet: Fleet,
+) -> None:
+    _, db = _published_then_lost(fleet)
+    _age_batches(db, published=timedelta(seconds=LEASE_SECONDS + 1))
+    with db.sessions() as session:
+        row = _worker_row("cut-off", beat=utcnow())
+        row.queue, row.state = "default", "not consuming: the broker restarted"
+        session.add(row)
+        session.commit()
+    limits = DispatchLimits(max_in_flight=8, lease_seconds=600, max_attempts=3)
+    report = dispatch_once(db, lambda b, q: pytest.fail("sent to a queue nobody reads"), limits)
+    assert report.republished == 0 and report.unserved == {"default": 1}
+    db.dispose()
+
+
 @pytest.mark.postgres
 def test_two_schedulers_at_once_never_make_two_copies_of_a_batch(
     postgres_url: str, redis_url: str, tmp_path: Path
@@ -181,6 +248,12 @@ def _idle_worker(db, queue: str) -> None:
         row = Worker(name="idle", hostname="h", pid=1, device="cpu", queue=queue, checkpoints=[])
         session.add(row)
         session.commit()
+
+
+def _worker_row(name: str, beat) -> Worker:
+    return Worker(
+        name=name, hostname="h", pid=2, device="cpu", queue="q", checkpoints=[], heartbeat_at=beat
+    )
 
 
 def _claimed_by_a_dead_worker(db, batch_id: int, attempts: int) -> None:

@@ -104,9 +104,21 @@ def test_images_are_found_by_a_prefix_of_any_of_their_hashes(database):
         assert find_image(session, "FFA0F1").id == one  # hashes are hex: any case
         assert find_image(session, "ffa04").id == two  # the PNG hash
         assert find_image(session, "fe" + "3" * 62).id == two  # a whole hash
-        assert find_image(session, second.recipe_sha256[:12]).id == two  # the recipe hash
+        assert find_image(session, f"sha:{second.recipe_sha256[:12]}").id == two  # the recipe hash
         assert find_image(session, str(one)).id == one  # an id
         with pytest.raises(NotFound, match="several"):
             find_image(session, "ffa0")
         with pytest.raises(NotFound, match="no image whose"):
             find_image(session, "fff0")
+
+
+def test_plain_digits_are_an_id_never_a_hash_prefix(database):
+    job_id = create_job(database, validate_spec(SPEC, max_cells=100))
+    with database.sessions() as session:
+        cell = session.scalars(select(Cell).where(Cell.job_id == job_id)).first()
+    image = add_image(database, cell.id, "6553" + "1" * 60, "ab" + "2" * 62)
+    with database.sessions() as session:
+        with pytest.raises(NotFound, match="no image 6553 "):
+            find_image(session, "6553")
+        assert find_image(session, "sha:6553").id == image
+        assert find_image(session, str(image)).id == image

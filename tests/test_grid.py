@@ -65,7 +65,7 @@ def test_recipe_sha256_is_the_sha256_of_the_recipe_bytes():
 
 
 def test_fast_expansion_matches_building_each_recipe_directly():
-    job = spec(prompts=['a "fox"', "ü\n"], axes={"sampler": ["DDIMScheduler", "PNDMScheduler"]})
+    job = spec(prompts=['a "fox"', "ü\t\\"], axes={"sampler": ["DDIMScheduler", "PNDMScheduler"]})
     for cell in expand(job):
         assert cell.recipe == cell_recipe(job, cell.prompt, cell.seed, cell.params)
 

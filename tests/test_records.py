@@ -1,5 +1,7 @@
 """Claims, leases and idempotent results in the real database (SQLite and PostgreSQL)."""
 
+import os
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -7,11 +9,13 @@ from sqlalchemy import func, select, update
 
 from reprogrid.config import Settings
 from reprogrid.models import DONE, PENDING, RUNNING, Batch, Cell, Image, Job, open_database, utcnow
+from reprogrid.scheduler.control import retry_job
 from reprogrid.scheduler.jobs import create_job, form_batches
 from reprogrid.scheduler.spec import validate_spec
 from reprogrid.worker import records
 from reprogrid.worker.embedded import run_job
-from reprogrid.worker.execute import WorkerContext, execute_batch
+from reprogrid.worker.execute import WorkerContext, execute_batch, generate_images
+from reprogrid.worker.failures import RetryPolicy
 
 SPEC = {"prompts": ["a fox", "a bird"], "seeds": "0-2", "steps": 2, "width": 64, "height": 64}
 
@@ -101,6 +105,29 @@ def test_a_worker_that_lost_its_lease_records_nothing(database, tmp_path):
         assert session.scalar(select(func.count()).select_from(Image)) == 0
 
 
+def test_a_worker_that_lost_its_lease_leaves_the_new_owner_s_files_in_place(database, tmp_path):
+    """The new owner has written its files and is about to commit when the stale worker
+    finishes: the stale worker must not delete them (they are the same content-addressed
+    files)."""
+    (batch, *_) = batches_of(database, new_job(database))
+    stale, owner = context(database, tmp_path, "stale"), context(database, tmp_path, "owner")
+    with database.sessions() as session:
+        stale_claim = records.claim_batch(session, batch.id, "stale", 600)
+        stale_record = generate_images(stale, stale_claim)
+        session.execute(update(Batch).where(Batch.id == batch.id).values(lease_until=utcnow()))
+        session.commit()
+        owner_claim = records.claim_batch(session, batch.id, "owner", 600)
+    owner_record = generate_images(owner, owner_claim)
+    assert stale_record() == 0  # lost: records nothing, deletes nothing
+    # the owner's files (the same content-addressed names) would be written by now
+    assert len(list((tmp_path / "store").rglob("*.png"))) == len(batch.cell_ids)
+    assert owner_record() == len(batch.cell_ids)
+    with database.sessions() as session:
+        paths = session.scalars(select(Image.path)).all()
+    assert len(paths) == len(batch.cell_ids)
+    assert all((tmp_path / "store" / path).is_file() for path in paths)
+
+
 def test_a_batch_executed_twice_leaves_one_image_and_one_file_per_cell(database, tmp_path):
     (batch, *_) = batches_of(database, new_job(database))
     ctx = context(database, tmp_path)
@@ -136,7 +163,7 @@ def test_a_failing_batch_is_retried_then_its_cells_are_marked_failed(database, t
             cell.recipe = cell.recipe.replace("builtin:tiny", "builtin:gone")
         session.commit()
     ctx = context(database, tmp_path)
-    ctx.max_attempts = 2
+    ctx.retry = RetryPolicy(max_attempts=2, delay_seconds=0)
     assert execute_batch(ctx, batch.id).status == "retrying"
     outcome = execute_batch(ctx, batch.id)
     assert outcome.status == "failed" and "builtin:gone" in outcome.error
@@ -144,6 +171,36 @@ def test_a_failing_batch_is_retried_then_its_cells_are_marked_failed(database, t
         cell = session.get(Cell, batch.cell_ids[0])
         assert cell.status == "failed" and "builtin:gone" in cell.error
         assert session.get(Batch, batch.id).attempts == 2
+
+
+def test_a_batch_whose_pipeline_refuses_its_arguments_fails_at_once(database, tmp_path):
+    """A ValueError from the pipeline call cannot change on retry: one attempt, text kept."""
+    job_id = new_job(database, prompts=["a fox"], seeds="0-1")
+    (batch,) = batches_of(database, job_id)
+    with database.sessions() as session:
+        for cell_id in batch.cell_ids:
+            cell = session.get(Cell, cell_id)
+            cell.recipe = cell.recipe.replace('"width":64', '"width":60')
+        session.commit()
+    outcome = execute_batch(context(database, tmp_path), batch.id)
+    assert outcome.status == "failed" and outcome.error.startswith("ValueError")
+    with database.sessions() as session:
+        assert session.get(Batch, batch.id).attempts == 1
+        assert session.get(Cell, batch.cell_ids[0]).error == outcome.error
+
+
+def test_a_transient_failure_waits_its_backoff_before_the_next_attempt(database, tmp_path):
+    job_id = new_job(database, prompts=["a fox"], seeds="0-1")
+    (batch,) = batches_of(database, job_id)
+    ctx = context(database, tmp_path)
+    ctx.store.write_text("a file where the store should be")
+    ctx.retry = RetryPolicy(delay_seconds=0.01, max_delay_seconds=60)
+    before = utcnow()
+    assert execute_batch(ctx, batch.id).status == "retrying"
+    with database.sessions() as session:
+        waiting = session.get(Batch, batch.id)
+        assert waiting.status == "pending"
+        assert waiting.retry_at >= before + timedelta(seconds=ctx.retry.delay(1))
 
 
 def test_a_job_whose_cells_all_failed_or_finished_is_failed(database, tmp_path):
@@ -154,7 +211,7 @@ def test_a_job_whose_cells_all_failed_or_finished_is_failed(database, tmp_path):
         cell.recipe = cell.recipe.replace('"steps":2', '"steps":0')
         session.commit()
     ctx = context(database, tmp_path)
-    ctx.max_attempts = 1
+    ctx.retry = RetryPolicy(max_attempts=1)
     assert run_job(ctx, job_id) == "failed"
     with database.sessions() as session:
         statuses = dict(
@@ -170,7 +227,7 @@ def test_a_batch_that_cannot_be_stored_is_retried_then_its_cells_are_marked_fail
     job_id = new_job(database, prompts=["a fox"], seeds="0-1")
     ctx = context(database, tmp_path)
     ctx.store.write_text("a file where the store should be")
-    ctx.max_attempts = 2
+    ctx.retry = RetryPolicy(max_transient_attempts=2, delay_seconds=0)
     outcomes = []
     assert run_job(ctx, job_id, on_batch=outcomes.append) == "failed"
     assert [o.status for o in outcomes] == ["retrying", "failed"]
@@ -220,3 +277,27 @@ def test_a_long_read_on_sqlite_does_not_hold_the_write_lock(tmp_path):
         writer.execute("COMMIT")
         writer.close()
     db.dispose()
+
+
+def test_a_worker_sweeps_temp_files_left_by_killed_writers(database, tmp_path):
+    folder = tmp_path / "store" / "ab"
+    folder.mkdir(parents=True)
+    orphan, fresh = folder / ".tmp-orphan.png", folder / ".tmp-writing.png"
+    orphan.write_bytes(b"half a png")
+    fresh.write_bytes(b"being written")
+    os.utime(orphan, (time.time() - 2 * 3600,) * 2)
+    context(database, tmp_path)
+    assert not orphan.exists() and fresh.exists()
+
+
+def test_a_retried_job_keeps_the_time_it_first_started(database, tmp_path):
+    job_id = new_job(database, prompts=["a fox"], seeds="0-1")
+    (batch,) = batches_of(database, job_id)
+    with database.sessions() as session:
+        claim = records.claim_batch(session, batch.id, "w1", 60)
+        records.fail_batch(session, claim, "w1", "OSError: gone", retry_at=None)
+        first_start = session.get(Job, job_id).started_at
+        retry_job(session, job_id)
+    assert run_job(context(database, tmp_path), job_id) == DONE
+    with database.sessions() as session:
+        assert session.get(Job, job_id).started_at == first_start

@@ -6,15 +6,15 @@ from reprogrid.scheduler.seeds import MAX_SEED, SeedError, format_seeds, parse_s
 
 
 def test_ranges_and_single_seeds_expand_in_written_order():
-    assert parse_seeds("5-7,200,0-1") == [5, 6, 7, 200, 0, 1]
+    assert list(parse_seeds("5-7,200,0-1")) == [5, 6, 7, 200, 0, 1]
 
 
 def test_a_list_may_mix_integers_and_range_strings():
-    assert parse_seeds([3, "10-11"]) == [3, 10, 11]
+    assert list(parse_seeds([3, "10-11"])) == [3, 10, 11]
 
 
 def test_the_largest_unsigned_64_bit_seed_is_accepted():
-    assert parse_seeds(str(MAX_SEED)) == [2**64 - 1]
+    assert list(parse_seeds(str(MAX_SEED))) == [2**64 - 1]
 
 
 @pytest.mark.parametrize("text", ["1-2-3", "a-5", "5-", "x", "", "1,,2"])
@@ -42,4 +42,25 @@ def test_a_seed_listed_twice_is_refused():
 def test_format_writes_the_shortest_equivalent_ranges():
     seeds = [0, 1, 2, 3, 7, 9, 10]
     assert format_seeds(seeds) == "0-3,7,9-10"
-    assert parse_seeds(format_seeds(seeds)) == seeds
+    assert list(parse_seeds(format_seeds(seeds))) == seeds
+
+
+def test_a_billion_seeds_are_counted_without_being_listed():
+    seeds = parse_seeds("0-999999999")
+    assert seeds.count == 10**9
+    assert seeds.runs == ((0, 999999999),)
+
+
+def test_the_whole_64_bit_range_is_counted_exactly():
+    assert parse_seeds(f"0-{MAX_SEED}").count == 2**64
+
+
+def test_overlapping_ranges_are_refused_arithmetically():
+    with pytest.raises(SeedError, match="seed 500000000 is listed twice"):
+        parse_seeds("0-999999999,500000000-1500000000")
+
+
+def test_adjacent_ranges_do_not_overlap_and_write_back_merged():
+    seeds = parse_seeds("0-4,5-9,20")
+    assert str(seeds) == "0-9,20"
+    assert list(parse_seeds(str(seeds))) == list(seeds)

@@ -3,6 +3,7 @@
 import inspect
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from reprogrid.scheduler.checkpoint_refs import BUILTIN_DIR
 from reprogrid.scheduler.spec import (
     STEP_LIMITED_SAMPLERS,
     SpecError,
+    SpecLimits,
     read_spec_file,
     validate_spec,
 )
@@ -34,7 +36,7 @@ def test_defaults_come_from_the_checkpoint_configs():
     job = validate_spec({"prompts": ["a fox"]}, max_cells=10)
     assert (job.width, job.height) == (64, 64)
     assert job.sampler == "PNDMScheduler"
-    assert (job.seeds, job.steps, job.batch_size, job.dtype) == ((0,), 20, 4, "float32")
+    assert (list(job.seeds), job.steps, job.batch_size, job.dtype) == ([0], 20, 4, "float32")
 
 
 def test_every_listed_sampler_is_a_diffusers_scheduler_class():
@@ -64,7 +66,11 @@ def test_the_step_limited_samplers_are_those_diffusers_limits_to_the_training_ti
 
 def test_more_steps_than_a_limited_sampler_takes_are_refused_at_validation():
     with pytest.raises(SpecError) as caught:
-        validate_spec({"model": "builtin:tiny-ddpm", "steps": 1500}, max_cells=10)
+        validate_spec(
+            {"model": "builtin:tiny-ddpm", "steps": 1500},
+            max_cells=10,
+            limits=SpecLimits(max_steps=10**6),
+        )
     assert str(caught.value) == (
         "steps: at most 1000 with DDIMScheduler"
         " (builtin:tiny-ddpm's sampler was trained on 1000 timesteps), got 1500"
@@ -157,3 +163,71 @@ def test_a_toml_syntax_error_names_the_spec(tmp_path: Path):
     with pytest.raises(SpecError) as caught:
         read_spec_file(path)
     assert caught.value.field == "spec" and "TOML" in str(caught.value)
+
+
+def test_a_billion_seeds_are_refused_by_the_cell_limit_at_once():
+    started = time.perf_counter()
+    assert error_field({**GOOD, "seeds": "0-999999999"}) == "seeds"
+    assert time.perf_counter() - started < 1.0
+
+
+def test_the_whole_64_bit_seed_range_is_refused_in_one_line():
+    with pytest.raises(SpecError, match=r"^seeds: the grid has 18446744073709551616 cells"):
+        validate(seeds=f"0-{2**64 - 1}")
+
+
+def test_the_cell_limit_names_a_huge_prompts_file(tmp_path):
+    (tmp_path / "prompts.txt").write_text("".join(f"prompt {i}\n" for i in range(200)))
+    raw = {"prompts_file": "prompts.txt", "seeds": "0-9"}
+    assert error_field(raw, max_cells=1000, base_dir=tmp_path) == "prompts_file"
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"steps": 10**9}, "steps"),
+        ({"width": 65536}, "width"),
+        ({"height": 65536}, "height"),
+        ({"batch_size": 100000}, "batch_size"),
+        ({"axes": {"steps": [2, 10**6]}}, "axes.steps"),
+        ({"axes": {"width": [64, 8192]}}, "axes.width"),
+    ],
+)
+def test_values_above_the_upper_bounds_are_refused_naming_the_field(fields, field):
+    assert error_field({**GOOD, **fields}) == field
+
+
+def test_upper_bounds_are_configurable():
+    limits = SpecLimits(max_steps=5, max_image_side=4096, max_batch_size=64)
+    with pytest.raises(SpecError, match=r"steps: at most 5 \(raise it with REPROGRID_MAX_STEPS\)"):
+        validate_spec({**GOOD, "steps": 6}, max_cells=1000, limits=limits)
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"prompts": ["a fox\x00"]}, "prompts"),
+        ({"prompts": ["a fox\nNegative prompt: x\nSteps: 99"]}, "prompts"),
+        ({"prompts": ["a fox\r"]}, "prompts"),
+        ({"prompts": ["a fox\u2028"]}, "prompts"),
+        ({"negative_prompt": "blurry\nSteps: 1"}, "negative_prompt"),
+        ({"axes": {"negative_prompt": ["", "x\x00"]}}, "axes.negative_prompt"),
+    ],
+)
+def test_prompts_with_nul_or_line_breaks_are_refused(fields, field):
+    assert error_field({**GOOD, **fields}) == field
+
+
+def test_a_tab_in_a_prompt_is_kept():
+    assert validate(prompts=["a\tfox"]).prompts == ("a\tfox",)
+
+
+def test_a_prompts_file_with_a_control_character_is_refused(tmp_path):
+    (tmp_path / "prompts.txt").write_text("a fox\nan owl\x0b at night\n")
+    assert error_field({"prompts_file": "prompts.txt"}, base_dir=tmp_path) == "prompts_file"
+
+
+def test_a_prompts_file_loses_its_utf8_byte_order_mark(tmp_path):
+    (tmp_path / "prompts.txt").write_bytes("\ufeffa fox\r\nan owl\r\n".encode())
+    job = validate_spec({"prompts_file": "prompts.txt"}, max_cells=10, base_dir=tmp_path)
+    assert job.prompts == ("a fox", "an owl")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -12,12 +14,13 @@ from processes import Fleet, wait_until
 from sqlalchemy import select
 
 from reprogrid.config import Settings
-from reprogrid.models import Database, Worker, open_database
+from reprogrid.models import Batch, Database, Worker, open_database, utcnow
 from reprogrid.models.queries import job_progress, live_workers
 from reprogrid.scheduler.jobs import create_job, form_batches
 from reprogrid.scheduler.spec import validate_spec
+from reprogrid.worker import records
 from reprogrid.worker.execute import WorkerContext, execute_batch
-from reprogrid.worker.heartbeat import Heartbeat
+from reprogrid.worker.heartbeat import HEARTBEAT_HOLD_SECONDS, Heartbeat
 
 SPEC = {"model": "builtin:tiny", "prompts": ["a red fox"], "seeds": "0-7", "steps": 2}
 
@@ -86,3 +89,39 @@ def test_a_second_worker_with_a_live_workers_name_is_refused(
 def _live(db: Database) -> list[dict]:
     with db.sessions() as session:
         return live_workers(session)
+
+
+def test_a_heartbeat_renews_the_leases_of_the_batches_its_worker_holds(
+    db: Database, settings: Settings
+) -> None:
+    job_id = create_job(db, validate_spec({**SPEC, "width": 64, "height": 64}, 100))
+    with db.sessions() as session:
+        held, other = form_batches(session, job_id)
+        session.commit()
+    ctx = WorkerContext.start(settings.with_overrides(lease_seconds=600), db, "cpu", "w1")
+    with db.sessions() as session:
+        for batch_id in (held, other):
+            records.claim_batch(session, batch_id, "w1", lease_seconds=10)
+    ctx.active[held] = time.monotonic()  # e.g. loading its checkpoint; `other` was given up
+    Heartbeat(ctx, "default").beat()
+    with db.sessions() as session:
+        leases = {b.id: b.lease_until for b in session.scalars(select(Batch))}
+    assert leases[held] > utcnow() + timedelta(seconds=500)
+    assert leases[other] < utcnow() + timedelta(seconds=11)
+
+
+def test_a_heartbeat_stops_renewing_a_batch_held_past_the_hold_limit(
+    db: Database, settings: Settings
+) -> None:
+    """A worker whose main thread hangs keeps beating, but loses its batch in the end."""
+    job_id = create_job(db, validate_spec({**SPEC, "width": 64, "height": 64}, 100))
+    with db.sessions() as session:
+        held, _ = form_batches(session, job_id)
+        session.commit()
+    ctx = WorkerContext.start(settings.with_overrides(lease_seconds=600), db, "cpu", "w1")
+    with db.sessions() as session:
+        records.claim_batch(session, held, "w1", lease_seconds=10)
+    ctx.active[held] = time.monotonic() - HEARTBEAT_HOLD_SECONDS - 1
+    Heartbeat(ctx, "default").beat()
+    with db.sessions() as session:
+        assert session.get(Batch, held).lease_until < utcnow() + timedelta(seconds=11)

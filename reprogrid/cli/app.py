@@ -14,9 +14,9 @@ from typing import Any
 import click
 from sqlalchemy.engine import make_url
 
-from reprogrid.api import Reprogrid, sqlite_url
-from reprogrid.config import ConfigError, Settings
-from reprogrid.models import Database
+from reprogrid.api import Reprogrid
+from reprogrid.config import ConfigError, Settings, database_url
+from reprogrid.models import Database, DatabaseUnavailable
 
 
 class BadInput(click.ClickException):
@@ -69,7 +69,7 @@ def pass_reader(command: Callable[..., Any]) -> Callable[..., Any]:
 
 def db_url(value: str | None) -> str | None:
     """Accept a SQLAlchemy URL or a plain path to a SQLite file."""
-    return sqlite_url(value)
+    return None if value is None else database_url(value)
 
 
 def _store_path(value: Path | None) -> Path | None:
@@ -110,6 +110,13 @@ class ReprogridGroup(click.Group):
     def add_command(self, cmd: click.Command, name: str | None = None) -> None:
         cmd.params.extend(_location_options())
         super().add_command(cmd, name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; a database that cannot be opened is one line, exit 1."""
+        try:
+            return super().invoke(ctx)
+        except DatabaseUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
 
 
 @click.group(

@@ -140,6 +140,7 @@ def scheduler_command(app: App, once: bool, interval: float, max_in_flight: int)
       REPROGRID_DB=postgresql://reprogrid:secret@db/reprogrid \\
       REPROGRID_BROKER=redis://:secret@redis:6379/0 reprogrid scheduler
     """
+    from reprogrid.models.queries import fleet_id
     from reprogrid.scheduler.broker import celery_app, publish_batch
     from reprogrid.scheduler.dispatch import DispatchLimits, dispatch_once, run_scheduler
 
@@ -147,9 +148,11 @@ def scheduler_command(app: App, once: bool, interval: float, max_in_flight: int)
     settings = app.settings
     broker = celery_app(settings)
     limits = DispatchLimits(max_in_flight, settings.lease_seconds, settings.max_attempts)
+    with app.db.sessions() as session:
+        fleet = fleet_id(session)
 
     def publish(batch_id: int, queue: str) -> None:
-        publish_batch(broker, batch_id, queue)
+        publish_batch(broker, batch_id, queue, fleet)
 
     if once:
         report = dispatch_once(app.db, publish, limits)
@@ -261,9 +264,10 @@ def cancel(app: App, job: int) -> None:
 @click.option("--json", "as_json", is_flag=True, help="For a job run here: one JSON line.")
 @pass_app
 def retry(app: App, job: int, device: str, threads: int | None, as_json: bool) -> None:
-    """Queue a job's failed and cancelled cells again, in their original batches.
+    """Queue every cell of a job that is not done again, in its original batches.
 
-    A submitted job goes back to the scheduler; a job made by `run` runs again here.
+    A submitted job goes back to the scheduler; a job made by `run` (stopped by
+    Ctrl-C, a crash or failures) runs again here.
 
     \b
     Example:
@@ -279,7 +283,7 @@ def retry(app: App, job: int, device: str, threads: int | None, as_json: bool) -
     elif as_json:
         click.echo(json.dumps({"job_id": job, "status": change.status, "requeued": change.cells}))
     else:
-        click.echo(f"job {job} {change.status}: {change.cells} cells queued again")
+        click.echo(f"job {job} {change.status}: {change.cells} cells to run")
 
 
 def _change_job(change, job_id: int):

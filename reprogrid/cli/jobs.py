@@ -78,8 +78,14 @@ def run_here(
     app: App, job_id: int, cells: int, device: str, threads: int | None, as_json: bool
 ) -> None:
     """Execute a created job in this process and print its summary; exit 1 unless it is done."""
-    with JobProgress(job_id, cells, json_lines=as_json) as progress:
-        result = app.api.run_job(job_id, device=device, threads=threads, on_batch=progress.advance)
+    try:
+        with JobProgress(job_id, cells, json_lines=as_json) as progress:
+            result = app.api.run_job(
+                job_id, device=device, threads=threads, on_batch=progress.advance
+            )
+    except KeyboardInterrupt:
+        click.echo(f"job {job_id} interrupted; resume it with: reprogrid retry {job_id}", err=True)
+        sys.exit(130)
     if as_json:
         (counts,) = _progress_rows(app, job_id)
         summary = {
@@ -344,7 +350,7 @@ def parse_since(value: str | None) -> datetime | None:
 )
 @pass_reader
 def show(app: App, image: str, fmt: str) -> None:
-    """Show everything recorded about one image: IMAGE is an id or a hash prefix.
+    """Show everything recorded about one image: IMAGE is an id or sha:PREFIX.
 
     The prefix may be of the pixel, PNG or recipe hash (at least 4 hex digits).
 

@@ -12,9 +12,13 @@ if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
 
+# A CSV cell starting with one of these is a formula to spreadsheet programs (OWASP's
+# "CSV injection"): export writes it with a leading ' so it is shown as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # What ``status`` and ``workers`` show of each live worker.
 WORKER_COLUMNS = [
-    "name", "device", "queue", "job_id", "batch_id", "checkpoints", "checkpoint_loads", "hostname",
+    "name", "device", "queue", "state", "job_id", "batch_id", "checkpoints", "checkpoint_loads",
+    "hostname",
 ]  # fmt: skip
 
 
@@ -72,9 +76,16 @@ def write_csv(
     writer = csv.DictWriter(out or sys.stdout, fieldnames=list(columns))
     writer.writeheader()
     for row in rows:
-        writer.writerow(
-            {k: json.dumps(v) if isinstance(v, dict | list) else v for k, v in row.items()}
-        )
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+
+
+def _csv_cell(value: Any) -> Any:
+    """Nested values as JSON; text a spreadsheet would run as a formula starts with ``'``."""
+    if isinstance(value, dict | list):
+        value = json.dumps(value)
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def table_of(rows: list[dict[str, Any]], columns: list[str]) -> Table:

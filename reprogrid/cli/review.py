@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
@@ -151,7 +151,7 @@ def export(
             raise click.ClickException(f"no job {job}")
         total = count_images(session, job)
         to_terminal = output is None and sys.stdout.isatty()
-        opened = output.open("w", newline="", encoding="utf-8") if output else None
+        opened = _opened(output) if output else None
         with (
             opened or contextlib.nullcontext() as out,
             JobProgress(job, total, enabled=not to_terminal, json_lines=as_json) as progress,
@@ -161,6 +161,13 @@ def export(
                 write_csv(rows, EXPORT_COLUMNS, out)
             else:
                 write_json_lines(rows, out)
+
+
+def _opened(output: Path) -> TextIO:
+    try:
+        return output.open("w", newline="", encoding="utf-8")
+    except OSError as exc:
+        raise BadInput(f"output: cannot write {str(output)!r}: {exc.strerror}") from None
 
 
 def _counted(rows: Iterable[dict[str, Any]], progress: JobProgress) -> Iterator[dict[str, Any]]:
@@ -203,7 +210,7 @@ def refine(
 ) -> None:
     """Make a job that keeps every recipe field of IMAGE but the changed ones.
 
-    IMAGE is an image id or a hash prefix. The job has the image's seed, model,
+    IMAGE is an image id or sha:PREFIX of a hash. The job has the image's seed, model,
     sampler, steps, size and guidance; its prompts are the image's prompt with
     each --append added. Without --run it is queued for workers; with --run it
     runs here like `reprogrid run`. Its contact sheet and report show the parent

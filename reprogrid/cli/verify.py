@@ -91,7 +91,7 @@ def _replay(flags: dict[str, Any]) -> Any:
 def regenerate(app: App, image: str, out: Path | None, fmt: str, **replay_flags: Any) -> None:
     """Rebuild one image from its record alone and say whether it is the same.
 
-    IMAGE is an id or a hash prefix. By default the image's whole original batch
+    IMAGE is an id or sha:PREFIX of a hash. By default the image's whole original batch
     runs again, in its order, on the original device type with the original thread
     count and determinism flags, so that the same environment gives identical
     pixels. The verdict is identical, close (within --tolerance) or different;

@@ -1,6 +1,6 @@
 """Database tables, engine and sessions, and the Alembic migrations that build them."""
 
-from reprogrid.models.db import Database, open_database
+from reprogrid.models.db import Database, DatabaseUnavailable, open_database
 from reprogrid.models.tables import (
     CANCELLED,
     DONE,
@@ -15,6 +15,7 @@ from reprogrid.models.tables import (
     Cell,
     Checkpoint,
     Environment,
+    Fleet,
     Image,
     Job,
     PromptTokens,
@@ -37,7 +38,9 @@ __all__ = [
     "Cell",
     "Checkpoint",
     "Database",
+    "DatabaseUnavailable",
     "Environment",
+    "Fleet",
     "Image",
     "Job",
     "PromptTokens",

@@ -24,6 +24,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, Table, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -33,6 +34,10 @@ BULK_CHUNK = 20_000
 BULK_CACHE_KIB = 64 * 1024
 # An arbitrary constant: the PostgreSQL advisory lock taken while migrating.
 MIGRATION_LOCK_ID = 7_346_221_901
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database cannot be opened: unreachable, refused, damaged, or of a newer schema."""
 
 
 @dataclass(frozen=True)
@@ -97,11 +102,18 @@ def _begin_sqlite_transaction(connection) -> None:
 
 
 def open_database(url: str, migrate: bool = True) -> Database:
-    """Connect to ``url`` and, unless told not to, bring its schema up to date."""
-    engine = create_db_engine(url)
-    _forget_pool_after_fork(engine)
-    if migrate:
-        upgrade(engine)
+    """Connect to ``url`` and, unless told not to, bring its schema up to date.
+
+    Raises :class:`DatabaseUnavailable`, with a one-line reason naming the
+    database (password hidden), when it cannot be used.
+    """
+    try:
+        engine = create_db_engine(url)
+        _forget_pool_after_fork(engine)
+        if migrate:
+            upgrade(engine)
+    except (SQLAlchemyError, OSError) as exc:
+        raise DatabaseUnavailable(f"database {_shown(url)}: {_first_line(exc)}") from exc
     reader = engine.execution_options(**{READ_ONLY_OPTION: True})
     return Database(
         engine,
@@ -128,14 +140,34 @@ def alembic_config() -> Config:
     return config
 
 
+def _shown(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except SQLAlchemyError:
+        return repr(url)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The driver's own message when there is one, on one line."""
+    reason = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
+    return lines[0] if lines else type(reason).__name__
+
+
 def upgrade(engine: Engine) -> None:
     """Apply pending migrations; a no-op (one cheap query) when up to date."""
     config = alembic_config()
-    head = ScriptDirectory.from_config(config).get_current_head()
+    scripts = ScriptDirectory.from_config(config)
+    head = scripts.get_current_head()
     with engine.connect() as connection:
         current = MigrationContext.configure(connection).get_current_revision()
     if current == head:
         return
+    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
+        raise DatabaseUnavailable(
+            f"database {_shown(engine.url.render_as_string(hide_password=False))}: its schema"
+            f" (revision {current}) is newer than this reprogrid knows; upgrade reprogrid"
+        )
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})

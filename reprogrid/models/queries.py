@@ -22,6 +22,7 @@ from reprogrid.models.tables import (
     Cell,
     Checkpoint,
     Environment,
+    Fleet,
     Image,
     Job,
     PromptTokens,
@@ -255,6 +256,12 @@ def _throughput(session: Session, job: Job, remaining: int) -> dict[str, float |
     }
 
 
+def fleet_id(session: Session) -> str:
+    """The database's identity, named in every message so that a worker of another
+    database refuses it (the row is made by migration 0007)."""
+    return session.scalar(select(Fleet.fleet_id).where(Fleet.id == 1))
+
+
 def live_workers(session: Session, now: datetime | None = None) -> list[dict[str, Any]]:
     """Workers whose heartbeat is recent: device, queue, current batch and job, checkpoints."""
     now = now or utcnow()
@@ -283,20 +290,30 @@ def live_workers(session: Session, now: datetime | None = None) -> list[dict[str
                 "checkpoint_loads": worker.checkpoint_loads,
                 "heartbeat_seconds_ago": round((now - worker.heartbeat_at).total_seconds(), 1),
                 "started_at": worker.started_at.isoformat(),
+                # "consuming", or why not (a dead broker connection, another fleet's message)
+                "state": worker.state or "consuming",
             }
         )
     return rows
 
 
 def find_image(session: Session, reference: str) -> Image:
-    """An image by id, or by a unique prefix of its pixel, PNG or recipe hash."""
+    """An image by id, or by a unique prefix of its pixel, PNG or recipe hash.
+
+    Plain digits are always an id, never a hash prefix (``6553`` is image 6553
+    or no image); a prefix is written ``sha:6553``, or bare when it holds a
+    letter a-f and so cannot be an id.
+    """
     if reference.isdigit():
         image = session.get(Image, int(reference))
-        if image is not None:
-            return image
-    prefix = reference.lower()
+        if image is None:
+            raise NotFound(f"no image {reference} (for a hash prefix, write sha:{reference})")
+        return image
+    prefix = reference.lower().removeprefix("sha:")
     if len(prefix) < 4 or any(c not in "0123456789abcdef" for c in prefix):
-        raise NotFound(f"no image {reference!r} (give an id or at least 4 hex digits of a hash)")
+        raise NotFound(
+            f"no image {reference!r} (give an id, or sha: and at least 4 hex digits of a hash)"
+        )
     # One index range per hash column, not LIKE across a join (a full scan: SQLite's
     # LIKE ignores case, so no index serves it). "g" sorts after every hex digit.
     low, high = prefix, prefix + "g"
@@ -309,7 +326,7 @@ def find_image(session: Session, reference: str) -> Image:
     )
     matches = session.scalars(select(Image).where(Image.id.in_(candidates)).limit(2)).all()
     if not matches:
-        raise NotFound(f"no image whose id or hash starts with {reference!r}")
+        raise NotFound(f"no image whose hash starts with {prefix!r}")
     if len(matches) > 1:
         raise NotFound(f"{reference!r} matches several images; give more digits")
     return matches[0]

@@ -162,6 +162,8 @@ class Batch(Base):
     published_at: Mapped[datetime | None]
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
+    # a failed attempt's backoff: not dispatched again before this time
+    retry_at: Mapped[datetime | None]
 
 
 class PromptTokens(Base):
@@ -282,3 +284,15 @@ class Worker(Base):
     checkpoint_loads: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # None while consuming; otherwise why not ("not consuming: broker lost", ...)
+    state: Mapped[str | None] = mapped_column(String(200))
+
+
+class Fleet(Base):
+    """The database's identity (one row, made by migration 0007): named in every message."""
+
+    __tablename__ = "fleet"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fleet_id: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

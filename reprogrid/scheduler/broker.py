@@ -5,7 +5,7 @@ holds it. So the settings are the safe ones: JSON only (a pickle message is
 refused), no result backend, acknowledgement after the task ran, one message
 prefetched per worker, no ETA or countdown (not-before lives in the job row).
 The scheduler names the task by string, so this module never imports the
-worker or torch.
+worker or torch. Each message names the fleet (the database) it belongs to.
 
 Celery's own tools load this module's ``app`` (built on first access from the
 ``REPROGRID_*`` settings): ``celery -A reprogrid.scheduler.broker inspect
@@ -79,6 +79,11 @@ def __getattr__(name: str) -> Celery:
     return shared_app()
 
 
-def publish_batch(app: Celery, batch_id: int, queue: str) -> None:
-    """Send one ``run_batch`` message for the batch to its queue."""
-    app.send_task(RUN_BATCH_TASK, args=[batch_id], queue=queue)
+def publish_batch(app: Celery, batch_id: int, queue: str, fleet: str | None = None) -> None:
+    """Send one ``run_batch`` message for the batch to its queue.
+
+    ``fleet`` is the database's identity (``models.queries.fleet_id``): a worker
+    of another database refuses the message and leaves it for its owner.
+    """
+    kwargs = {"fleet": fleet} if fleet else {}
+    app.send_task(RUN_BATCH_TASK, args=[batch_id], kwargs=kwargs, queue=queue)

@@ -7,6 +7,9 @@ rows. A running batch notices its job's cancellation between denoising steps
 
 from __future__ import annotations
 
+import os
+import socket
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from sqlalchemy import func, or_, select, update
@@ -28,6 +31,7 @@ from reprogrid.models import (
 from reprogrid.models.queries import NotFound
 
 CANCELLED_ERROR = "job cancelled"
+EMBEDDED_RUN_PREFIX = "run-"
 
 
 @dataclass(frozen=True)
@@ -123,24 +127,58 @@ def cancel_job(session: Session, job_id: int) -> JobChange:
     return JobChange(job_id, CANCELLED, cells, running)
 
 
-def retry_job(session: Session, job_id: int) -> JobChange:
-    """Queue a job's failed and cancelled cells again, in their recorded batches. Commits.
+def embedded_run_name() -> str:
+    """The worker name ``reprogrid run`` claims its batches under: host and process id."""
+    return f"{EMBEDDED_RUN_PREFIX}{socket.gethostname()}-{os.getpid()}"
 
-    Batches whose lease ran out (their process died) are re-opened too.
-    Reopening the same batch rows keeps every batch's composition, so a retried
-    cell is computed exactly as it would have been the first time.
+
+def dead_embedded_runs(session: Session, job_id: int) -> list[str]:
+    """Names of this host's ``reprogrid run`` processes that hold a batch of the job but
+    are gone (crashed, killed): their batches can be taken back without waiting a lease."""
+    prefix = f"{EMBEDDED_RUN_PREFIX}{socket.gethostname()}-"
+    holders = session.scalars(
+        select(Batch.worker)
+        .where(Batch.job_id == job_id, Batch.status == RUNNING, Batch.worker.startswith(prefix))
+        .distinct()
+    )
+    return [name for name in holders if not _alive(name.removeprefix(prefix))]
+
+
+def _alive(pid: str) -> bool:
+    if not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def retry_job(session: Session, job_id: int, dead_workers: Collection[str] = ()) -> JobChange:
+    """Queue every cell of the job that is not done again, in its recorded batch. Commits.
+
+    Failed and cancelled batches are re-opened, and so are running batches
+    whose lease ran out or whose worker is in ``dead_workers`` (a ``reprogrid
+    run`` that crashed); cells still queued stay queued. Reopening the same
+    batch rows keeps every batch's composition, so a retried cell is computed
+    exactly as it would have been the first time. ``cells`` in the answer
+    counts every cell left to run. The job keeps its ``started_at``.
     """
     job = _locked_job(session, job_id)
     lost = list(
         session.scalars(
             select(Batch.id).where(
-                Batch.job_id == job_id, Batch.status == RUNNING, Batch.lease_until < utcnow()
+                Batch.job_id == job_id,
+                Batch.status == RUNNING,
+                or_(Batch.lease_until < utcnow(), Batch.worker.in_(list(dead_workers))),
             )
         )
     )
-    cells = session.execute(
+    session.execute(
         update(Cell).where(Cell.batch_id.in_(lost), Cell.status == RUNNING).values(status=QUEUED)
-    ).rowcount
+    )
     session.execute(
         update(Batch)
         .where(
@@ -156,14 +194,16 @@ def retry_job(session: Session, job_id: int) -> JobChange:
             published_at=None,
             started_at=None,
             finished_at=None,
+            retry_at=None,
         )
     )
-    cells += session.execute(
+    session.execute(
         update(Cell)
         .where(Cell.job_id == job_id, Cell.status.in_([FAILED, CANCELLED]))
         .values(status=QUEUED, error=None)
-    ).rowcount
-    if cells:
+    )
+    cells = session.scalar(select(func.count()).where(Cell.job_id == job_id, Cell.status == QUEUED))
+    if cells and job.status != RUNNING:
         job.status, job.finished_at = QUEUED, None
     session.commit()
     return JobChange(job_id, job.status, cells, 0)

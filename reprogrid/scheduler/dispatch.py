@@ -2,10 +2,14 @@
 
 Each pass (``dispatch_once``):
 
-1. recovers lost work: a queued batch nobody claimed within a lease although
-   a worker of its queue is idle (its message was lost, e.g. Redis restarted
-   empty) and a running batch whose lease ran out (its worker died) are
-   published again; a batch whose workers died ``max_attempts`` times fails;
+1. recovers lost work, in seconds rather than a lease: a queued batch nobody
+   claimed within ``redeliver_seconds`` although a worker of its queue is idle
+   (its message was lost: Redis restarted empty, a scheduler killed between
+   commit and publish), and a running batch whose worker's heartbeat stopped
+   (``LIVE_WORKER_SECONDS``: three missed beats) or whose lease ran out, are
+   published again; a batch whose workers died ``max_attempts`` times fails.
+   A copy too many is harmless: the claim lets one worker run a batch, the
+   unique image per cell keeps one result;
 2. walks the runnable jobs (submitted, not held by ``not_before``), highest
    priority first, then in submission order, and tops each queue up to
    ``max_in_flight`` batches queued or running, re-sending batches waiting to
@@ -26,7 +30,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -65,6 +69,8 @@ class DispatchLimits:
     max_in_flight: int
     lease_seconds: int
     max_attempts: int
+    # a batch re-sent (or first sent) less than this long ago is not re-sent again
+    redeliver_seconds: int = 20
 
 
 @dataclass
@@ -76,6 +82,8 @@ class DispatchReport:
     failed: int = 0
     cancelled: int = 0
     in_flight: dict[str, int] = field(default_factory=dict)
+    # queues with batches waiting for a message to be read, and no live worker consuming
+    unserved: dict[str, int] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.published or self.republished or self.failed or self.cancelled)
@@ -113,12 +121,22 @@ def run_scheduler(
     stop: threading.Event,
 ) -> None:
     """Dispatch every ``interval`` seconds until ``stop`` is set (by SIGTERM, say)."""
+    unserved: dict[str, int] = {}
     while not stop.is_set():
         try:
             report = dispatch_once(db, publish, limits)
         except Exception:  # a broker or database outage: keep going, try again
             log.exception("dispatch pass failed; retrying in %.0f s", interval)
         else:
+            if report.unserved != unserved:
+                unserved = report.unserved
+                for queue, count in unserved.items():
+                    log.warning(
+                        "queue %s: %d batches wait and no live worker consumes it;"
+                        " not re-sending them until one does",
+                        queue,
+                        count,
+                    )
             if report:
                 log.info(
                     "published %d, re-published %d, failed %d, cancelled %d; in flight %s",
@@ -223,9 +241,15 @@ def _has_active_batches(session: Session, job_id: int) -> bool:
 
 
 def _pending_batches(session: Session, job_id: int) -> list[tuple[int, str]]:
+    """The job's generation batches waiting to be sent, once any retry backoff has passed."""
     return session.execute(
         select(Batch.id, Batch.queue)
-        .where(Batch.job_id == job_id, Batch.kind == "generate", Batch.status == PENDING)
+        .where(
+            Batch.job_id == job_id,
+            Batch.kind == "generate",
+            Batch.status == PENDING,
+            or_(Batch.retry_at.is_(None), Batch.retry_at <= utcnow()),
+        )
         .order_by(Batch.id)
     ).all()
 
@@ -258,21 +282,26 @@ def _recover(
 ) -> None:
     """Re-send batches whose message or worker was lost; give up on those lost too often.
 
-    A batch is re-sent only to a queue that has an idle live worker: a message
-    still waiting behind busy workers is not lost, and one sent to a queue
-    nobody serves would only wait there too.
+    A queued batch is re-sent only to a queue that has an idle live worker: a
+    message still waiting behind busy workers is not lost. A batch whose worker
+    died is re-sent to a queue some live worker consumes, busy or not: it is
+    lost for sure. Nothing is sent to a queue no live worker consumes: it
+    would only wait there too (``report.unserved`` says so).
     """
     now = utcnow()
-    stale = now - timedelta(seconds=limits.lease_seconds)
+    resent_before = now - timedelta(seconds=min(limits.redeliver_seconds, limits.lease_seconds))
+    alive_since = now - timedelta(seconds=LIVE_WORKER_SECONDS)
     with db.sessions() as session:
-        idle = set(
-            session.scalars(
-                select(Worker.queue).where(
-                    Worker.heartbeat_at >= now - timedelta(seconds=LIVE_WORKER_SECONDS),
-                    Worker.current_batch_id.is_(None),
-                )
+        live = session.execute(
+            select(Worker.queue, Worker.current_batch_id).where(
+                Worker.heartbeat_at >= alive_since,
+                Worker.state.is_(None),  # consuming
             )
-        )
+        ).all()
+        consuming = {queue for queue, _ in live}
+        idle = {queue for queue, batch_id in live if batch_id is None}
+        report.unserved = _unserved_queues(session, alive_since)
+        dead_holders = select(Worker.name).where(Worker.heartbeat_at < alive_since)
         lost = session.scalars(
             select(Batch)
             .join(Job, Job.id == Batch.job_id)
@@ -280,9 +309,11 @@ def _recover(
                 FLEET_BATCH,
                 or_(
                     (Batch.status == QUEUED) & Batch.queue.in_(idle),
-                    (Batch.status == RUNNING) & (Batch.lease_until < now),
+                    (Batch.status == RUNNING)
+                    & or_(Batch.lease_until < now, Batch.worker.in_(dead_holders))
+                    & Batch.queue.in_(consuming),
                 ),
-                or_(Batch.published_at.is_(None), Batch.published_at < stale),
+                or_(Batch.published_at.is_(None), Batch.published_at < resent_before),
             )
             .order_by(Batch.id)
             .limit(RECOVER_CHUNK)
@@ -291,16 +322,37 @@ def _recover(
         resend = [
             (batch.id, batch.queue)
             for batch in lost
-            if _settle_lost(session, batch, limits.max_attempts, report) and batch.queue in idle
+            if _settle_lost(session, batch, limits.max_attempts, report)
         ]
-        # A running batch stays leased to its worker: if that worker was only
-        # slow, it renews the lease and the claim refuses the new message.
+        # A running batch stays with its worker until another claims it; its lease
+        # is cut short so that the claim can: a worker that was only slow finds
+        # the batch gone at its next lease check and stops.
         if resend:
             _stamp_published(session, [batch_id for batch_id, _ in resend])
+            session.execute(
+                update(Batch)
+                .where(Batch.id.in_([b for b, _ in resend]), Batch.status == RUNNING)
+                .values(lease_until=now)
+            )
         session.commit()
     for batch_id, queue in resend:
         publish(batch_id, queue)
     report.republished += len(resend)
+
+
+def _unserved_queues(session: Session, alive_since: datetime) -> dict[str, int]:
+    """Queues whose queued batches no live, consuming worker could be reading."""
+    consuming = select(Worker.queue).where(
+        Worker.heartbeat_at >= alive_since, Worker.state.is_(None)
+    )
+    return dict(
+        session.execute(
+            select(Batch.queue, func.count())
+            .join(Job, Job.id == Batch.job_id)
+            .where(FLEET_BATCH, Batch.status == QUEUED, Batch.queue.not_in(consuming))
+            .group_by(Batch.queue)
+        ).all()
+    )
 
 
 def _settle_lost(session: Session, batch: Batch, max_attempts: int, report: DispatchReport) -> bool:
@@ -311,7 +363,10 @@ def _settle_lost(session: Session, batch: Batch, max_attempts: int, report: Disp
         finish_batch(session, batch.id, batch.worker, CANCELLED, CANCELLED_ERROR)
         report.cancelled += 1
     elif batch.attempts >= max_attempts:
-        error = f"worker {batch.worker} lost (lease expired) on attempt {batch.attempts}"
+        error = (
+            f"worker {batch.worker} lost (lease expired or heartbeat stopped)"
+            f" on attempt {batch.attempts}"
+        )
         finish_batch(session, batch.id, batch.worker, FAILED, error)
         report.failed += 1
     else:

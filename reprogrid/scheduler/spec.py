@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,7 +29,7 @@ from reprogrid.scheduler.checkpoint_refs import (
     has_safety_checker,
     resolve_checkpoint,
 )
-from reprogrid.scheduler.seeds import SeedError, format_seeds, parse_seeds
+from reprogrid.scheduler.seeds import SeedError, SeedRanges, parse_seeds
 
 # Samplers that refuse more inference steps than the timesteps the checkpoint
 # was trained on (tests/test_spec.py checks this list against diffusers).
@@ -36,6 +37,9 @@ STEP_LIMITED_SAMPLERS = frozenset(
     {"DDIMScheduler", "DDPMScheduler", "LCMScheduler", "TCDScheduler"}
 )
 DTYPES = frozenset({"float32", "float16", "bfloat16"})
+# The widths of the columns these fields are stored in (models/tables.py).
+MAX_NAME_LENGTH = 200
+MAX_MODEL_LENGTH = 500
 # Recipe fields a user may sweep in [axes], in addition to prompts and seeds.
 AXIS_FIELDS = (
     "model",
@@ -83,6 +87,20 @@ SPEC_FIELDS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class SpecLimits:
+    """Upper bounds a spec is checked against before anything runs.
+
+    The defaults are generous for every family reprogrid runs; raise them with
+    ``REPROGRID_MAX_STEPS``, ``REPROGRID_MAX_IMAGE_SIDE`` and
+    ``REPROGRID_MAX_BATCH_SIZE`` (see :class:`reprogrid.config.Settings`).
+    """
+
+    max_steps: int = 10_000
+    max_image_side: int = 4096
+    max_batch_size: int = 64
+
+
 class SpecError(ValueError):
     """A spec field is missing or has a value reprogrid cannot run."""
 
@@ -102,7 +120,7 @@ class JobSpec:
     sampler: str | None
     prompts: tuple[str, ...] | None
     negative_prompt: str
-    seeds: tuple[int, ...]
+    seeds: SeedRanges
     steps: int
     guidance_scale: float | None
     width: int
@@ -123,12 +141,12 @@ class JobSpec:
     def cell_count(self) -> int:
         """How many images the grid holds."""
         axes = math.prod(len(v) for v in self.axes.values())
-        return len(self.prompts or [None]) * len(self.seeds) * axes
+        return len(self.prompts or [None]) * self.seeds.count * axes
 
     def to_json(self) -> dict[str, Any]:
         """The spec as stored in the job row (seeds written as ranges)."""
         data = asdict(self)
-        data["seeds"] = format_seeds(self.seeds)
+        data["seeds"] = str(self.seeds)
         data["prompts"] = list(self.prompts) if self.prompts is not None else None
         data["axes"] = {k: list(v) for k, v in self.axes.items()}
         return data
@@ -137,7 +155,7 @@ class JobSpec:
     def from_json(cls, data: Mapping[str, Any]) -> JobSpec:
         """Rebuild a spec stored by :meth:`to_json`."""
         values = dict(data)
-        values["seeds"] = tuple(parse_seeds(values["seeds"]))
+        values["seeds"] = parse_seeds(values["seeds"])
         if values["prompts"] is not None:
             values["prompts"] = tuple(values["prompts"])
         values["axes"] = {k: tuple(v) for k, v in values["axes"].items()}
@@ -148,7 +166,7 @@ class JobSpec:
 def read_spec_file(path: Path) -> dict[str, Any]:
     """Parse a TOML spec file into raw fields (not yet validated)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise SpecError("spec", f"no such file {str(path)!r}") from None
     except UnicodeDecodeError:
@@ -159,12 +177,19 @@ def read_spec_file(path: Path) -> dict[str, Any]:
         raise SpecError("spec", f"TOML syntax error in {path.name}: {exc}") from None
 
 
-def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None = None) -> JobSpec:
+def validate_spec(
+    raw: Mapping[str, Any],
+    max_cells: int,
+    base_dir: Path | None = None,
+    limits: SpecLimits = SpecLimits(),
+) -> JobSpec:
     """Check every field of a raw spec and resolve defaults from the checkpoint.
 
     ``base_dir`` is where relative ``prompts_file`` paths are read from (the
-    spec file's folder); ``max_cells`` caps the grid size. With a ``model``
-    axis, every checkpoint must be of one family and agree on the defaults used.
+    spec file's folder); ``max_cells`` caps the grid size and ``limits`` the
+    steps, image sides and batch size. With a ``model`` axis, every checkpoint
+    must be of one family and agree on the defaults used. Every check takes time
+    proportional to the spec, never to the grid it describes.
     """
     unknown = sorted(set(raw) - SPEC_FIELDS)
     if unknown:
@@ -177,9 +202,9 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
     family = checkpoint.family
     pipeline = "unconditional" if checkpoint.unconditional else "text-to-image"
     prompts = _prompts(raw, base_dir or Path.cwd(), checkpoint)
-    axes = _axes(raw_axes, checkpoint)
+    axes = _axes(raw_axes, checkpoint, limits)
     spec = JobSpec(
-        name=_string(raw, "name", "job"),
+        name=_string(raw, "name", "job", MAX_NAME_LENGTH),
         model=checkpoint.model,
         revision=checkpoint.revision,
         pipeline=pipeline,
@@ -187,14 +212,19 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
         prompts=prompts,
         negative_prompt=_negative_prompt(raw.get("negative_prompt", ""), "negative_prompt"),
         seeds=_seeds(raw.get("seeds", 0)),
-        steps=_positive_int(raw.get("steps", 20), "steps"),
+        steps=_bounded_int(raw.get("steps", 20), "steps", limits.max_steps, "REPROGRID_MAX_STEPS"),
         guidance_scale=None
         if checkpoint.unconditional
         else _guidance(raw.get("guidance_scale", family.default_guidance), "guidance_scale"),
-        width=_size(raw.get("width", checkpoint.default_width), "width", checkpoint),
-        height=_size(raw.get("height", checkpoint.default_height), "height", checkpoint),
+        width=_size(raw.get("width", checkpoint.default_width), "width", checkpoint, limits),
+        height=_size(raw.get("height", checkpoint.default_height), "height", checkpoint, limits),
         dtype=_dtype(raw.get("dtype", "float32")),
-        batch_size=_positive_int(raw.get("batch_size", 4), "batch_size"),
+        batch_size=_bounded_int(
+            raw.get("batch_size", 4),
+            "batch_size",
+            limits.max_batch_size,
+            "REPROGRID_MAX_BATCH_SIZE",
+        ),
         batch_invariant=_bool(raw.get("batch_invariant", False), "batch_invariant"),
         axes=axes,
         family=family.key,
@@ -214,7 +244,7 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
         raise SpecError("axes.adapter_scale", "list adapters to sweep their scale")
     if spec.cell_count > max_cells:
         raise SpecError(
-            "seeds",
+            _largest_dimension(spec, raw),
             f"the grid has {spec.cell_count} cells, more than the limit of {max_cells}"
             " (raise it with REPROGRID_MAX_CELLS)",
         )
@@ -223,7 +253,9 @@ def validate_spec(raw: Mapping[str, Any], max_cells: int, base_dir: Path | None 
 
 def _checkpoints(raw: Mapping[str, Any], axes: Mapping[str, Any]) -> list[CheckpointRef]:
     """Every checkpoint the job runs: the model (and revision) or the axis values."""
-    models = _axis_strings(axes, "model") or [_string(raw, "model", "builtin:tiny")]
+    models = _axis_strings(axes, "model") or [
+        _string(raw, "model", "builtin:tiny", MAX_MODEL_LENGTH)
+    ]
     revisions = _axis_strings(axes, "revision") or [_optional_string(raw, "revision")]
     where = "axes.model" if "model" in axes else "model"
     return [_checkpoint(m, r, where) for m in models for r in revisions]
@@ -383,6 +415,14 @@ def _sampler_option(name: str, value: Any, where: str) -> Any:
     return value
 
 
+def _largest_dimension(spec: JobSpec, raw: Mapping[str, Any]) -> str:
+    """The field that contributes most cells: the one an over-limit error names."""
+    prompts_field = "prompts_file" if "prompts_file" in raw else "prompts"
+    sizes = {"seeds": spec.seeds.count, prompts_field: len(spec.prompts or ())}
+    sizes |= {f"axes.{name}": len(values) for name, values in spec.axes.items()}
+    return max(sizes, key=lambda name: sizes[name])
+
+
 def _check_step_limit(spec: JobSpec, checkpoint: CheckpointRef) -> None:
     """Refuse step counts that the job's samplers would only refuse at run time."""
     limit = checkpoint.train_timesteps
@@ -413,10 +453,15 @@ def _checkpoint(model: str, revision: str | None, where: str = "model") -> Check
         raise SpecError(where, str(exc)) from None
 
 
-def _string(raw: Mapping[str, Any], name: str, default: str) -> str:
+def _string(
+    raw: Mapping[str, Any], name: str, default: str, max_length: int = MAX_NAME_LENGTH
+) -> str:
     value = raw.get(name, default)
     if not isinstance(value, str) or not value.strip():
         raise SpecError(name, f"expected a non-empty string, got {value!r}")
+    if len(value) > max_length:
+        raise SpecError(name, f"at most {max_length} characters, got {len(value)}")
+    _refuse_control_characters(value, name, f"the {name}")
     return value
 
 
@@ -445,7 +490,24 @@ def _prompts(
     for index, prompt in enumerate(prompts):
         if not isinstance(prompt, str) or not prompt.strip():
             raise SpecError("prompts", f"prompt {index + 1} is empty")
+        _refuse_control_characters(prompt, "prompts", f"prompt {index + 1}")
     return tuple(prompts)
+
+
+def _refuse_control_characters(text: str, name: str, what: str) -> None:
+    """Refuse NUL, line breaks and other control characters (tab is kept).
+
+    PNG text chunks cannot hold NUL, and A1111's infotext format reads a line
+    break in a prompt as the start of other fields (``Negative prompt:``,
+    ``Steps:``), so such a prompt could not be read back as it was written.
+    """
+    for position, char in enumerate(text):
+        if char != "\t" and unicodedata.category(char) in {"Cc", "Zl", "Zp"}:
+            raise SpecError(
+                name,
+                f"{what} holds the control character U+{ord(char):04X} at position"
+                f" {position + 1} (NUL, line breaks and control characters cannot be recorded)",
+            )
 
 
 def _prompts_from_file(value: Any, base_dir: Path) -> tuple[str, ...]:
@@ -453,12 +515,14 @@ def _prompts_from_file(value: Any, base_dir: Path) -> tuple[str, ...]:
         raise SpecError("prompts_file", f"expected a file path, got {value!r}")
     path = (base_dir / value).expanduser()
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        lines = path.read_text(encoding="utf-8-sig").split("\n")
     except FileNotFoundError:
         raise SpecError("prompts_file", f"no such file {str(path)!r}") from None
     except UnicodeDecodeError:
         raise SpecError("prompts_file", f"{str(path)!r} is not UTF-8 text") from None
     prompts = tuple(line.strip() for line in lines if line.strip())
+    for number, prompt in enumerate(prompts, start=1):
+        _refuse_control_characters(prompt, "prompts_file", f"prompt {number}")
     if not prompts:
         raise SpecError("prompts_file", f"{str(path)!r} holds no prompt")
     return prompts
@@ -467,12 +531,13 @@ def _prompts_from_file(value: Any, base_dir: Path) -> tuple[str, ...]:
 def _negative_prompt(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise SpecError(name, f"expected a string, got {value!r}")
+    _refuse_control_characters(value, name, "the negative prompt")
     return value
 
 
-def _seeds(value: Any) -> tuple[int, ...]:
+def _seeds(value: Any) -> SeedRanges:
     try:
-        return tuple(parse_seeds(value))
+        return parse_seeds(value)
     except SeedError as exc:
         raise SpecError("seeds", str(exc)) from None
 
@@ -482,6 +547,13 @@ def _positive_int(value: Any, name: str) -> int:
         raise SpecError(name, f"expected an integer, got {value!r}")
     if value < 1:
         raise SpecError(name, f"must be at least 1, got {value}")
+    return value
+
+
+def _bounded_int(value: Any, name: str, maximum: int, setting: str) -> int:
+    value = _positive_int(value, name)
+    if value > maximum:
+        raise SpecError(name, f"at most {maximum} (raise it with {setting}), got {value}")
     return value
 
 
@@ -499,12 +571,14 @@ def _guidance(value: Any, name: str) -> float:
     return float(value)
 
 
-def _size(value: Any, name: str, checkpoint: CheckpointRef, where: str = "") -> int:
+def _size(
+    value: Any, name: str, checkpoint: CheckpointRef, limits: SpecLimits, where: str = ""
+) -> int:
     """Check a width or height; ``where`` names the field in errors if not ``name``."""
     where = where or name
     if value is None:
         raise SpecError(where, f"{checkpoint.model} has no default size; set {name}")
-    value = _positive_int(value, where)
+    value = _bounded_int(value, where, limits.max_image_side, "REPROGRID_MAX_IMAGE_SIDE")
     multiple = families.size_multiple(checkpoint.family, checkpoint.configs)
     if value % multiple:
         raise SpecError(where, f"must be a multiple of {multiple}, got {value}")
@@ -529,7 +603,9 @@ def _dtype(value: Any) -> str:
     return value
 
 
-def _axes(value: dict[str, Any], checkpoint: CheckpointRef) -> dict[str, tuple[Any, ...]]:
+def _axes(
+    value: dict[str, Any], checkpoint: CheckpointRef, limits: SpecLimits
+) -> dict[str, tuple[Any, ...]]:
     axes: dict[str, tuple[Any, ...]] = {}
     for name, values in value.items():
         where = f"axes.{name}"
@@ -537,14 +613,16 @@ def _axes(value: dict[str, Any], checkpoint: CheckpointRef) -> dict[str, tuple[A
             raise SpecError(where, f"not a sweepable field (sweepable: {', '.join(AXIS_FIELDS)})")
         if not isinstance(values, list) or not values:
             raise SpecError(where, "expected a non-empty list of values")
-        checked = tuple(_axis_value(name, v, where, checkpoint) for v in values)
+        checked = tuple(_axis_value(name, v, where, checkpoint, limits) for v in values)
         if len(set(checked)) != len(checked):
             raise SpecError(where, "a value is listed twice")
         axes[name] = checked
     return axes
 
 
-def _axis_value(name: str, value: Any, where: str, checkpoint: CheckpointRef) -> Any:
+def _axis_value(
+    name: str, value: Any, where: str, checkpoint: CheckpointRef, limits: SpecLimits
+) -> Any:
     if checkpoint.unconditional and name in {"negative_prompt", "guidance_scale"}:
         raise SpecError(where, f"{checkpoint.model} is unconditional and takes no {name}")
     if name in {"model", "revision"}:
@@ -562,7 +640,7 @@ def _axis_value(name: str, value: Any, where: str, checkpoint: CheckpointRef) ->
     if name == "negative_prompt":
         return _negative_prompt(value, where)
     if name == "steps":
-        return _positive_int(value, where)
+        return _bounded_int(value, where, limits.max_steps, "REPROGRID_MAX_STEPS")
     if name == "guidance_scale":
         return _guidance(value, where)
-    return _size(value, name, checkpoint, where)
+    return _size(value, name, checkpoint, limits, where)

@@ -10,6 +10,7 @@ steps in line. Either way a batch is computed and recorded by the same code.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,18 +18,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from reprogrid.config import Settings
-from reprogrid.models import Database, Image
+from reprogrid.models import Database
 from reprogrid.scheduler.grid import sha256_text
 from reprogrid.worker import affinity, records
 from reprogrid.worker.checkpoints import LoadedCheckpoint, load_checkpoint, loaded_checkpoints
 from reprogrid.worker.determinism import DeterminismSettings, configure
 from reprogrid.worker.environment import describe_environment, fingerprint
+from reprogrid.worker.failures import TRANSIENT, RetryPolicy, error_kind
 from reprogrid.worker.generate import BatchInterrupted, generate
 from reprogrid.worker.infotext import infotext, sampler_options
-from reprogrid.worker.store import encode_png, pixel_sha256, write_png
+from reprogrid.worker.store import (
+    encode_png,
+    pixel_sha256,
+    remove_stale_temp_files,
+    write_png,
+)
 
 
 @dataclass
@@ -41,14 +46,18 @@ class WorkerContext:
     name: str
     determinism: DeterminismSettings
     lease_seconds: int
-    max_attempts: int
+    retry: RetryPolicy
+    # batches claimed and not yet recorded or given up, with when they were claimed
+    # (time.monotonic()): the heartbeat renews their leases, for a while
+    active: dict[int, float] = field(default_factory=dict)
     _environment_ids: dict[str, int] = field(default_factory=dict)
     _checkpoint_ids: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
     @classmethod
     def start(cls, settings: Settings, db: Database, device: str, name: str) -> WorkerContext:
-        """Configure determinism for this process and build its context."""
+        """Configure determinism for this process, sweep orphan temp files, build the context."""
         determinism = configure(settings.threads, settings.full_determinism)
+        remove_stale_temp_files(settings.store)
         return cls(
             db=db,
             store=settings.store,
@@ -56,7 +65,7 @@ class WorkerContext:
             name=name,
             determinism=determinism,
             lease_seconds=settings.lease_seconds,
-            max_attempts=settings.max_attempts,
+            retry=RetryPolicy.from_settings(settings),
         )
 
     def environment(self, dtype: str) -> tuple[int, dict[str, Any]]:
@@ -82,7 +91,7 @@ class WorkerContext:
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What became of one batch: done, retrying, failed, cancelled, split or skipped."""
+    """What became of one batch: done, retrying, failed, cancelled, split, skipped or lost."""
 
     batch_id: int
     status: str
@@ -113,6 +122,11 @@ class LeaseKeeper:
                 session, self.batch_id, self.ctx.name, self.ctx.lease_seconds
             )
 
+
+log = logging.getLogger(__name__)
+# Tries at recording a computed batch before its attempt counts as failed: an
+# outage of the store or database while recording costs waiting, not the pixels.
+RECORD_TRIES = 4
 
 Record = Callable[[], int]
 """Writes a computed batch's results (files, rows) and returns how many it recorded."""
@@ -192,22 +206,51 @@ def _compute(ctx: WorkerContext, batch_id: int, work: BatchWork) -> BatchOutcome
         claim = affinity.claim_preferred(session, batch_id, ctx.name, ctx.lease_seconds, held)
     if claim is None:
         return BatchOutcome(batch_id, "skipped", 0, 0.0)
+    ctx.active[claim.batch_id] = time.monotonic()
     try:
         return _Computed(claim, work(ctx, claim), started)
     except BatchInterrupted:
         with ctx.db.sessions() as session:
             records.cancel_batch(session, claim, ctx.name)
+        ctx.active.pop(claim.batch_id, None)
         return BatchOutcome(claim.batch_id, "cancelled", 0, time.perf_counter() - started)
     except Exception as exc:
         return _failed(ctx, claim, exc, started)
+    except BaseException:
+        ctx.active.pop(claim.batch_id, None)
+        raise
 
 
 def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
-    """Store and record a computed batch; an error here is a failed attempt like any other."""
+    """Store and record a computed batch.
+
+    A transient error (I/O, database) is retried here, with the policy's
+    backoff, up to ``RECORD_TRIES`` times: storing and recording are
+    idempotent, and the computed pixels are kept meanwhile. Any other error,
+    or the last try's, is a failed attempt like any other.
+    """
     try:
-        kept = computed.record()
-    except Exception as exc:
-        return _failed(ctx, computed.claim, exc, computed.started)
+        return _record_with_retries(ctx, computed)
+    finally:
+        ctx.active.pop(computed.claim.batch_id, None)
+
+
+def _record_with_retries(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
+    for attempt in range(1, RECORD_TRIES + 1):
+        try:
+            kept = computed.record()
+            break
+        except Exception as exc:
+            if attempt == RECORD_TRIES or error_kind(exc) != TRANSIENT:
+                return _failed(ctx, computed.claim, exc, computed.started)
+            wait = ctx.retry.delay(attempt)
+            log.warning(
+                "recording batch %d failed (%s); again in %.0f s",
+                computed.claim.batch_id,
+                exc,
+                wait,
+            )
+            time.sleep(wait)
     seconds = time.perf_counter() - computed.started
     return BatchOutcome(computed.claim.batch_id, "done", kept, seconds)
 
@@ -216,16 +259,33 @@ def _failed(
     ctx: WorkerContext, claim: records.ClaimedBatch, exc: Exception, started: float
 ) -> BatchOutcome:
     """Replace a batch that ran out of GPU memory by its two halves, waiting to be run;
-    retry any other error until the attempt limit, then fail the batch's cells."""
+    otherwise retry it after the policy's backoff, or fail its cells at once when the
+    error cannot change on retry or the attempts are spent (see ``failures``).
+
+    If even the failure cannot be written (the database is down), the batch
+    keeps its lease and comes back when the lease runs out: the outcome is
+    ``lost``, and the worker carries on.
+    """
+    ctx.active.pop(claim.batch_id, None)
     error = f"{type(exc).__name__}: {exc}"
-    if _out_of_memory(exc) and len(claim.cells) > 1:
+    seconds = time.perf_counter() - started
+    try:
+        if _out_of_memory(exc) and len(claim.cells) > 1:
+            with ctx.db.sessions() as session:
+                records.split_batch(session, claim, ctx.name, error)
+            return BatchOutcome(claim.batch_id, "split", 0, seconds, error)
+        retry_at = ctx.retry.retry_at(exc, claim.attempt)
         with ctx.db.sessions() as session:
-            records.split_batch(session, claim, ctx.name, error)
-        return BatchOutcome(claim.batch_id, "split", 0, time.perf_counter() - started, error)
-    with ctx.db.sessions() as session:
-        retry = records.fail_batch(session, claim, ctx.name, error, ctx.max_attempts)
-    status = "retrying" if retry else "failed"
-    return BatchOutcome(claim.batch_id, status, 0, time.perf_counter() - started, error)
+            retry = records.fail_batch(session, claim, ctx.name, error, retry_at)
+    except Exception as unwritten:
+        log.error(
+            "batch %d failed (%s) and the failure could not be recorded (%s)",
+            claim.batch_id,
+            error,
+            unwritten,
+        )
+        return BatchOutcome(claim.batch_id, "lost", 0, seconds, error)
+    return BatchOutcome(claim.batch_id, "retrying" if retry else "failed", 0, seconds, error)
 
 
 def _out_of_memory(exc: Exception) -> bool:
@@ -284,22 +344,11 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
                     "nsfw": None if made.nsfw is None else made.nsfw[index],
                 }
             )
+        # Files of cells another worker recorded first stay: see worker/store.py.
         with ctx.db.sessions() as session:
-            kept = set(records.record_images(session, claim, ctx.name, images, made.warnings))
-            paths = [i["path"] for i in images if i["cell_id"] not in kept]
-            _remove_unreferenced(ctx, session, paths)
-        return len(kept)
+            return len(records.record_images(session, claim, ctx.name, images, made.warnings))
 
     return record
-
-
-def _remove_unreferenced(ctx: WorkerContext, session, paths: list[str]) -> None:
-    """Delete files this worker wrote for cells another worker recorded first."""
-    if not paths:
-        return
-    referenced = set(session.scalars(select(Image.path).where(Image.path.in_(paths))))
-    for path in set(paths) - referenced:
-        (ctx.store / path).unlink(missing_ok=True)
 
 
 def png_chunks(

@@ -4,6 +4,14 @@ The row says who the worker is (name, host, pid, device, queue, environment),
 what it runs now and which checkpoints it holds in memory; ``reprogrid status``
 lists the workers whose heartbeat is recent. A name belongs to one live
 process at a time, because batches are leased to workers by name.
+
+Each beat also renews the lease of every batch this process works on
+(``WorkerContext.active``: computing, loading its checkpoint, or being
+recorded), so a lease only has to outlast a few missed beats; the scheduler
+takes a batch back as soon as its worker's beats stop. It does so for at most
+``HEARTBEAT_HOLD_SECONDS`` after the claim: a process whose main thread hangs
+(a store write that never returns) keeps beating, but loses its batch then
+(denoising renews the lease itself, between steps).
 """
 
 from __future__ import annotations
@@ -12,18 +20,20 @@ import logging
 import os
 import socket
 import threading
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from reprogrid.models import Worker, utcnow
+from reprogrid.models import RUNNING, Batch, Worker, utcnow
 from reprogrid.models.queries import LIVE_WORKER_SECONDS
 from reprogrid.worker.checkpoints import checkpoint_loads, loaded_checkpoints
 from reprogrid.worker.execute import WorkerContext
 
 HEARTBEAT_SECONDS = 5.0
+HEARTBEAT_HOLD_SECONDS = 3600.0
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +50,7 @@ class Heartbeat:
         self.queue = queue
         self.interval = interval
         self.current_batch: int | None = None
+        self.state: str | None = None  # None while consuming; else why not
         self.environment_id, _ = ctx.environment("float32")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reprogrid-heartbeat", daemon=True)
@@ -48,6 +59,7 @@ class Heartbeat:
         """Write the row (refusing a name a live process holds), then keep it fresh."""
         with self.ctx.db.sessions() as session:
             _check_name_free(session, self.ctx.name)
+            _free_predecessor_batches(session, self.ctx.name)
         self.beat(started=True)
         self._thread.start()
 
@@ -74,10 +86,12 @@ class Heartbeat:
             "checkpoints": [self.ctx.checkpoint(c) for c in loaded_checkpoints()],
             "checkpoint_loads": checkpoint_loads(),
             "heartbeat_at": utcnow(),
+            "state": self.state,
         }
         if started:
             values["started_at"] = values["heartbeat_at"]
         with self.ctx.db.sessions() as session:
+            self._renew_leases(session, values["heartbeat_at"])
             row = session.scalar(select(Worker).where(Worker.name == self.ctx.name))
             if row is None:
                 session.add(Worker(name=self.ctx.name, **values))
@@ -90,12 +104,33 @@ class Heartbeat:
                 session.rollback()
                 raise NameTaken(f"worker name {self.ctx.name!r} was just taken") from None
 
+    def _renew_leases(self, session: Session, now: datetime) -> None:
+        since = time.monotonic() - HEARTBEAT_HOLD_SECONDS
+        active = [batch for batch, claimed in list(self.ctx.active.items()) if claimed > since]
+        if active:
+            session.execute(
+                update(Batch)
+                .where(Batch.id.in_(active), Batch.worker == self.ctx.name, Batch.status == RUNNING)
+                .values(lease_until=now + timedelta(seconds=self.ctx.lease_seconds))
+            )
+
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
                 self.beat()
             except Exception:  # a database hiccup must not kill the worker
                 log.exception("heartbeat failed")
+
+
+def _free_predecessor_batches(session: Session, name: str) -> None:
+    """Cut short the leases a dead process of this name left: this process's beats
+    must not make them look alive. The scheduler then sends them again."""
+    session.execute(
+        update(Batch)
+        .where(Batch.worker == name, Batch.status == RUNNING)
+        .values(lease_until=utcnow())
+    )
+    session.commit()
 
 
 def _check_name_free(session: Session, name: str) -> None:

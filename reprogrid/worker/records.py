@@ -9,10 +9,10 @@ on ``image.cell_id`` keeps one image per cell whatever happens.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, insert, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -96,7 +96,7 @@ def claim_batch(
         session.execute(
             update(jobs)
             .where(jobs.c.id == job_id, jobs.c.status == QUEUED)
-            .values(status=RUNNING, started_at=now)
+            .values(status=RUNNING, started_at=func.coalesce(jobs.c.started_at, now))
         )
     session.commit()
     return ClaimedBatch(batch_id, job_id, attempt, [by_id[i] for i in cell_ids])
@@ -182,8 +182,7 @@ def record_images(
     was lost.
 
     Cells that already have an image (another worker finished them first) keep
-    it. Returns the cell ids whose image row is this worker's; the caller may
-    delete files nobody points to. Commits.
+    it. Returns the cell ids whose image row is this worker's. Commits.
     """
     still_ours = session.execute(
         update(Batch)
@@ -227,18 +226,18 @@ def record_verifications(
 
 
 def fail_batch(
-    session: Session, claim: ClaimedBatch, worker: str, error: str, max_attempts: int
+    session: Session, claim: ClaimedBatch, worker: str, error: str, retry_at: datetime | None
 ) -> bool:
-    """Record a failed attempt: retry later, or mark the cells failed. Commits.
+    """Record a failed attempt: run again from ``retry_at``, or (None) fail the cells. Commits.
 
     Returns True when the batch will be retried.
     """
-    retry = claim.attempt < max_attempts
+    retry = retry_at is not None
     if retry:
         owned = session.execute(
             update(Batch)
             .where(Batch.id == claim.batch_id, Batch.worker == worker, Batch.status == RUNNING)
-            .values(status=PENDING, lease_until=None, error=error, worker=None)
+            .values(status=PENDING, lease_until=None, error=error, worker=None, retry_at=retry_at)
         ).rowcount
         if owned:
             _set_cells(session, claim, QUEUED, error)
@@ -247,6 +246,39 @@ def fail_batch(
     update_job_status(session, claim.job_id)
     session.commit()
     return retry
+
+
+def release_claims(session: Session, job_id: int, worker: str) -> int:
+    """Give back the job's batches this worker runs (it is stopping): they wait again,
+    the interrupted attempt not counted, and the job is no longer ``running`` unless
+    another worker runs some of it. Returns the batches released. Commits."""
+    released = list(
+        session.scalars(
+            update(Batch)
+            .where(Batch.job_id == job_id, Batch.worker == worker, Batch.status == RUNNING)
+            .values(
+                status=PENDING,
+                worker=None,
+                lease_until=None,
+                attempts=Batch.attempts - 1,  # claimed, so at least 1
+            )
+            .returning(Batch.id)
+        )
+    )
+    session.execute(
+        update(Cell)
+        .where(Cell.batch_id.in_(released), Cell.status == RUNNING)
+        .values(status=QUEUED)
+    )
+    still_running = session.scalar(
+        select(Batch.id).where(Batch.job_id == job_id, Batch.status == RUNNING).limit(1)
+    )
+    if still_running is None:
+        session.execute(
+            update(Job).where(Job.id == job_id, Job.status == RUNNING).values(status=QUEUED)
+        )
+    session.commit()
+    return len(released)
 
 
 def cancel_batch(session: Session, claim: ClaimedBatch, worker: str) -> None:

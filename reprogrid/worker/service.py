@@ -10,21 +10,35 @@ could not answer ``celery inspect`` or Flower while a batch computes.)
 A task returns once its batch is computed; the batch is recorded on a
 background thread while the next task computes. The message is acknowledged
 then, but the batch's row is what says it is done: if the process dies before
-the row is written, the lease runs out and the scheduler publishes it again.
+the row is written, the scheduler sees its heartbeat stop and publishes it again.
+
+A message names its fleet (the database's identity). A worker of another
+database (a stale process, a wrong ``REPROGRID_DB``) refuses it loudly: a log
+line, its heartbeat row's state, and the message goes back to the queue for
+its owner (rejected with requeue, never acknowledged); the worker then pauses
+so that the owner's workers get it.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 
 from celery import Celery
+from celery.exceptions import Reject
 from sqlalchemy import select
 
 from reprogrid.config import Settings
 from reprogrid.models import Batch, Database
+from reprogrid.models.queries import fleet_id
 from reprogrid.models.verifications import VERIFY_KIND
 from reprogrid.scheduler.broker import RUN_BATCH_TASK, celery_app
+from reprogrid.worker.broker_watch import (
+    EXIT_BROKER_RESTARTED,
+    BrokerWatch,
+    BrokerWatcher,
+)
 from reprogrid.worker.execute import (
     BatchOutcome,
     BatchWork,
@@ -36,6 +50,8 @@ from reprogrid.worker.heartbeat import Heartbeat
 from reprogrid.worker.verify import verify_batch
 
 log = logging.getLogger(__name__)
+# After refusing another fleet's message: time for its owner's workers to take it.
+REFUSED_PAUSE_SECONDS = 1.0
 
 # How each kind of batch (``batch.kind``) is computed: a new kind is one more line.
 BATCH_WORK: dict[str, BatchWork] = {
@@ -71,12 +87,26 @@ def log_outcome(outcome: BatchOutcome) -> None:
     )
 
 
+def refuse_other_fleets(heartbeat: Heartbeat, own: str, fleet: str | None) -> None:
+    """Raise ``Reject(requeue=True)`` for a message of another fleet, saying so loudly."""
+    if fleet is None or fleet == own:
+        return
+    reason = f"refusing messages of fleet {fleet}: this worker's database is fleet {own}"
+    log.error("%s (check REPROGRID_DB); the message goes back to the queue", reason)
+    heartbeat.state = reason
+    time.sleep(REFUSED_PAUSE_SECONDS)
+    raise Reject(reason, requeue=True)
+
+
 def worker_app(settings: Settings, batches: OverlappedBatches, heartbeat: Heartbeat) -> Celery:
     """The shared Celery app with the ``run_batch`` task bound to this worker."""
     app = celery_app(settings)
+    with batches.ctx.db.sessions() as session:
+        own = fleet_id(session)
 
     @app.task(name=RUN_BATCH_TASK)
-    def run_batch_task(batch_id: int) -> None:
+    def run_batch_task(batch_id: int, fleet: str | None = None) -> None:
+        refuse_other_fleets(heartbeat, own, fleet)
         run_batch(batches, heartbeat, int(batch_id))
 
     return app
@@ -88,10 +118,16 @@ def celery_node_name(name: str) -> str:
 
 
 def serve(settings: Settings, db: Database, device: str, queue: str, name: str) -> int:
-    """Run the worker until a warm shutdown (SIGTERM or Ctrl-C); return its exit code."""
+    """Run the worker until a warm shutdown (SIGTERM or Ctrl-C); return its exit code.
+
+    The code is ``EXIT_BROKER_RESTARTED`` when the worker stopped because the
+    broker restarted (see ``broker_watch``): its supervisor should start it again.
+    """
     ctx = WorkerContext.start(settings, db, device, name)
     heartbeat = Heartbeat(ctx, queue)
     heartbeat.start()
+    watcher = BrokerWatcher(BrokerWatch(settings.broker_url), _state_setter(heartbeat))
+    watcher.start()
     batches = OverlappedBatches(ctx, log_outcome)
     try:
         worker = worker_app(settings, batches, heartbeat).Worker(
@@ -107,7 +143,21 @@ def serve(settings: Settings, db: Database, device: str, queue: str, name: str) 
             without_heartbeat=not settings.celery_monitoring,
         )
         worker.start()
-        return worker.exitcode or 0
+        return EXIT_BROKER_RESTARTED if watcher.restarted.is_set() else worker.exitcode or 0
     finally:
+        watcher.stop()
         batches.close()
         heartbeat.stop()
+
+
+def _state_setter(heartbeat: Heartbeat):
+    """Put the broker's state in the heartbeat row now, not at the next beat."""
+
+    def set_state(state: str | None) -> None:
+        heartbeat.state = state
+        try:
+            heartbeat.beat()
+        except Exception:  # the database may be down too: the next beat writes it
+            log.exception("could not write the worker's state")
+
+    return set_state

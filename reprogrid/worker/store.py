@@ -6,6 +6,14 @@ of the file itself, which also covers its metadata. Files live at
 ``<store>/<png_sha256[:2]>/<png_sha256>.png`` and are written to a temporary
 name, then renamed, so a reader never sees half a file and a second writer of
 the same bytes changes nothing. Files and folders follow the process's umask.
+A process killed between the two leaves a
+``.tmp-*.png`` file behind; every worker sweeps those older than an hour when
+it starts (``remove_stale_temp_files``).
+
+Files are never deleted once written under their name: a path is a content
+hash, so a file written by a worker that lost its batch is the very file the
+new owner records (or, if the pixels differed, a file no row names, which is
+harmless); deleting one could remove a file another worker is recording.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import hashlib
 import io
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +43,8 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 PARAMETERS_CHUNK = "parameters"  # the AUTOMATIC1111 web UI's metadata key
 REPROGRID_CHUNK = "reprogrid"
+TEMP_PREFIX = ".tmp-"
+STALE_TEMP_SECONDS = 3600  # a write takes milliseconds: an hour-old temp file is an orphan
 
 
 def pixel_sha256(pixels: np.ndarray) -> str:
@@ -71,7 +82,7 @@ def write_png(store: Path, data: bytes) -> tuple[str, str]:
     if target.exists() and target.stat().st_size == len(data):
         return relative, digest
     target.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=target.parent)
+    descriptor, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".png", dir=target.parent)
     try:
         with os.fdopen(descriptor, "wb") as stream:
             stream.write(data)
@@ -88,3 +99,17 @@ def write_png(store: Path, data: bytes) -> tuple[str, str]:
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's bytes."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def remove_stale_temp_files(store: Path, older_than: float = STALE_TEMP_SECONDS) -> int:
+    """Delete temporary files left by killed writers; returns how many."""
+    cutoff = time.time() - older_than
+    removed = 0
+    for temp in store.glob(f"*/{TEMP_PREFIX}*.png"):
+        try:
+            if temp.stat().st_mtime < cutoff:
+                temp.unlink()
+                removed += 1
+        except FileNotFoundError:  # another worker swept it first
+            continue
+    return removed

@@ -70,7 +70,7 @@ def make_night_job(db_url: str, store: Path, prompts: tuple[str, ...]) -> tuple[
     with db.sessions() as session:
         claim = records.claim_batch(session, batch_ids[1], "night-gpu-0", 600)
     with db.sessions() as session:
-        records.fail_batch(session, claim, "night-gpu-0", FAILED_ERROR, max_attempts=1)
+        records.fail_batch(session, claim, "night-gpu-0", FAILED_ERROR, retry_at=None)
     run_job(WorkerContext.start(settings, db, "cpu", "night-cpu-0"), job_id)
     image_id = _verify_first_image(db, job_id)
     with db.sessions() as session:
