@@ -16,7 +16,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from reprogrid.config import Settings
 from reprogrid.models import Database
@@ -124,6 +124,7 @@ class LeaseKeeper:
 
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # Tries at recording a computed batch before its attempt counts as failed: an
 # outage of the store or database while recording costs waiting, not the pixels.
 RECORD_TRIES = 4
@@ -236,23 +237,28 @@ def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
 
 
 def _record_with_retries(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
-    for attempt in range(1, RECORD_TRIES + 1):
-        try:
-            kept = computed.record()
-            break
-        except Exception as exc:
-            if attempt == RECORD_TRIES or error_kind(exc) != TRANSIENT:
-                return _failed(ctx, computed.claim, exc, computed.started)
-            wait = ctx.retry.delay(attempt)
-            log.warning(
-                "recording batch %d failed (%s); again in %.0f s",
-                computed.claim.batch_id,
-                exc,
-                wait,
-            )
-            time.sleep(wait)
+    batch_id = computed.claim.batch_id
+    try:
+        kept = _retrying(ctx, f"recording batch {batch_id}", computed.record)
+    except Exception as exc:
+        return _failed(ctx, computed.claim, exc, computed.started)
     seconds = time.perf_counter() - computed.started
-    return BatchOutcome(computed.claim.batch_id, "done", kept, seconds)
+    return BatchOutcome(batch_id, "done", kept, seconds)
+
+
+def _retrying(ctx: WorkerContext, what: str, write: Callable[[], T]) -> T:
+    """Run a store or database write, trying a transient error (I/O, database) again
+    after the policy's backoff, up to ``RECORD_TRIES`` times; raises the last error."""
+    for attempt in range(1, RECORD_TRIES):
+        try:
+            return write()
+        except Exception as exc:
+            if error_kind(exc) != TRANSIENT:
+                raise
+            wait = ctx.retry.delay(attempt)
+            log.warning("%s failed (%s); again in %.0f s", what, exc, wait)
+            time.sleep(wait)
+    return write()
 
 
 def _failed(
@@ -262,21 +268,26 @@ def _failed(
     otherwise retry it after the policy's backoff, or fail its cells at once when the
     error cannot change on retry or the attempts are spent (see ``failures``).
 
-    If even the failure cannot be written (the database is down), the batch
+    Writing the failure is tried again after the policy's backoff (the database
+    may be restarting). If even then it cannot be written, the batch
     keeps its lease and comes back when the lease runs out: the outcome is
     ``lost``, and the worker carries on.
     """
     ctx.active.pop(claim.batch_id, None)
     error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
-    try:
-        if _out_of_memory(exc) and len(claim.cells) > 1:
-            with ctx.db.sessions() as session:
-                records.split_batch(session, claim, ctx.name, error)
-            return BatchOutcome(claim.batch_id, "split", 0, seconds, error)
-        retry_at = ctx.retry.retry_at(exc, claim.attempt)
+    split = _out_of_memory(exc) and len(claim.cells) > 1
+    retry_at = None if split else ctx.retry.retry_at(exc, claim.attempt)
+
+    def write() -> bool:
         with ctx.db.sessions() as session:
-            retry = records.fail_batch(session, claim, ctx.name, error, retry_at)
+            if split:
+                records.split_batch(session, claim, ctx.name, error)
+                return False
+            return records.fail_batch(session, claim, ctx.name, error, retry_at)
+
+    try:
+        retry = _retrying(ctx, f"recording the failure of batch {claim.batch_id}", write)
     except Exception as unwritten:
         log.error(
             "batch %d failed (%s) and the failure could not be recorded (%s)",
@@ -285,7 +296,8 @@ def _failed(
             unwritten,
         )
         return BatchOutcome(claim.batch_id, "lost", 0, seconds, error)
-    return BatchOutcome(claim.batch_id, "retrying" if retry else "failed", 0, seconds, error)
+    outcome = "split" if split else "retrying" if retry else "failed"
+    return BatchOutcome(claim.batch_id, outcome, 0, seconds, error)
 
 
 def _out_of_memory(exc: Exception) -> bool:
