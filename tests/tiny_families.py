@@ -10,7 +10,6 @@ the tiny SD checkpoint.
 
 from __future__ import annotations
 
-import json
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -42,23 +41,16 @@ from transformers import (
     T5EncoderModel,
     T5Tokenizer,
 )
-from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from scripts.make_builtin_checkpoints import byte_level_tokenizer
 
 HIDDEN = 32
 
 
 def clip_tokenizer(workdir: Path) -> CLIPTokenizer:
-    """A CLIP tokenizer whose vocabulary is the 256 byte symbols, without merges."""
+    """builtin:tiny's byte-level CLIP tokenizer (256 byte symbols, no merges), in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    symbols = list(bytes_to_unicode().values())
-    vocab = {s: i for i, s in enumerate(symbols + [s + "</w>" for s in symbols])}
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    (workdir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
-    (workdir / "merges.txt").write_text("#version: 0.2\n", encoding="utf-8")
-    return CLIPTokenizer(
-        str(workdir / "vocab.json"), str(workdir / "merges.txt"), model_max_length=32
-    )
+    return byte_level_tokenizer(workdir)
 
 
 def t5_tokenizer() -> T5Tokenizer:

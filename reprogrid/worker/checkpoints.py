@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from reprogrid import families
-from reprogrid.adapters import check_unchanged
+from reprogrid.adapters import check_unchanged, file_sha256
 from reprogrid.scheduler.checkpoint_refs import CheckpointRef, resolve_checkpoint
 
 HASHED_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".ckpt", ".pt", ".pth"}
-_CHUNK = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -54,21 +53,13 @@ def checkpoint_identity(ref: CheckpointRef) -> CheckpointIdentity:
             stat = real.stat()
             key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
             if key not in cache:
-                cache[key] = _sha256_file(real)
+                cache[key] = file_sha256(real)
             files[path.relative_to(ref.path).as_posix()] = cache[key]
     _write_cache(cache_path, cache)
     combined = hashlib.sha256(
         "".join(f"{name}\0{digest}\n" for name, digest in sorted(files.items())).encode()
     ).hexdigest()
     return CheckpointIdentity(ref.model, ref.revision, combined, files)
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as stream:
-        while chunk := stream.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_cache(path: Path) -> dict[str, str]:
