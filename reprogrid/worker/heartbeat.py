@@ -49,7 +49,6 @@ class Heartbeat:
         self.ctx = ctx
         self.queue = queue
         self.interval = interval
-        self.current_batch: int | None = None
         self.state: str | None = None  # None while consuming; else why not
         self.environment_id, _ = ctx.environment("float32")
         self._stop = threading.Event()
@@ -82,7 +81,7 @@ class Heartbeat:
             "device": self.ctx.device,
             "queue": self.queue,
             "environment_id": self.environment_id,
-            "current_batch_id": self.current_batch,
+            "current_batch_id": self._current_batch(),
             "checkpoints": [self.ctx.checkpoint(c) for c in loaded_checkpoints()],
             "checkpoint_loads": checkpoint_loads(),
             "heartbeat_at": utcnow(),
@@ -103,6 +102,13 @@ class Heartbeat:
             except IntegrityError:  # the same name inserted at the same moment elsewhere
                 session.rollback()
                 raise NameTaken(f"worker name {self.ctx.name!r} was just taken") from None
+
+    def _current_batch(self) -> int | None:
+        """The batch claimed last of those this worker holds: the one computing (the one
+        before it may still be recording). Not the message's batch: affinity may have
+        claimed another batch of the job (worker/affinity.py)."""
+        active = dict(self.ctx.active)
+        return max(active, key=active.__getitem__) if active else None
 
     def _renew_leases(self, session: Session, now: datetime) -> None:
         since = time.monotonic() - HEARTBEAT_HOLD_SECONDS

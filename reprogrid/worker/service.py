@@ -60,7 +60,7 @@ BATCH_WORK: dict[str, BatchWork] = {
 }
 
 
-def run_batch(batches: OverlappedBatches, heartbeat: Heartbeat, batch_id: int) -> None:
+def run_batch(batches: OverlappedBatches, batch_id: int) -> None:
     """Compute one batch with the work for its kind, and hand it over to be recorded."""
     with batches.ctx.db.sessions() as session:
         kind = session.scalar(select(Batch.kind).where(Batch.id == batch_id))
@@ -68,11 +68,7 @@ def run_batch(batches: OverlappedBatches, heartbeat: Heartbeat, batch_id: int) -
     if work is None:
         log.error("batch %s: %s", batch_id, "no such batch" if kind is None else f"kind {kind!r}")
         return
-    heartbeat.current_batch = batch_id
-    try:
-        batches.run(batch_id, work)
-    finally:
-        heartbeat.current_batch = None
+    batches.run(batch_id, work)
 
 
 def log_outcome(outcome: BatchOutcome) -> None:
@@ -107,7 +103,7 @@ def worker_app(settings: Settings, batches: OverlappedBatches, heartbeat: Heartb
     @app.task(name=RUN_BATCH_TASK)
     def run_batch_task(batch_id: int, fleet: str | None = None) -> None:
         refuse_other_fleets(heartbeat, own, fleet)
-        run_batch(batches, heartbeat, int(batch_id))
+        run_batch(batches, int(batch_id))
 
     return app
 
