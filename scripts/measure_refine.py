@@ -1,0 +1,89 @@
+"""Measure the README's refine example on builtin:shapes: a new background, the shape kept in place.
+
+In a scratch folder, runs 4 subjects x 4 seeds ("a red circle"...) with
+``reprogrid run``, then ``reprogrid refine IMAGE --append ", on a green
+background" --run`` on each of the 16 images, and measures parent and child
+with ``reprogrid.review.shapes``: is the child's background green, is its
+shape the parent's, and is it where the parent's was (centres within
+``--distance`` pixels)? Prints each pair and the fractions:
+
+    python scripts/measure_refine.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from reprogrid.review.shapes import Measured, measure
+
+SUBJECTS = ["a red circle", "a yellow star", "a blue square", "a purple triangle"]
+APPEND = ", on a green background"
+
+
+def reprogrid(*args: str, cwd: Path) -> str:
+    """Run the reprogrid command line in ``cwd`` and return its output; fail loudly."""
+    result = subprocess.run(
+        [sys.executable, "-m", "reprogrid", *args], cwd=cwd, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        sys.exit(f"reprogrid {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def images(cwd: Path) -> list[dict]:
+    return json.loads(reprogrid("query", "--format", "json", cwd=cwd))
+
+
+def moved(parent: Measured, child: Measured) -> float:
+    """How far the shape's centre moved, in pixels (infinite when either has no shape)."""
+    if parent.centre is None or child.centre is None:
+        return float("inf")
+    return float(np.hypot(parent.centre[0] - child.centre[0], parent.centre[1] - child.centre[1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", default="0-3")
+    parser.add_argument("--steps", default="12")
+    parser.add_argument("--guidance-scale", default="4.0")
+    parser.add_argument("--distance", type=float, default=4.0, help="pixels a shape may move")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cwd = Path(tmp)
+        prompts = [flag for subject in SUBJECTS for flag in ("--prompt", subject)]
+        reprogrid(
+            "run", "--model", "builtin:shapes", *prompts, "--seeds", args.seeds,
+            "--steps", args.steps, "--guidance-scale", args.guidance_scale, cwd=cwd,
+        )  # fmt: skip
+        parents = images(cwd)
+        for row in parents:
+            reprogrid("refine", str(row["image_id"]), "--append", APPEND, "--run", cwd=cwd)
+        children = {(r["prompt"], r["seed"]): r for r in images(cwd)}
+        green = kept = placed = 0
+        for row in parents:
+            child_row = children[(row["prompt"] + APPEND, row["seed"])]
+            parent = measure(Image.open(row["path"]))
+            child = measure(Image.open(child_row["path"]))
+            distance = moved(parent, child)
+            green += child.background == "green"
+            kept += child.shape == parent.shape
+            placed += distance <= args.distance
+            print(
+                f"{row['prompt']!r} seed {row['seed']}: background {parent.background} -> "
+                f"{child.background}, shape {parent.shape} -> {child.shape}, moved {distance:.1f} px"
+            )
+    n = len(parents)
+    print(f"background green: {green}/{n}, same shape: {kept}/{n}, "
+          f"shape within {args.distance:g} px of its place: {placed}/{n}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

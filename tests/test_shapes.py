@@ -1,0 +1,106 @@
+"""builtin:shapes draws what its prompt says, measured (reprogrid.review.shapes), not looked at.
+
+The images are made the way a job makes them (validated spec, expanded
+recipes, the worker's generate_batch on the checkpoint loaded through
+from_pretrained), at 64x64 with 10 Euler steps, two seeds per subject.
+"""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reprogrid.review.shapes import SHAPE_COLOURS, SHAPES, Measured, caption, measure
+from reprogrid.scheduler.grid import expand
+from reprogrid.scheduler.spec import validate_spec
+from reprogrid.worker.checkpoints import load_checkpoint
+from reprogrid.worker.generate import generate_batch
+
+SEEDS = "0-1"
+SUBJECTS = [(colour, shape) for colour in SHAPE_COLOURS for shape in SHAPES]
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    torch.set_num_threads(1)
+    return load_checkpoint("builtin:shapes", None, "float32", "cpu")
+
+
+def draw(loaded, prompts: list[str], seeds: str, guidance: float) -> list[Image.Image]:
+    raw = {
+        "model": "builtin:shapes", "prompts": prompts, "seeds": seeds, "steps": 10,
+        "guidance_scale": guidance, "batch_size": 8,
+    }  # fmt: skip
+    recipes = [json.loads(cell.recipe) for cell in expand(validate_spec(raw, max_cells=1000))]
+    pixels = np.concatenate(
+        [generate_batch(loaded, recipes[i : i + 8], "cpu") for i in range(0, len(recipes), 8)]
+    )
+    return [Image.fromarray(p) for p in pixels]
+
+
+def measured_subjects(loaded, guidance: float) -> list[tuple[tuple[str, str], Measured]]:
+    """(asked colour and shape, measured) for every colour x shape, two seeds each."""
+    prompts = [caption(colour, shape) for colour, shape in SUBJECTS]
+    images = draw(loaded, prompts, SEEDS, guidance)
+    asked = [subject for subject in SUBJECTS for _ in range(2)]
+    return list(zip(asked, map(measure, images), strict=True))
+
+
+@pytest.fixture(scope="module")
+def guided(shapes):
+    return measured_subjects(shapes, 4.0)
+
+
+@pytest.fixture(scope="module")
+def unguided(shapes):
+    return measured_subjects(shapes, 1.0)
+
+
+def right_colours(results, colour: str) -> float:
+    found = [m.colour == colour for (c, _), m in results if c == colour]
+    return sum(found) / len(found)
+
+
+def right_shapes(results, shape: str) -> float:
+    found = [m.shape == shape for (_, s), m in results if s == shape]
+    return sum(found) / len(found)
+
+
+def adherence(results) -> float:
+    return float(np.mean([m.colour == c and m.shape == s for (c, s), m in results]))
+
+
+@pytest.mark.parametrize("colour", list(SHAPE_COLOURS))
+def test_each_colour_word_gives_shapes_of_that_colour(guided, colour):
+    assert right_colours(guided, colour) >= 0.75
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_each_shape_word_gives_that_shape_for_most_seeds(guided, shape):
+    assert right_shapes(guided, shape) > 0.5
+
+
+def test_higher_guidance_follows_the_prompt_better(guided, unguided):
+    assert adherence(guided) > adherence(unguided) + 0.05
+
+
+def test_two_seeds_give_two_different_pictures_of_the_same_subject(shapes):
+    first, second = draw(shapes, ["a red circle on a blue background"], SEEDS, 4.0)
+    a, b = measure(first), measure(second)
+    assert (a.colour, a.shape, a.background) == (b.colour, b.shape, b.background)
+    assert (a.colour, a.shape, a.background) == ("red", "circle", "blue")
+    assert a.centre is not None and b.centre is not None
+    assert np.hypot(a.centre[0] - b.centre[0], a.centre[1] - b.centre[1]) > 3
+
+
+def test_a_named_background_is_drawn(shapes):
+    images = draw(shapes, ["a yellow star on a black background"], SEEDS, 4.0)
+    assert [measure(image).background for image in images] == ["black", "black"]
+
+
+def test_each_vocabulary_word_is_one_token(shapes):
+    tokenizer = shapes.pipeline.tokenizer
+    for word in [*SHAPE_COLOURS, *SHAPES, "background", "gray", "white", "black"]:
+        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
