@@ -33,7 +33,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         print(reprogrid("run", str(ROOT / "examples" / "shapes.toml"), cwd=scratch).strip())
-        drawn = reprogrid("grid", "1", "-o", str(scratch / SHEET.name), "--thumb", "64", cwd=scratch)
+        sheet = str(scratch / SHEET.name)
+        drawn = reprogrid("grid", "1", "-o", sheet, "--thumb", "96", cwd=scratch)
         for path in map(Path, drawn.split()):
             target = SHEET.parent / path.name
             shutil.copyfile(path, target)

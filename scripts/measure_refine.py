@@ -77,8 +77,9 @@ def main() -> None:
             kept += child.shape == parent.shape
             placed += distance <= args.distance
             print(
-                f"{row['prompt']!r} seed {row['seed']}: background {parent.background} -> "
-                f"{child.background}, shape {parent.shape} -> {child.shape}, moved {distance:.1f} px"
+                f"{row['prompt']!r} seed {row['seed']}: background {parent.background}"
+                f" -> {child.background}, shape {parent.shape} -> {child.shape},"
+                f" moved {distance:.1f} px"
             )
     n = len(parents)
     print(f"background green: {green}/{n}, same shape: {kept}/{n}, "

@@ -6,6 +6,9 @@ from_pretrained), at 64x64 with 10 Euler steps, two seeds per subject.
 """
 
 import json
+import re
+import tomllib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,7 @@ from reprogrid.scheduler.spec import validate_spec
 from reprogrid.worker.checkpoints import load_checkpoint
 from reprogrid.worker.generate import generate_batch
 
+ROOT = Path(__file__).resolve().parent.parent
 SEEDS = "0-1"
 SUBJECTS = [(colour, shape) for colour in SHAPE_COLOURS for shape in SHAPES]
 
@@ -104,3 +108,17 @@ def test_each_vocabulary_word_is_one_token(shapes):
     tokenizer = shapes.pipeline.tokenizer
     for word in [*SHAPE_COLOURS, *SHAPES, "background", "gray", "white", "black"]:
         assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
+
+
+def test_the_readme_first_command_runs_its_example_on_builtin_shapes(cli, tmp_path):
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    first = readme.split("```bash\n", 1)[1].split("```", 1)[0]
+    spec = re.search(r"reprogrid run (examples/\S+\.toml)", first)
+    assert spec is not None and "reprogrid grid 1 -o sheet.png" in first
+    assert tomllib.loads((ROOT / spec[1]).read_text(encoding="utf-8"))["model"] == "builtin:shapes"
+    result = cli("run", str(ROOT / spec[1]), "--seeds", "0", "--json")
+    assert json.loads(result.stdout)["done"] == 8
+    sheets = cli("grid", "1", "-o", str(tmp_path / "sheet.png")).output.split()
+    assert [Path(s).name for s in sheets] == [
+        "sheet-guidance_scale=1.0.png", "sheet-guidance_scale=4.0.png",
+    ]  # fmt: skip

@@ -4,9 +4,10 @@
 shapes on flat backgrounds. This module names that world (colours with their
 RGB values, shapes, background colours, how captions read) and measures an
 image of it without a classifier: the background is the named colour nearest
-the median of the image's border, the shape is every pixel far from it, its colour is the named
-hue closest to the shape pixels' median hue, and its kind follows from how much
-of its bounding box it fills (square 1.0, circle 0.79, triangle 0.5, star 0.35).
+the median of the image's border, the shape is every pixel far from that
+median, its colour is the named hue closest to the shape pixels' median hue,
+and its kind follows from how much of its bounding box it fills (square 0.99,
+circle 0.78, triangle 0.53, star 0.39).
 Needs numpy and Pillow only.
 """
 
@@ -33,11 +34,12 @@ BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = SHAPE_COLOURS | {
     "gray": (128, 128, 128),
 }
 SHAPES = ("circle", "square", "triangle", "star")
-# Fraction of its bounding box each shape fills, as drawn by the training script.
-SHAPE_FILL = {"square": 1.0, "circle": np.pi / 4, "triangle": 0.5, "star": 0.35}
+# Fraction of its bounding box each shape fills, as the training script draws it at 64x64
+# (antialiased edges make a triangle fuller than 0.5 and a star than its 0.34).
+SHAPE_FILL = {"square": 0.99, "circle": 0.78, "triangle": 0.53, "star": 0.39}
 
 # A pixel belongs to the shape when it is this far (RGB distance, 0..441) from the background.
-SHAPE_DISTANCE = 80.0
+SHAPE_DISTANCE = 45.0
 MIN_SHAPE_PIXELS = 12
 
 
