@@ -13,15 +13,16 @@ shape the parent's, and is it where the parent's was (centres within
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from reprogrid.cli import main as cli
 from reprogrid.review.shapes import Measured, measure
 
 SUBJECTS = ["a red circle", "a yellow star", "a blue square", "a purple triangle"]
@@ -29,13 +30,14 @@ APPEND = ", on a green background"
 
 
 def reprogrid(*args: str, cwd: Path) -> str:
-    """Run the reprogrid command line in ``cwd`` and return its output; fail loudly."""
-    result = subprocess.run(
-        [sys.executable, "-m", "reprogrid", *args], cwd=cwd, capture_output=True, text=True
-    )
-    if result.returncode != 0:
-        sys.exit(f"reprogrid {' '.join(args)} failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
+    """Run the reprogrid command line on the database and store in ``cwd``; return its output.
+
+    In this process, so the checkpoint is loaded once for all the refine jobs.
+    """
+    argv = ["--db", str(cwd / "reprogrid.db"), "--store", str(cwd / "store"), *args]
+    with contextlib.redirect_stdout(io.StringIO()) as output:
+        cli.main(argv, prog_name="reprogrid", standalone_mode=False)
+    return output.getvalue()
 
 
 def images(cwd: Path) -> list[dict]:
@@ -60,12 +62,13 @@ def main() -> None:
         cwd = Path(tmp)
         prompts = [flag for subject in SUBJECTS for flag in ("--prompt", subject)]
         reprogrid(
-            "run", "--model", "builtin:shapes", *prompts, "--seeds", args.seeds,
+            "run", "--model", "builtin:shapes", *prompts, "--seeds", args.seeds, "--threads", "1",
             "--steps", args.steps, "--guidance-scale", args.guidance_scale, cwd=cwd,
         )  # fmt: skip
         parents = images(cwd)
         for row in parents:
-            reprogrid("refine", str(row["image_id"]), "--append", APPEND, "--run", cwd=cwd)
+            image = str(row["image_id"])
+            reprogrid("refine", image, "--append", APPEND, "--run", "--threads", "1", cwd=cwd)
         children = {(r["prompt"], r["seed"]): r for r in images(cwd)}
         green = kept = placed = 0
         for row in parents:
