@@ -19,7 +19,8 @@ a word-level CLIP tokenizer for that vocabulary; then, in order,
     nice -n 19 python scripts/train_shapes.py --resume 1500  # 10 more: the shipped weights
     nice -n 19 python scripts/train_shapes.py --quick       # a few minutes, to try a change
 
-The output is the same on every run with the same library versions and thread count.
+Every random draw is seeded, so the same library versions and thread count
+should give the same weights (not yet checked by a second full run).
 """
 
 from __future__ import annotations
