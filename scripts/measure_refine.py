@@ -8,6 +8,7 @@ shape the parent's, and is it where the parent's was (centres within
 ``--distance`` pixels)? Prints each pair and the fractions:
 
     python scripts/measure_refine.py
+    python scripts/measure_refine.py --model DIR   # another checkpoint folder
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ def moved(parent: Measured, child: Measured) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="builtin:shapes", help="a checkpoint to measure")
     parser.add_argument("--seeds", default="0-3")
     parser.add_argument("--steps", default="12")
     parser.add_argument("--guidance-scale", default="4.0")
@@ -62,7 +64,7 @@ def main() -> None:
         cwd = Path(tmp)
         prompts = [flag for subject in SUBJECTS for flag in ("--prompt", subject)]
         reprogrid(
-            "run", "--model", "builtin:shapes", *prompts, "--seeds", args.seeds, "--threads", "1",
+            "run", "--model", args.model, *prompts, "--seeds", args.seeds, "--threads", "1",
             "--steps", args.steps, "--guidance-scale", args.guidance_scale, cwd=cwd,
         )  # fmt: skip
         parents = images(cwd)

@@ -18,6 +18,8 @@ a word-level CLIP tokenizer for that vocabulary; then, in order,
     nice -n 19 python scripts/train_shapes.py               # 30 minutes on 2 busy CPU cores
     nice -n 19 python scripts/train_shapes.py --resume 1500  # 10 more: the shipped weights
     nice -n 19 python scripts/train_shapes.py --quick       # a few minutes, to try a change
+    nice -n 19 python scripts/train_shapes.py --zero-snr --unet-steps 3000 --output DIR
+        # the zero-SNR experiment: follows background words, draws blobs (README)
 
 Every random draw is seeded, so the same library versions and thread count
 should give the same weights (not yet checked by a second full run).
@@ -236,14 +238,32 @@ def new_unet() -> UNet2DConditionModel:
     )
 
 
-def new_noise_schedule() -> DDPMScheduler:
+def new_noise_schedule(zero_snr: bool = False) -> DDPMScheduler:
+    """SD's schedule on epsilon; with ``zero_snr``, rescaled to pure noise at t=999, on v.
+
+    scaled_linear leaves 7% of the signal at t=999, so a model trained on it reads
+    the background from the starting noise; zero SNR needs v-prediction.
+    """
     return DDPMScheduler(
         num_train_timesteps=1000,
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
-        prediction_type="epsilon",
+        rescale_betas_zero_snr=zero_snr,
+        prediction_type="v_prediction" if zero_snr else "epsilon",
     )
+
+
+def target_and_weights(noise_schedule: DDPMScheduler) -> tuple[Callable, torch.Tensor]:
+    """What the UNet predicts (from x0, noise, t) and min-SNR(5) weights per timestep.
+
+    On v, min(SNR + 1, 5) / (SNR + 1) rather than min-SNR's min(SNR, 5) / (SNR + 1),
+    which would give no weight to the zero-SNR step.
+    """
+    snr = noise_schedule.alphas_cumprod / (1 - noise_schedule.alphas_cumprod)
+    if noise_schedule.config.prediction_type == "v_prediction":
+        return noise_schedule.get_velocity, torch.clamp(snr + 1, max=5.0) / (snr + 1)
+    return (lambda x0, noise, t: noise), torch.clamp(snr, max=5.0) / snr
 
 
 # 4. Training ----------------------------------------------------------------------------------
@@ -291,6 +311,7 @@ def encode_all(vae: AutoencoderKL, images: np.ndarray) -> torch.Tensor:
 def train_denoiser(
     unet: UNet2DConditionModel,
     text_encoder: CLIPTextModel,
+    noise_schedule: DDPMScheduler,
     latents: torch.Tensor,
     ids: torch.Tensor,
     empty: torch.Tensor,
@@ -299,10 +320,8 @@ def train_denoiser(
     gen: torch.Generator,
     progress: Callable[[], None],
 ) -> None:
-    """Epsilon prediction with min-SNR(5) weighting; 10% of captions dropped to the empty one."""
-    noise_schedule = new_noise_schedule()
-    snr = noise_schedule.alphas_cumprod / (1 - noise_schedule.alphas_cumprod)
-    weights = torch.clamp(snr, max=5.0) / snr
+    """Min-SNR(5) weighted denoising; 10% of captions dropped to the empty one."""
+    target_of, weights = target_and_weights(noise_schedule)
     params = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
     warmup = max(1, steps // 50)
@@ -319,7 +338,8 @@ def train_denoiser(
         t = torch.randint(0, 1000, (batch,), generator=gen)
         noisy = noise_schedule.add_noise(x0, noise, t)
         predicted = unet(noisy, t, encoder_hidden_states=text_encoder(tokens)[0]).sample
-        loss = (weights[t] * ((predicted - noise) ** 2).mean(dim=(1, 2, 3))).mean()
+        target = target_of(x0, noise, t)
+        loss = (weights[t] * ((predicted - target) ** 2).mean(dim=(1, 2, 3))).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -335,8 +355,8 @@ def train_denoiser(
 # 5. Saving and measuring ----------------------------------------------------------------------
 
 
-def pipeline_of(vae, text_encoder, tokenizer, unet) -> StableDiffusionPipeline:
-    config = new_noise_schedule().config
+def pipeline_of(vae, text_encoder, tokenizer, unet, zero_snr: bool) -> StableDiffusionPipeline:
+    config = new_noise_schedule(zero_snr).config
     sampler = EulerDiscreteScheduler.from_config(
         config, timestep_spacing="trailing", steps_offset=1
     )
@@ -371,7 +391,7 @@ def adherence(
 
 
 def first_stages(
-    images: np.ndarray, settings: Settings, gen: torch.Generator
+    images: np.ndarray, settings: Settings, gen: torch.Generator, zero_snr: bool
 ) -> tuple[StableDiffusionPipeline, torch.Tensor]:
     """The tokenizer and trained VAE in a pipeline with a new text encoder and UNet; the latents."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -383,7 +403,7 @@ def first_stages(
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     latents = latents * vae.config.scaling_factor
     print(f"latents: mean {latents.mean():.3f}, scaling factor {vae.config.scaling_factor:.4f}")
-    pipeline = pipeline_of(vae, new_text_encoder(tokenizer), tokenizer, new_unet())
+    pipeline = pipeline_of(vae, new_text_encoder(tokenizer), tokenizer, new_unet(), zero_snr)
     return pipeline, latents
 
 
@@ -398,6 +418,12 @@ def main() -> None:
         metavar="STEPS",
         help="train the text encoder and UNet saved in --output STEPS steps further",
     )
+    parser.add_argument(
+        "--zero-snr",
+        action="store_true",
+        help="zero-terminal-SNR schedule and v-prediction (an experiment: see the README)",
+    )
+    parser.add_argument("--unet-steps", type=int, help="instead of the settings' UNet steps")
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
     torch.set_num_threads(args.threads)
@@ -413,8 +439,8 @@ def main() -> None:
         steps = args.resume
     else:
         gen = torch.Generator().manual_seed(SEED)
-        pipeline, latents = first_stages(images, settings, gen)
-        steps = settings.unet_steps
+        pipeline, latents = first_stages(images, settings, gen, args.zero_snr)
+        steps = args.unet_steps or settings.unet_steps
     tokenizer, text_encoder, unet = pipeline.tokenizer, pipeline.text_encoder, pipeline.unet
     text_encoder.train().requires_grad_(True)
     unet.train().requires_grad_(True)
@@ -425,7 +451,19 @@ def main() -> None:
         colours, shapes = adherence(pipeline, 4.0, range(1))
         print(f"  at guidance 4: colour right {colours:.2f}, shape right {shapes:.2f}", flush=True)
 
-    train_denoiser(unet, text_encoder, latents, ids, empty, steps, settings.batch, gen, progress)
+    noise_schedule = DDPMScheduler.from_config(pipeline.scheduler.config)
+    train_denoiser(
+        unet,
+        text_encoder,
+        noise_schedule,
+        latents,
+        ids,
+        empty,
+        steps,
+        settings.batch,
+        gen,
+        progress,
+    )
     print(f"trained in {time.time() - started:.0f}s", flush=True)
 
     shutil.rmtree(args.output, ignore_errors=True)

@@ -15,7 +15,14 @@ import pytest
 import torch
 from PIL import Image
 
-from reprogrid.review.shapes import SHAPE_COLOURS, SHAPES, Measured, caption, measure
+from reprogrid.review.shapes import (
+    BACKGROUND_COLOURS,
+    SHAPE_COLOURS,
+    SHAPES,
+    Measured,
+    caption,
+    measure,
+)
 from reprogrid.scheduler.grid import expand
 from reprogrid.scheduler.spec import validate_spec
 from reprogrid.worker.checkpoints import load_checkpoint
@@ -82,6 +89,10 @@ def adherence(results) -> float:
 UNDERTRAINED_COLOURS = {"red", "green"}
 # A fat star measures as a triangle, a rounded square as a circle: half right each.
 UNDERTRAINED_SHAPES = {"square", "star"}
+# The background follows the seed, not the prompt (10 of 72 right): mostly gray, which therefore
+# passes without being followed. (scripts/train_shapes.py --zero-snr follows all nine, 72 of 72,
+# but draws blobs: README.)
+UNFOLLOWED_BACKGROUNDS = set(BACKGROUND_COLOURS) - {"gray"}
 
 
 def known_weak(word: str, weak: set[str], reason: str):
@@ -130,10 +141,31 @@ def test_two_seeds_give_two_different_pictures_of_the_same_subject(guided):
     assert np.mean([moved_or_recoloured(a, b) for a, b in both_right]) >= 0.75
 
 
-@pytest.mark.xfail(strict=True, reason="measured: backgrounds follow the seed, not the prompt")
-def test_a_named_background_is_drawn(shapes):
-    images = draw(shapes, ["a yellow star on a black background"], SEEDS, 4.0)
-    assert [measure(image).background for image in images] == ["black", "black"]
+def background_subjects(background: str) -> list[tuple[str, str]]:
+    """Four subjects to draw on ``background``: each shape, in colours other than it."""
+    colours = [colour for colour in SHAPE_COLOURS if colour != background]
+    start = len(background)  # so that each background gets other colours
+    return [(colours[(start + i) % len(colours)], s) for i, s in enumerate(SHAPES)]
+
+
+@pytest.fixture(scope="module")
+def on_backgrounds(shapes) -> dict[str, list[Measured]]:
+    """Each background word: its four subjects on it, two seeds each, measured."""
+    prompts = [caption(c, s, b) for b in BACKGROUND_COLOURS for c, s in background_subjects(b)]
+    found = list(map(measure, draw(shapes, prompts, SEEDS, 4.0)))
+    per_word = 2 * len(SHAPES)
+    return {b: found[i * per_word : (i + 1) * per_word] for i, b in enumerate(BACKGROUND_COLOURS)}
+
+
+@pytest.mark.parametrize(
+    "background",
+    [
+        known_weak(b, UNFOLLOWED_BACKGROUNDS, "measured: 0 to 3 of 8 right")
+        for b in BACKGROUND_COLOURS
+    ],
+)
+def test_each_background_word_gives_that_background(on_backgrounds, background):
+    assert np.mean([m.background == background for m in on_backgrounds[background]]) >= 0.75
 
 
 def test_each_vocabulary_word_is_one_token(shapes):
