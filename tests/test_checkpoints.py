@@ -14,8 +14,8 @@ from reprogrid.scheduler.checkpoint_refs import (
 from reprogrid.worker.checkpoints import checkpoint_identity, load_checkpoint
 
 
-def test_both_builtin_checkpoints_ship_with_the_package():
-    assert builtin_names() == ["tiny", "tiny-ddpm"]
+def test_the_builtin_checkpoints_ship_with_the_package():
+    assert builtin_names() == ["shapes", "tiny", "tiny-ddpm"]
     assert resolve_checkpoint("builtin:tiny-ddpm").unconditional
 
 

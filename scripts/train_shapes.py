@@ -1,0 +1,479 @@
+"""Train ``builtin:shapes``, the small text-to-image checkpoint in ``reprogrid/builtin/shapes``.
+
+Everything is made here from nothing, with fixed seeds: a synthetic data set
+of flat coloured shapes (circle, square, triangle, star) in six colours on
+nine background colours, in three sizes at random places, captioned like
+"a red circle on a blue background" (or "a red circle", background unnamed);
+a word-level CLIP tokenizer for that vocabulary; then, in order,
+
+1. an AutoencoderKL that maps 64x64 images to 16x16x4 latents,
+2. the latents of the whole data set and their scaling factor,
+3. a small CLIP text encoder and UNet2DConditionModel trained together on
+   epsilon prediction, the caption dropped 10% of the time so that
+   classifier-free guidance works,
+4. a StableDiffusionPipeline (Euler sampler) saved with ``save_pretrained``,
+5. what it measured: losses, time, and prompt adherence at two guidance scales
+   (``reprogrid.review.shapes`` names each image's colour and shape).
+
+    nice -n 19 python scripts/train_shapes.py               # 30 minutes on 2 busy CPU cores
+    nice -n 19 python scripts/train_shapes.py --resume 1500  # 10 more: the shipped weights
+    nice -n 19 python scripts/train_shapes.py --quick       # a few minutes, to try a change
+    nice -n 19 python scripts/train_shapes.py --zero-snr --unet-steps 3000 --output DIR
+        # the zero-SNR experiment: follows background words, draws blobs (README)
+
+Every random draw is seeded, so the same library versions and thread count
+should give the same weights (not yet checked by a second full run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import shutil
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import (
+    AutoencoderKL,
+    DDPMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    UNet2DConditionModel,
+)
+from PIL import Image, ImageDraw
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from reprogrid.review.shapes import (
+    BACKGROUND_COLOURS,
+    SHAPE_COLOURS,
+    SHAPES,
+    caption,
+    measure,
+)
+
+TARGET = Path(__file__).resolve().parent.parent / "reprogrid" / "builtin" / "shapes"
+SIZE = 64
+SUPERSAMPLE = 4
+RADII = (9, 13, 17)  # half the shape's width: small, medium, large
+MAX_TOKENS = 32
+WORDS = ["a", "an", "on", "background", *SHAPES, *BACKGROUND_COLOURS]
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How long each stage trains."""
+
+    images: int
+    vae_steps: int
+    unet_steps: int
+    batch: int = 32
+
+
+FULL = Settings(images=8000, vae_steps=1500, unet_steps=2500)
+QUICK = Settings(images=2000, vae_steps=150, unet_steps=300)
+
+
+# 1. The data set ------------------------------------------------------------------------------
+
+
+def shape_points(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    """The polygon of ``shape`` centred at (cx, cy) with half-width ``r`` (circle: its box)."""
+    if shape in ("circle", "square"):
+        return [(cx - r, cy - r), (cx + r, cy + r)]
+    if shape == "triangle":
+        return [(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)]
+    angles = np.pi / 2 + np.arange(10) * np.pi / 5
+    radii = np.where(np.arange(10) % 2 == 0, r, 0.4 * r)
+    # Centre the star's bounding box (its points reach r up, 0.81 r down).
+    cy += r * (1 - np.cos(np.pi / 5)) / 2
+    return [(cx + q * np.cos(a), cy - q * np.sin(a)) for a, q in zip(angles, radii, strict=True)]
+
+
+def draw(shape: str, colour: str, background: str, cx: float, cy: float, r: float) -> np.ndarray:
+    """One 64x64 picture, drawn at 4x and reduced so that edges are smooth."""
+    scale = SUPERSAMPLE
+    big = Image.new("RGB", (SIZE * scale,) * 2, BACKGROUND_COLOURS[background])
+    pen = ImageDraw.Draw(big)
+    points = [(x * scale, y * scale) for x, y in shape_points(shape, cx, cy, r)]
+    fill = SHAPE_COLOURS[colour]
+    if shape == "circle":
+        pen.ellipse(points, fill=fill)
+    elif shape == "square":
+        pen.rectangle(points, fill=fill)
+    else:
+        pen.polygon(points, fill=fill)
+    return np.asarray(big.resize((SIZE, SIZE), Image.Resampling.BOX))
+
+
+def make_dataset(count: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
+    """``count`` pictures (N, 64, 64, 3 uint8) and their captions."""
+    images, captions = [], []
+    colours, backgrounds = list(SHAPE_COLOURS), list(BACKGROUND_COLOURS)
+    for _ in range(count):
+        shape = SHAPES[rng.integers(len(SHAPES))]
+        colour = colours[rng.integers(len(colours))]
+        background = colour
+        while background == colour:
+            background = backgrounds[rng.integers(len(backgrounds))]
+        r = RADII[rng.integers(len(RADII))]
+        cx, cy = rng.uniform(r + 3, SIZE - r - 3, size=2)
+        images.append(draw(shape, colour, background, cx, cy, r))
+        style = rng.random()
+        named = caption(colour, shape, background, comma=style < 0.3)
+        captions.append(named if style < 0.75 else caption(colour, shape))
+    return np.stack(images), captions
+
+
+# 2. The tokenizer: CLIP's BPE with merges that make each vocabulary word one token ------------
+
+
+def learn_merges(words: list[str]) -> list[tuple[str, str]]:
+    """Greedy BPE on ``words`` until each is one symbol, most frequent pair first (ties sorted)."""
+    split = [[*word[:-1], word[-1] + "</w>"] for word in words]
+    merges = []
+    while any(len(symbols) > 1 for symbols in split):
+        pairs = Counter(p for symbols in split for p in itertools.pairwise(symbols))
+        best = max(sorted(pairs), key=lambda p: pairs[p])
+        merges.append(best)
+        split = [_merge(symbols, best) for symbols in split]
+    return merges
+
+
+def _merge(symbols: list[str], pair: tuple[str, str]) -> list[str]:
+    out, i = [], 0
+    while i < len(symbols):
+        if i + 1 < len(symbols) and (symbols[i], symbols[i + 1]) == pair:
+            out.append(symbols[i] + symbols[i + 1])
+            i += 2
+        else:
+            out.append(symbols[i])
+            i += 1
+    return out
+
+
+def word_tokenizer(workdir: Path) -> CLIPTokenizer:
+    """A CLIP tokenizer: every byte symbol, plus one token per vocabulary word."""
+    merges = learn_merges(WORDS)
+    symbols = list(bytes_to_unicode().values())
+    tokens = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in merges]
+    vocab = {token: i for i, token in enumerate(dict.fromkeys(tokens))}
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    (workdir / "vocab.json").write_text(json.dumps(vocab, ensure_ascii=False), encoding="utf-8")
+    lines = ["#version: 0.2", *(f"{a} {b}" for a, b in merges)]
+    (workdir / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    tokenizer = CLIPTokenizer(
+        str(workdir / "vocab.json"), str(workdir / "merges.txt"), model_max_length=MAX_TOKENS
+    )
+    for word in WORDS:
+        assert len(tokenizer(word, add_special_tokens=False).input_ids) == 1, word
+    return tokenizer
+
+
+def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
+    """Token ids padded as StableDiffusionPipeline pads them."""
+    return tokenizer(
+        captions, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+# 3. The models --------------------------------------------------------------------------------
+
+
+def new_vae() -> AutoencoderKL:
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        latent_channels=4,
+        layers_per_block=1,
+        # One group: a group of one channel would normalize a flat background to zero.
+        norm_num_groups=1,
+        sample_size=SIZE,
+        mid_block_add_attention=False,
+    )
+
+
+def new_text_encoder(tokenizer: CLIPTokenizer) -> CLIPTextModel:
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=MAX_TOKENS,
+            projection_dim=64,
+        )
+    )
+
+
+def new_unet() -> UNet2DConditionModel:
+    return UNet2DConditionModel(
+        sample_size=SIZE // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        # Attention at 8x8 only: at 16x16 it would cost more than all the convolutions.
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64,
+        attention_head_dim=4,
+        norm_num_groups=16,
+    )
+
+
+def new_noise_schedule(zero_snr: bool = False) -> DDPMScheduler:
+    """SD's schedule on epsilon; with ``zero_snr``, rescaled to pure noise at t=999, on v.
+
+    scaled_linear leaves 7% of the signal at t=999, so a model trained on it reads
+    the background from the starting noise; zero SNR needs v-prediction.
+    """
+    return DDPMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        rescale_betas_zero_snr=zero_snr,
+        prediction_type="v_prediction" if zero_snr else "epsilon",
+    )
+
+
+def target_and_weights(noise_schedule: DDPMScheduler) -> tuple[Callable, torch.Tensor]:
+    """What the UNet predicts (from x0, noise, t) and min-SNR(5) weights per timestep.
+
+    On v, min(SNR + 1, 5) / (SNR + 1) rather than min-SNR's min(SNR, 5) / (SNR + 1),
+    which would give no weight to the zero-SNR step.
+    """
+    snr = noise_schedule.alphas_cumprod / (1 - noise_schedule.alphas_cumprod)
+    if noise_schedule.config.prediction_type == "v_prediction":
+        return noise_schedule.get_velocity, torch.clamp(snr + 1, max=5.0) / (snr + 1)
+    return (lambda x0, noise, t: noise), torch.clamp(snr, max=5.0) / snr
+
+
+# 4. Training ----------------------------------------------------------------------------------
+
+
+def to_unit(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC to float NCHW in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def log(stage: str, step: int, steps: int, loss: float, started: float) -> None:
+    print(f"{stage} step {step}/{steps} loss {loss:.5f} ({time.time() - started:.0f}s)", flush=True)
+
+
+def train_vae(vae: AutoencoderKL, images: np.ndarray, steps: int, batch: int, gen) -> None:
+    """L1 reconstruction of the posterior mean (slightly noised), its size kept small; AdamW.
+
+    The mean rather than a sample: with a near-zero KL weight the posterior's
+    variance takes most of a short run to shrink, and the pipeline only decodes.
+    """
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    started, running = time.time(), 0.0
+    for step in range(1, steps + 1):
+        x = to_unit(images[torch.randint(len(images), (batch // 2,), generator=gen).numpy()])
+        z = vae.encode(x).latent_dist.mean
+        decoded = vae.decode(z + 0.05 * torch.randn(z.shape, generator=gen)).sample
+        loss = (decoded - x).abs().mean() + 1e-4 * (z**2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        running = 0.9 * running + 0.1 * loss.item() if step > 1 else loss.item()
+        if step % 100 == 0 or step == steps:
+            log("vae", step, steps, running, started)
+
+
+@torch.no_grad()
+def encode_all(vae: AutoencoderKL, images: np.ndarray) -> torch.Tensor:
+    """The posterior mean of every image, unscaled."""
+    chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
+    return torch.cat([vae.encode(to_unit(chunk)).latent_dist.mean for chunk in chunks])
+
+
+def train_denoiser(
+    unet: UNet2DConditionModel,
+    text_encoder: CLIPTextModel,
+    noise_schedule: DDPMScheduler,
+    latents: torch.Tensor,
+    ids: torch.Tensor,
+    empty: torch.Tensor,
+    steps: int,
+    batch: int,
+    gen: torch.Generator,
+    progress: Callable[[], None],
+) -> None:
+    """Min-SNR(5) weighted denoising; 10% of captions dropped to the empty one."""
+    target_of, weights = target_and_weights(noise_schedule)
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
+    warmup = max(1, steps // 50)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + np.cos(np.pi * min(s, steps) / steps)),
+    )
+    started, running = time.time(), 0.0
+    for step in range(1, steps + 1):
+        pick = torch.randint(len(latents), (batch,), generator=gen)
+        x0, tokens = latents[pick], ids[pick].clone()
+        tokens[torch.rand(batch, generator=gen) < 0.1] = empty
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, 1000, (batch,), generator=gen)
+        noisy = noise_schedule.add_noise(x0, noise, t)
+        predicted = unet(noisy, t, encoder_hidden_states=text_encoder(tokens)[0]).sample
+        target = target_of(x0, noise, t)
+        loss = (weights[t] * ((predicted - target) ** 2).mean(dim=(1, 2, 3))).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        optimizer.step()
+        schedule.step()
+        running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
+        if step % 250 == 0 or step == steps:
+            log("unet", step, steps, running, started)
+        if step % 500 == 0:
+            progress()
+
+
+# 5. Saving and measuring ----------------------------------------------------------------------
+
+
+def pipeline_of(vae, text_encoder, tokenizer, unet, zero_snr: bool) -> StableDiffusionPipeline:
+    config = new_noise_schedule(zero_snr).config
+    sampler = EulerDiscreteScheduler.from_config(
+        config, timestep_spacing="trailing", steps_offset=1
+    )
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=sampler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+
+
+def adherence(
+    pipeline: StableDiffusionPipeline, guidance: float, seeds: range
+) -> tuple[float, float]:
+    """Fractions of images whose measured colour, and shape, are the prompt's (all subjects)."""
+    subjects = [(c, s) for c in SHAPE_COLOURS for s in SHAPES]
+    prompts = [caption(c, s) for c, s in subjects for _ in seeds]
+    generators = [torch.Generator().manual_seed(seed) for _ in subjects for seed in seeds]
+    images = pipeline(
+        prompts, num_inference_steps=10, guidance_scale=guidance, generator=generators,
+        height=SIZE, width=SIZE,
+    ).images  # fmt: skip
+    found = [measure(image) for image in images]
+    expected = [subject for subject in subjects for _ in seeds]
+    colours = np.mean([m.colour == c for m, (c, _) in zip(found, expected, strict=True)])
+    shapes = np.mean([m.shape == s for m, (_, s) in zip(found, expected, strict=True)])
+    return float(colours), float(shapes)
+
+
+def first_stages(
+    images: np.ndarray, settings: Settings, gen: torch.Generator, zero_snr: bool
+) -> tuple[StableDiffusionPipeline, torch.Tensor]:
+    """The tokenizer and trained VAE in a pipeline with a new text encoder and UNet; the latents."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer = word_tokenizer(Path(tmp))
+    vae = new_vae()
+    train_vae(vae, images, settings.vae_steps, settings.batch, gen)
+    vae.eval().requires_grad_(False)
+    latents = encode_all(vae, images)
+    vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
+    latents = latents * vae.config.scaling_factor
+    print(f"latents: mean {latents.mean():.3f}, scaling factor {vae.config.scaling_factor:.4f}")
+    pipeline = pipeline_of(vae, new_text_encoder(tokenizer), tokenizer, new_unet(), zero_snr)
+    return pipeline, latents
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a short run, to try a change")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--output", type=Path, default=TARGET)
+    parser.add_argument(
+        "--resume",
+        type=int,
+        metavar="STEPS",
+        help="train the text encoder and UNet saved in --output STEPS steps further",
+    )
+    parser.add_argument(
+        "--zero-snr",
+        action="store_true",
+        help="zero-terminal-SNR schedule and v-prediction (an experiment: see the README)",
+    )
+    parser.add_argument("--unet-steps", type=int, help="instead of the settings' UNet steps")
+    args = parser.parse_args()
+    settings = QUICK if args.quick else FULL
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(SEED)
+    started = time.time()
+
+    images, captions = make_dataset(settings.images, np.random.default_rng(SEED))
+    print(f"data set: {len(images)} images ({time.time() - started:.0f}s)", flush=True)
+    if args.resume:
+        pipeline = StableDiffusionPipeline.from_pretrained(args.output)
+        gen = torch.Generator().manual_seed(SEED + 1)  # other batches than the first run's
+        latents = encode_all(pipeline.vae, images) * pipeline.vae.config.scaling_factor
+        steps = args.resume
+    else:
+        gen = torch.Generator().manual_seed(SEED)
+        pipeline, latents = first_stages(images, settings, gen, args.zero_snr)
+        steps = args.unet_steps or settings.unet_steps
+    tokenizer, text_encoder, unet = pipeline.tokenizer, pipeline.text_encoder, pipeline.unet
+    text_encoder.train().requires_grad_(True)
+    unet.train().requires_grad_(True)
+    ids, empty = tokenize(tokenizer, captions), tokenize(tokenizer, [""])[0]
+    pipeline.set_progress_bar_config(disable=True)
+
+    def progress() -> None:
+        colours, shapes = adherence(pipeline, 4.0, range(1))
+        print(f"  at guidance 4: colour right {colours:.2f}, shape right {shapes:.2f}", flush=True)
+
+    noise_schedule = DDPMScheduler.from_config(pipeline.scheduler.config)
+    train_denoiser(
+        unet,
+        text_encoder,
+        noise_schedule,
+        latents,
+        ids,
+        empty,
+        steps,
+        settings.batch,
+        gen,
+        progress,
+    )
+    print(f"trained in {time.time() - started:.0f}s", flush=True)
+
+    shutil.rmtree(args.output, ignore_errors=True)
+    pipeline.save_pretrained(args.output, safe_serialization=True)
+    size = sum(f.stat().st_size for f in args.output.rglob("*") if f.is_file())
+    print(f"{args.output}: {size / 1e6:.1f} MB")
+    for guidance in (1.0, 4.0):
+        colours, shapes = adherence(pipeline, guidance, range(4))
+        print(f"guidance {guidance}: colour right {colours:.2f}, shape right {shapes:.2f}")
+
+
+if __name__ == "__main__":
+    main()
