@@ -186,6 +186,26 @@ def test_run_warns_of_cut_prompts_and_query_finds_their_cells(cli: Cli):
     assert shown["tokens"]["prompt"]["limits"] == {"tokenizer": 32}
 
 
+def test_a_model_axis_counts_every_checkpoints_tokenizer(cli: Cli, tmp_path: Path):
+    shorter = tmp_path / "tiny-short-tokenizer"
+    shutil.copytree(BUILTIN_DIR / "tiny", shorter)
+    config_path = shorter / "tokenizer" / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config_path.write_text(json.dumps(dict(config, model_max_length=16)), encoding="utf-8")
+    medium = "a red fox in the snow at dawn"  # over 16 tokens, within 32
+    spec = tmp_path / "axis.toml"
+    spec.write_text(
+        f'prompts = ["{medium}"]\nwidth = 64\nheight = 64\n'
+        f'[axes]\nmodel = ["builtin:tiny", "{shorter}"]\n',
+        encoding="utf-8",
+    )
+    result = cli("submit", str(spec))
+    assert result.exit_code == 0, result.output
+    assert "> 16 in tokenizer/" in result.output
+    cut = json.loads(cli("query", "--truncated", "--format", "json").output)
+    assert len(cut) == 2  # the cell of each checkpoint: no cut is missed
+
+
 def test_each_distinct_prompt_is_tokenized_once():
     from reprogrid.scheduler.tokenization import tokenize_texts
 

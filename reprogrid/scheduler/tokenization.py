@@ -50,6 +50,24 @@ class TokenReport:
     limits: dict[str, int]  # tokenizer folder -> tokens its text encoder reads
     counts: list[TokenCount] = field(default_factory=list)
 
+    def merged(self, other: TokenReport) -> TokenReport:
+        """The counts of the same texts under two checkpoints' tokenizers, as one report:
+        per tokenizer folder the larger count and the smaller limit, cut where either cuts.
+        A cell on a checkpoint axis may so be marked cut by the other checkpoint's
+        tokenizer; never the reverse."""
+        both = [self.limits, other.limits]
+        limits = {
+            name: min(limits[name] for limits in both if name in limits)
+            for name in dict.fromkeys([*self.limits, *other.limits])
+        }
+        counts = []
+        for mine, theirs in zip(self.counts, other.counts, strict=True):
+            names = dict.fromkeys([*mine.tokens, *theirs.tokens])
+            tokens = {n: max(mine.tokens.get(n, 0), theirs.tokens.get(n, 0)) for n in names}
+            cut_by = tuple(n for n in names if n in mine.cut_by or n in theirs.cut_by)
+            counts.append(TokenCount(mine.role, mine.text, tokens, cut_by))
+        return TokenReport(limits, counts)
+
     def cut_texts(self, role: str) -> frozenset[str]:
         """The texts of ``role`` that some text encoder cuts."""
         return frozenset(c.text for c in self.counts if c.role == role and c.truncated)
@@ -141,15 +159,25 @@ def _limit(tokenizer: Any, max_sequence_length: int | None) -> int:
 
 
 def tokenize_spec(spec: Any) -> TokenReport | None:
-    """:func:`tokenize_texts` for a validated JobSpec's checkpoint and texts."""
+    """:func:`tokenize_texts` for a validated JobSpec's checkpoints and texts.
+
+    With a ``model`` or ``revision`` axis, every checkpoint's tokenizers count,
+    merged so that no cut is missed (:meth:`TokenReport.merged`).
+    """
     from reprogrid.scheduler.checkpoint_refs import resolve_checkpoint
 
     if spec.pipeline != "text-to-image":
         return None
-    checkpoint = resolve_checkpoint(spec.model, spec.revision)
-    return tokenize_texts(
-        checkpoint.path, spec_texts(spec), spec.family_fields.get("max_sequence_length")
-    )
+    texts, limit = spec_texts(spec), spec.family_fields.get("max_sequence_length")
+    models = spec.axes.get("model", (spec.model,))
+    revisions = spec.axes.get("revision", (spec.revision,))
+    reports = [
+        tokenize_texts(resolve_checkpoint(model, revision).path, texts, limit)
+        for model in models
+        for revision in revisions
+    ]
+    found = [report for report in reports if report is not None]
+    return functools.reduce(TokenReport.merged, found) if found else None
 
 
 def truncated_cells(spec: Any, report: TokenReport | None) -> Callable[[Any], bool | None]:
