@@ -30,6 +30,7 @@ from reprogrid.models.verifications import VERDICTS
 
 if TYPE_CHECKING:
     from rich.console import Group
+    from rich.progress import Progress
 
 RUN_OPTIONS: list[Callable[[Callable], Callable]] = [
     click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
@@ -111,36 +112,22 @@ class JobProgress:
     def __init__(
         self, job_id: int | None, total: int, enabled: bool = True, json_lines: bool = False
     ) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        console = Console(stderr=True)
-        self.progress = Progress(
-            TextColumn("all jobs" if job_id is None else f"job {job_id}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.2f} images/s"),
-            TimeRemainingColumn(),
-            console=console,
-            disable=json_lines or not (enabled and console.is_terminal),
-        )
-        self.task = self.progress.add_task("cells", total=total, rate=0.0)
+        label = "all jobs" if job_id is None else f"job {job_id}"
+        # rich only for a bar someone sees: a pipe or a file gets none, and no import.
+        show = enabled and not json_lines and sys.stderr.isatty()
+        self.bar = _progress_bar(label, total) if show else None
         self.job_id, self.total, self.json_lines = job_id, total, json_lines
         self.done = 0
         self.started = time.perf_counter()
 
     def __enter__(self) -> JobProgress:
-        self.progress.start()
+        if self.bar is not None:
+            self.bar.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.progress.stop()
+        if self.bar is not None:
+            self.bar.stop()
 
     def advance(self, outcome: Any) -> None:
         """Count the images of a finished batch."""
@@ -150,7 +137,8 @@ class JobProgress:
         """Count ``images`` more images done."""
         self.done += images
         rate = self.done / max(time.perf_counter() - self.started, 1e-9)
-        self.progress.update(self.task, completed=self.done, rate=rate)
+        if self.bar is not None:
+            self.bar.update(self.bar.task_ids[0], completed=self.done, rate=rate)
         if self.json_lines:
             line = {
                 "event": "progress",
@@ -160,6 +148,29 @@ class JobProgress:
                 "images_per_second": round(rate, 3),
             }
             click.echo(json.dumps(line), err=True)
+
+
+def _progress_bar(label: str, total: int) -> Progress:
+    """A rich bar on stderr: images done, images/s, time left."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:.2f} images/s"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
+    bar.add_task("cells", total=total, rate=0.0)
+    return bar
 
 
 def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:

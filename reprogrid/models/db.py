@@ -16,18 +16,19 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Revision ids are the numbers the migration files' names start with ("0008_...").
+REVISION_FILES = "[0-9][0-9][0-9][0-9]_*.py"
 SQLITE_BUSY_TIMEOUT_MS = 60_000
 READ_ONLY_OPTION = "reprogrid_read_only"
 BULK_CHUNK = 20_000
@@ -135,9 +136,16 @@ def _forget_pool_after_fork(engine: Engine) -> None:
 
 def alembic_config() -> Config:
     """Alembic configuration pointing at reprogrid's migrations."""
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
+
+
+def head_revision() -> str:
+    """The newest migration's revision, read from the file names (no Alembic import)."""
+    return max(path.name[:4] for path in (MIGRATIONS_DIR / "versions").glob(REVISION_FILES))
 
 
 def _shown(url: str) -> str:
@@ -155,24 +163,35 @@ def _first_line(exc: BaseException) -> str:
 
 
 def upgrade(engine: Engine) -> None:
-    """Apply pending migrations; a no-op (one cheap query) when up to date."""
-    config = alembic_config()
-    scripts = ScriptDirectory.from_config(config)
-    head = scripts.get_current_head()
+    """Apply pending migrations; a no-op (one cheap query, no Alembic import) when up to date."""
     with engine.connect() as connection:
-        current = MigrationContext.configure(connection).get_current_revision()
-    if current == head:
+        current = current_revision(connection)
+    if current == head_revision():
         return
-    if current is not None and current not in {s.revision for s in scripts.walk_revisions()}:
-        raise DatabaseUnavailable(
-            f"database {_shown(engine.url.render_as_string(hide_password=False))}: its schema"
-            f" (revision {current}) is newer than this reprogrid knows; upgrade reprogrid"
-        )
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    config = alembic_config()
+    if current is not None:
+        known = {s.revision for s in ScriptDirectory.from_config(config).walk_revisions()}
+        if current not in known:
+            raise DatabaseUnavailable(
+                f"database {_shown(engine.url.render_as_string(hide_password=False))}: its"
+                f" schema (revision {current}) is newer than this reprogrid knows; upgrade"
+                " reprogrid"
+            )
     with engine.begin() as connection:
         if engine.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The database's schema revision (Alembic's ``alembic_version``); None when new."""
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
 
 
 def bulk_insert(

@@ -45,15 +45,14 @@ def claim_preferred(
 
 
 def _preference(session: Session, batch_id: int, held: set[Checkpoint]) -> list[int]:
-    named = session.get(Batch, batch_id)
-    if named is None or named.kind != "generate":
+    named = session.execute(
+        select(Batch.kind, Batch.job_id).where(Batch.id == batch_id)
+    ).one_or_none()
+    if named is None or named.kind != "generate" or not _sweeps_checkpoints(session, named.job_id):
         return [batch_id]
     # The job row's lock (PostgreSQL; SQLite transactions are serial anyway) makes
     # choosing and claiming one step: two idle workers then never both pick the
     # checkpoint nobody runs yet. claim_batch's commit releases it.
-    axes = session.scalar(select(Job.spec["axes"]).where(Job.id == named.job_id))
-    if not {"model", "revision"} & set(axes or {}):
-        return [batch_id]
     session.execute(select(Job.id).where(Job.id == named.job_id).with_for_update())
     waiting = _waiting_checkpoints(session, named.job_id)
     if len({checkpoint for _, checkpoint in waiting}) < 2:
@@ -66,6 +65,17 @@ def _preference(session: Session, batch_id: int, held: set[Checkpoint]) -> list[
     order += [b for b, c in waiting if c not in busy]
     order += [batch_id, *(b for b, _ in waiting)]
     return list(dict.fromkeys(order))
+
+
+_sweeping: dict[int, bool] = {}  # job id -> whether it has a model or revision axis
+
+
+def _sweeps_checkpoints(session: Session, job_id: int) -> bool:
+    """Whether the job sweeps checkpoints, read once per job: a spec never changes."""
+    if job_id not in _sweeping:
+        axes = session.scalar(select(Job.spec["axes"]).where(Job.id == job_id))
+        _sweeping[job_id] = bool({"model", "revision"} & set(axes or {}))
+    return _sweeping[job_id]
 
 
 def _matches(swept: Checkpoint, held: Checkpoint) -> bool:

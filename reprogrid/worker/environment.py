@@ -83,6 +83,7 @@ def _process_facts(device: str) -> dict[str, Any]:
     """The fields that cannot change while this process runs (read once: a few ms)."""
     import torch
 
+    packages, sources = _inventory()
     return {
         "hostname": socket.gethostname(),
         "os": platform.platform(),
@@ -100,8 +101,8 @@ def _process_facts(device: str) -> dict[str, Any]:
         "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
         "driver": _nvidia_driver() if torch.device(device).type == "cuda" else None,
-        "packages": installed_packages(),
-        "package_sources": package_sources(),
+        "packages": packages,
+        "package_sources": sources,
     }
 
 
@@ -110,23 +111,26 @@ def installed_packages() -> dict[str, str]:
 
     Where one name is installed twice on ``sys.path``, the first wins, as for imports.
     """
-    found: dict[str, str] = {}
-    for dist in distributions():
-        name = dist.metadata["Name"]
-        if name:
-            found.setdefault(normalized_name(name), dist.version)
-    return dict(sorted(found.items()))
+    return _inventory()[0]
 
 
 def package_sources() -> dict[str, str]:
     """Distributions installed from a URL or a local folder (PEP 610), not an index: name -> URL."""
-    found: dict[str, str] = {}
+    return _inventory()[1]
+
+
+def _inventory() -> tuple[dict[str, str], dict[str, str]]:
+    """Versions and direct-URL sources of every distribution, in one pass over them."""
+    versions: dict[str, str] = {}
+    sources: dict[str, str] = {}
     for dist in distributions():
-        direct = dist.read_text("direct_url.json")
-        name = dist.metadata["Name"]
-        if direct and name:
-            found.setdefault(normalized_name(name), json.loads(direct)["url"])
-    return dict(sorted(found.items()))
+        if not (name := dist.metadata["Name"]):
+            continue
+        key = normalized_name(name)
+        versions.setdefault(key, dist.version)
+        if direct := dist.read_text("direct_url.json"):
+            sources.setdefault(key, json.loads(direct)["url"])
+    return dict(sorted(versions.items())), dict(sorted(sources.items()))
 
 
 def normalized_name(name: str) -> str:

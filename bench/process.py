@@ -1,0 +1,200 @@
+"""Item 1, the headline: ``reprogrid run`` against a plain diffusers script, as whole processes.
+
+What a user feels is the whole process, from the shell's prompt to the next
+one: interpreter start, imports, opening (and creating) the database, loading
+the checkpoint, every image, every record, exit. Both sides run as processes of
+their own, on the same grid (4 prompts x N seeds of builtin:tiny, 64x64, 4
+steps, batches of 8, one torch thread): the plain script is
+``bench/plain_script.py``; reprogrid is ``reprogrid run SPEC`` on a new SQLite
+file and a new store each time (the README's first run; nothing is found
+already made).
+
+Each grid runs one untimed warm-up of each side (the page cache, compiled
+bytecode), whose pixels must be the same on both sides, then ``--pairs``
+pairs, alternating which side goes first. A pair's ratio is the plain script's
+time over reprogrid's: adjacent in time, both see the same load. The figure is
+the median of the pairs' ratios, for wall time and for CPU time (user + system,
+from ``wait4``), on a short grid (seconds) and one ten times longer.
+
+    python -m bench.process --pairs 5 --out results/process.json
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import select
+
+from bench.common import Row, arguments, median, sqlite_url, verdict, write_rows
+from reprogrid.models import Cell, Image, open_database
+from reprogrid.scheduler.checkpoint_refs import resolve_checkpoint
+from reprogrid.worker.store import pixel_sha256
+
+PROMPTS = ("a red fox in the snow", "a blue bird on a wire", "a green frog", "a white cat")
+PLAIN_SCRIPT = Path(__file__).with_name("plain_script.py")
+TARGETS = {"short": 0.95, "long": 0.98}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One grid both sides make: 4 prompts x ``seeds``, builtin:tiny 64x64."""
+
+    name: str
+    seeds: int
+    steps: int = 4
+    size: int = 64
+    batch_size: int = 8
+    threads: int = 1
+
+    @property
+    def images(self) -> int:
+        return len(PROMPTS) * self.seeds
+
+    def spec_toml(self) -> str:
+        prompts = ", ".join(f'"{p}"' for p in PROMPTS)
+        return (
+            f'name = "process-{self.name}"\nmodel = "builtin:tiny"\nprompts = [{prompts}]\n'
+            f'seeds = "0-{self.seeds - 1}"\nsteps = {self.steps}\nwidth = {self.size}\n'
+            f"height = {self.size}\nbatch_size = {self.batch_size}\n"
+        )
+
+
+@dataclass(frozen=True)
+class Timed:
+    """One process's wall and CPU seconds."""
+
+    wall: float
+    cpu: float
+
+
+def timed(command: list[str], env: dict[str, str], log: Path) -> Timed:
+    """Run a command to its exit; its wall time and its own CPU time."""
+    with log.open("w") as output:
+        started = time.perf_counter()
+        process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(process.pid, 0)
+        wall = time.perf_counter() - started
+    process.returncode = os.waitstatus_to_exitcode(status)
+    if process.returncode != 0:
+        raise RuntimeError(f"{command[:3]} exited {process.returncode}; see {log}")
+    return Timed(wall, usage.ru_utime + usage.ru_stime)
+
+
+class Sides:
+    """The two commands for one grid, each run in a clean folder."""
+
+    def __init__(self, grid: Grid, workdir: Path) -> None:
+        self.grid, self.workdir = grid, workdir
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True)
+        self.spec = workdir / "spec.toml"
+        self.spec.write_text(grid.spec_toml(), encoding="utf-8")
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.env.pop("REPROGRID_DB", None)
+
+    def plain(self) -> Timed:
+        out = self._fresh("plain")
+        grid = self.grid
+        command = [sys.executable, str(PLAIN_SCRIPT), str(resolve_checkpoint("builtin:tiny").path)]
+        command += [str(out), "--seeds", str(grid.seeds), "--steps", str(grid.steps)]
+        command += ["--size", str(grid.size), "--batch-size", str(grid.batch_size)]
+        command += ["--threads", str(grid.threads)]
+        for prompt in PROMPTS:
+            command += ["--prompt", prompt]
+        return timed(command, self.env, self.workdir / "plain.log")
+
+    def reprogrid(self) -> Timed:
+        out = self._fresh("reprogrid")
+        command = [str(Path(sys.executable).with_name("reprogrid")), "run", str(self.spec)]
+        command += ["--db", sqlite_url(out / "reprogrid.db"), "--store", str(out / "store")]
+        command += ["--threads", str(self.grid.threads)]
+        return timed(command, self.env, self.workdir / "reprogrid.log")
+
+    def same_pixels(self) -> bool:
+        """Whether the last runs of both sides made the same images, in grid order."""
+        plain = [
+            pixel_sha256(np.asarray(PILImage.open(self.workdir / "plain" / f"{p}-{s}.png")))
+            for p in range(len(PROMPTS))
+            for s in range(self.grid.seeds)
+        ]
+        db = open_database(f"sqlite:///{self.workdir / 'reprogrid' / 'reprogrid.db'}", False)
+        with db.reads() as session:
+            made = session.scalars(
+                select(Image.pixel_sha256)
+                .join(Cell, Cell.id == Image.cell_id)
+                .order_by(Cell.grid_index)
+            ).all()
+        db.dispose()
+        return list(made) == plain
+
+    def _fresh(self, name: str) -> Path:
+        folder = self.workdir / name
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        return folder
+
+
+def measure(grid: Grid, pairs: int, workdir: Path) -> list[tuple[Timed, Timed]]:
+    """(plain, reprogrid) timings of ``pairs`` pairs, after one checked warm-up of each."""
+    sides = Sides(grid, workdir / grid.name)
+    sides.plain(), sides.reprogrid()
+    if not sides.same_pixels():
+        raise RuntimeError(f"{grid.name} grid: reprogrid made other pixels than the plain script")
+    results = []
+    for pair in range(pairs):
+        if pair % 2 == 0:
+            plain, ours = sides.plain(), sides.reprogrid()
+        else:
+            ours, plain = sides.reprogrid(), sides.plain()
+        print(
+            f"  {grid.name} pair {pair + 1}: plain {plain.wall:.2f} s, reprogrid {ours.wall:.2f} s"
+        )
+        results.append((plain, ours))
+    return results
+
+
+def rows_of(grid: Grid, results: list[tuple[Timed, Timed]]) -> Row:
+    """The grid's row: median ratios of wall and CPU time, and each side's median wall time."""
+    wall = median([plain.wall / ours.wall for plain, ours in results])
+    cpu = median([plain.cpu / ours.cpu for plain, ours in results])
+    plain_s = median([plain.wall for plain, _ in results])
+    ours_s = median([ours.wall for _, ours in results])
+    target = TARGETS[grid.name]
+    return Row(
+        "1 whole process",
+        f"reprogrid run, {grid.name} grid: 4 prompts x {grid.seeds} seeds ({grid.images} images)",
+        f"ratio {wall:.3f} x wall, {cpu:.3f} x CPU (median of {len(results)} pairs;"
+        f" plain script {plain_s:.2f} s, reprogrid {ours_s:.2f} s)",
+        f">= {target} x",
+        verdict(wall >= target),
+    )
+
+
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0])
+    parser.add_argument("--pairs", type=int, default=5, help="timed pairs on the short grid")
+    parser.add_argument("--long-pairs", type=int, default=3, help="timed pairs on the long grid")
+    parser.add_argument("--seeds", type=int, default=32, help="seeds per prompt, short grid")
+    args = parser.parse_args()
+    grids = [
+        (Grid("short", args.seeds, threads=args.threads), args.pairs),
+        (Grid("long", args.seeds * 10, threads=args.threads), args.long_pairs),
+    ]
+    rows = []
+    for grid, pairs in grids:
+        if pairs > 0:
+            print(f"process: {grid.name} grid, {grid.images} images, {pairs} pairs")
+            rows.append(rows_of(grid, measure(grid, pairs, args.workdir / "process")))
+    write_rows(args.out, rows)
+
+
+if __name__ == "__main__":
+    main()
