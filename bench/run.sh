@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The CPU benchmarks (items 1-5 of docs/benchmarks.md), then one table of every result.
+# The CPU benchmarks (items 1-5 of docs/benchmarks.md), then one table of every result:
+# the whole-process ratios against a plain diffusers script first.
 #
 #   bench/run.sh                     # about 10 minutes on 2 quiet cores
 #   BENCH_THREADS=2 bench/run.sh     # torch threads (default 1; all cases use the same)
@@ -26,6 +27,7 @@ run() {
     echo "== $name" >&2
     "$PYTHON" -m "bench.$name" "${common[@]}" --out "$results/$name.json" "$@"
 }
+run process
 run throughput
 run distributed
 run submit
@@ -33,4 +35,4 @@ run query
 run memory
 run determinism
 "$PYTHON" -m bench.report --seconds $((SECONDS - started)) \
-    "$results"/{throughput,distributed,submit,query,memory,determinism}.json
+    "$results"/{process,throughput,distributed,submit,query,memory,determinism}.json
