@@ -67,15 +67,17 @@ def _preference(session: Session, batch_id: int, held: set[Checkpoint]) -> list[
     return list(dict.fromkeys(order))
 
 
-_sweeping: dict[int, bool] = {}  # job id -> whether it has a model or revision axis
+# (database URL, job id) -> whether the job has a model or revision axis
+_sweeping: dict[tuple[str, int], bool] = {}
 
 
 def _sweeps_checkpoints(session: Session, job_id: int) -> bool:
     """Whether the job sweeps checkpoints, read once per job: a spec never changes."""
-    if job_id not in _sweeping:
+    key = (str(session.get_bind().url), job_id)
+    if key not in _sweeping:
         axes = session.scalar(select(Job.spec["axes"]).where(Job.id == job_id))
-        _sweeping[job_id] = bool({"model", "revision"} & set(axes or {}))
-    return _sweeping[job_id]
+        _sweeping[key] = bool({"model", "revision"} & set(axes or {}))
+    return _sweeping[key]
 
 
 def _matches(swept: Checkpoint, held: Checkpoint) -> bool:

@@ -36,8 +36,8 @@ def run_job(
     try:
         with OverlappedBatches(ctx, on_batch or (lambda _: None)) as batches:
             while (waiting := _waiting_batches(ctx, job_id)) is not None:
-                for batch_id in waiting:
-                    batches.run(batch_id)
+                for batch_id, then in zip(waiting, [*waiting[1:], None], strict=True):
+                    batches.run(batch_id, then=then)
                 batches.wait()  # a batch that failed is pending again: run it next round
     except BaseException:
         _release(ctx, job_id)

@@ -161,6 +161,10 @@ class OverlappedBatches:
     Storing PNGs and writing rows happen on one background thread, so the
     device is never idle while the database commits; at most one batch waits to
     be recorded. ``on_outcome`` is called on that thread, in batch order.
+
+    Given the batch that comes next, the same thread also claims it while this
+    one computes: the claim's statements (and, on SQLite, its wait for the
+    write lock the recording holds) are then off the device's time too.
     """
 
     def __init__(self, ctx: WorkerContext, on_outcome: Callable[[BatchOutcome], None]) -> None:
@@ -168,10 +172,17 @@ class OverlappedBatches:
         self.on_outcome = on_outcome
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reprogrid-record")
         self._recording: Future[BatchOutcome] | None = None
+        self._ahead: tuple[int, Future[records.ClaimedBatch | None]] | None = None
 
-    def run(self, batch_id: int, work: BatchWork | None = None) -> None:
-        """Compute the batch here, then hand it to the recording thread."""
-        step = _compute(self.ctx, batch_id, work or generate_images)
+    def run(self, batch_id: int, work: BatchWork | None = None, then: int | None = None) -> None:
+        """Compute the batch here, then hand it to the recording thread.
+
+        ``then`` is the batch to run next, claimed in the background meanwhile.
+        """
+        claimed = self._claimed_ahead(batch_id)
+        if then is not None:
+            self._ahead = (then, self._thread.submit(_claim, self.ctx, then))
+        step = _compute(self.ctx, batch_id, work or generate_images, claimed)
         self.wait()
         self._recording = self._thread.submit(self._finish, step)
 
@@ -184,6 +195,7 @@ class OverlappedBatches:
         """Record what is left and stop the thread."""
         try:
             self.wait()
+            self._claimed_ahead(None)
         finally:
             self._thread.shutdown()
 
@@ -193,21 +205,49 @@ class OverlappedBatches:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _claimed_ahead(self, batch_id: int | None) -> Future[records.ClaimedBatch | None] | None:
+        """The background claim made for ``batch_id``, if that is the batch claimed ahead.
+
+        A claim made ahead for another batch is kept: a batch this process holds
+        and does not run waits for its lease (or for ``records.release_claims``).
+        """
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        if ahead[0] == batch_id:
+            return ahead[1]
+        ahead[1].result()  # errors are raised here, as the claim's own would be
+        return None
+
     def _finish(self, step: BatchOutcome | _Computed) -> BatchOutcome:
         outcome = step if isinstance(step, BatchOutcome) else _record(self.ctx, step)
         self.on_outcome(outcome)
         return outcome
 
 
-def _compute(ctx: WorkerContext, batch_id: int, work: BatchWork) -> BatchOutcome | _Computed:
-    """Claim and compute the batch; an outcome if it ended here (skipped, cancelled, failed)."""
-    started = time.perf_counter()
+def _claim(ctx: WorkerContext, batch_id: int) -> records.ClaimedBatch | None:
+    """Claim the batch (or, for a job that sweeps checkpoints, the best one for this
+    process's checkpoints); None when another worker holds it or nothing is left."""
     with ctx.db.sessions() as session:
         held = [(c.ref.model, c.ref.revision) for c in loaded_checkpoints()]
         claim = affinity.claim_preferred(session, batch_id, ctx.name, ctx.lease_seconds, held)
+    if claim is not None:
+        ctx.active[claim.batch_id] = time.monotonic()
+    return claim
+
+
+def _compute(
+    ctx: WorkerContext,
+    batch_id: int,
+    work: BatchWork,
+    claimed: Future[records.ClaimedBatch | None] | None = None,
+) -> BatchOutcome | _Computed:
+    """Claim (or take the claim made ahead) and compute the batch; an outcome if it
+    ended here (skipped, cancelled, failed)."""
+    started = time.perf_counter()
+    claim = _claim(ctx, batch_id) if claimed is None else claimed.result()
     if claim is None:
         return BatchOutcome(batch_id, "skipped", 0, 0.0)
-    ctx.active[claim.batch_id] = time.monotonic()
     try:
         return _Computed(claim, work(ctx, claim), started)
     except BatchInterrupted:
