@@ -213,7 +213,7 @@ def sheet_rows(
         found = fetch_tiles(session, sheet.job_id, [i for i in wanted if i is not None], store)
         for r in pending:
             yield [_tile_at(sheet, found, r, c) for c in cols]
-        pending = []
+        pending, found = [], {}  # let these tiles go before the next fetch
 
 
 def _tile_at(sheet: Sheet, found: dict[int, Tile], row: int, col: int) -> Tile | None:
