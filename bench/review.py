@@ -14,7 +14,7 @@ verifies). 9,990 and 99,900 images.
 Each measurement runs ``reprogrid --db ... --store ... report JOB -o DIR`` or
 ``grid JOB -o sheet.png`` (default thumbnail size: the images are 64 pixels, so
 the report links to them without thumbnails) in a fresh Python process, timed
-from start to exit; its peak RSS is the process's own ``ru_maxrss``. The target:
+from start to exit; its peak RSS is the process's own ``VmHWM``. The target:
 peak RSS at 100k within a few MiB of 10k, time about 10x (linear).
 
     python -m bench.review --workdir bench-work --out results/review.json
@@ -33,7 +33,7 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from bench.common import Row, arguments, bench_spec, peak_rss_mib, sqlite_url, verdict, write_rows
+from bench.common import Row, arguments, bench_spec, sqlite_url, verdict, write_rows
 from bench.query import FAKE_ENVIRONMENT, write_results
 from reprogrid.models import Cell, Image, open_database
 from reprogrid.scheduler.jobs import create_job
@@ -85,12 +85,22 @@ def command_line(url: str, store: Path, command: str, job_id: int, out: Path) ->
     return ["--db", url, "--store", str(store), command, str(job_id), "-o", str(target)]
 
 
+def memory_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MiB: ``VmHWM`` (peak
+    RSS) or ``VmRSS``. Not ``ru_maxrss``: Linux carries that across exec from the
+    process that spawned this one, so a child would report its parent's peak."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith(f"{field}:"))
+    return int(line.split()[1]) / 1024
+
+
 def run_one(arguments_: list[str]) -> None:
-    """Run one reprogrid command in this process; print its peak RSS as JSON."""
+    """Run one reprogrid command in this process; print its RSS before and peak, as JSON."""
     from reprogrid.cli import main
 
+    before = memory_mib("VmRSS")
     main(arguments_, standalone_mode=False)
-    print(json.dumps({"peak_rss": peak_rss_mib()}))
+    print(json.dumps({"rss_before": before, "peak_rss": memory_mib("VmHWM")}))
 
 
 def measure(url: str, store: Path, command: str, job_id: int, out: Path) -> dict[str, Any]:
@@ -144,7 +154,9 @@ def main() -> None:
                 Row(
                     "4 review",
                     f"{command} of {size:,} images",
-                    f"{result['seconds']:.1f} s, peak RSS {result['peak_rss']:.0f} MiB",
+                    f"{result['seconds']:.1f} s, peak RSS {result['peak_rss']:.1f} MiB"
+                    f" ({result['peak_rss'] - result['rss_before']:+.1f} over the process"
+                    " once imported)",
                 )
             )
         small, large = results[min(job_ids)], results[max(job_ids)]

@@ -422,7 +422,12 @@ def _tile_details(tile: Tile, spec: JobSpec) -> str:
     fields = ["status", "pixel_sha256", "png_sha256", "recipe_sha256", "checkpoint_sha256"]
     fields += ["environment_id", "device", "nsfw", "truncated", "error"]
     lines = [f"{k}: {tile[k]}" for k in fields if tile.get(k)]
-    return "\n".join([*lines, "recipe:", json.dumps(recipe, indent=1, ensure_ascii=False)])
+    # a field a line; json.dumps(indent=...) would take the pure-Python encoder, whose
+    # closures leave a reference cycle per call for the garbage collector
+    fields_json = (
+        f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in recipe.items()
+    )
+    return "\n".join([*lines, "recipe:", "{", ",\n".join(fields_json), "}"])
 
 
 def write_failures(out: TextIO, session: Session, job_id: int, store: Path) -> None:
