@@ -132,7 +132,6 @@ class Written:
     to by a relative path (each one has a thumbnail in the report)."""
 
     index: Path
-    pages: int = 0
     absolute_links: int = 0
 
 
@@ -153,15 +152,17 @@ class Pictures:
             relative = os.path.relpath(path, self.out_dir)
         except ValueError:  # Windows: another drive
             return None
-        return quote(Path(relative).as_posix())
+        # str, not pathlib, for the names of 100,000 files: pathlib interns every part
+        return quote(relative.replace(os.sep, "/"))
 
     def thumbnail(self, source: str, png_sha256: str, size: tuple[int, int]) -> str:
         """The relative URL of the image's thumbnail at ``size``, drawn if not there yet."""
-        name = f"thumbs/{self.thumb}/{png_sha256[:2]}/{png_sha256}.png"
-        target = self.out_dir / name
-        if not target.is_file():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_suffix(".part")
+        folder = f"thumbs/{self.thumb}/{png_sha256[:2]}"
+        name = f"{folder}/{png_sha256}.png"
+        target = os.path.join(self.out_dir, name)
+        if not os.path.isfile(target):
+            os.makedirs(os.path.join(self.out_dir, folder), exist_ok=True)
+            partial = f"{target}.part"
             with PILImage.open(source) as image:
                 image.convert("RGB").resize(size, PILImage.Resampling.BICUBIC).save(
                     partial, format="PNG"
@@ -202,13 +203,12 @@ def write_report(
     for page in grid_pages(sheets, page_tiles):
         with (out_dir / page.file).open("w", encoding="utf-8") as out:
             images = write_page(out, session, page, total, spec, store, pictures, written)
-        written.pages += 1
         if on_images is not None:
             on_images(images)
     with written.index.open("w", encoding="utf-8") as out:
         out.write(_head(f"reprogrid: job {job.id} {job.name}"))
         out.write(summary_html(job, job_summary(session, job_id)) + "\n")
-        out.write(pages_html(grid_pages(sheets, page_tiles)) + "\n")
+        write_pages_table(out, grid_pages(sheets, page_tiles))
         write_failures(out, session, job_id, store)
         write_warnings(out, session, job_id)
         write_verifications(out, session, job_id)
@@ -278,15 +278,16 @@ def nav_html(number: int, total: int) -> str:
     return f"<nav>{' | '.join(links)}</nav>"
 
 
-def pages_html(pages: Iterable[Page]) -> str:
+def write_pages_table(out: TextIO, pages: Iterable[Page]) -> None:
     """The index's table of the grid's pages: each one's sheet, rows and columns."""
-    rows = "".join(
-        f'<tr><td><a href="{page.file}">page {page.number}</a></td>'
-        f"<td>{escape(page.sheet.fixed_label)}</td><td>{escape(page_extent(page))}</td></tr>"
-        for page in pages
-    )
     head = "<tr><th>page</th><th>sheet</th><th>rows and columns</th></tr>"
-    return f'<h2 id="grid">Grid</h2>\n<table class="list pages">{head}{rows}</table>'
+    out.write(f'<h2 id="grid">Grid</h2>\n<table class="list pages">{head}\n')
+    for page in pages:
+        out.write(
+            f'<tr><td><a href="{page.file}">page {page.number}</a></td>'
+            f"<td>{escape(page.sheet.fixed_label)}</td><td>{escape(page_extent(page))}</td></tr>\n"
+        )
+    out.write("</table>\n")
 
 
 def job_summary(session: Session, job_id: int) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import re
 import struct
 import tempfile
@@ -323,8 +324,8 @@ def tile_image(tile: Tile | None, thumb: int) -> Image.Image:
     """One tile with its border: the image fitted to ``thumb``, a marked blank, or nothing."""
     if tile is None:
         return Image.new("RGB", (thumb + 2 * PAD,) * 2, WHITE)
-    path = Path(tile["path"]) if tile["path"] else None
-    if tile["status"] == "done" and path is not None and path.is_file():
+    path = tile["path"]  # a str: pathlib would intern the name of every file
+    if tile["status"] == "done" and path is not None and os.path.isfile(path):
         with Image.open(path) as image:
             fitted = ImageOps.pad(image.convert("RGB"), (thumb, thumb), color=WHITE)
         if tile.get("nsfw"):
