@@ -228,3 +228,18 @@ def test_a_page_size_below_one_is_bad_input(night: NightJob, tmp_path: Path):
     assert result.exit_code == 2
     assert result.output == "Error: page-tiles: must be at least 1, got 0\n"
     assert not out.exists()
+
+
+def test_a_standalone_report_holds_a_thumbnail_of_every_image_and_links_originals_absolutely(
+    night: NightJob, tmp_path: Path
+):
+    result = night.cli("report", str(night.job_id), "-o", str(tmp_path), "--standalone")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""  # asked for: no notice
+    grid = _grid(tmp_path)
+    sources = re.findall(r'<img src="([^"]*)"', grid)
+    targets = re.findall(r'<a href="(file://[^"]*)"', grid)
+    assert len(sources) == len(targets) == 28
+    assert all(src.startswith("thumbs/") and (tmp_path / src).is_file() for src in sources)
+    originals = {Path(c["path"]).resolve().as_uri() for c in _done_cells(night, night.job_id)}
+    assert set(targets) == originals
