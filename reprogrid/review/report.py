@@ -205,6 +205,10 @@ def write_report(
             images = write_page(out, session, page, total, spec, store, pictures, written)
         if on_images is not None:
             on_images(images)
+    stale = total + 1
+    while (out_dir / page_file(stale)).is_file():  # pages of an earlier, longer report
+        (out_dir / page_file(stale)).unlink()
+        stale += 1
     with written.index.open("w", encoding="utf-8") as out:
         out.write(_head(f"reprogrid: job {job.id} {job.name}"))
         out.write(summary_html(job, job_summary(session, job_id)) + "\n")

@@ -144,6 +144,15 @@ def test_the_grid_is_paged_with_links_between_pages(night: NightJob, tmp_path: P
     assert number == 5 and len(seen) == len(set(seen)) == 32
 
 
+def test_a_report_written_again_with_fewer_pages_drops_the_pages_left_over(
+    night: NightJob, tmp_path: Path
+):
+    night.cli("report", str(night.job_id), "-o", str(tmp_path), "--page-tiles", "8")
+    assert len(list(tmp_path.glob("grid-*.html"))) == 4
+    assert night.cli("report", str(night.job_id), "-o", str(tmp_path)).exit_code == 0
+    assert sorted(p.name for p in tmp_path.glob("grid-*.html")) == ["grid-1.html"]
+
+
 def test_each_image_has_its_recipe_and_hashes_a_click_away(night: NightJob, report: Path):
     page = _grid(report)
     with open_database(night.db_url).sessions() as session:
