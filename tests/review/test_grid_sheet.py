@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from reprogrid.models import open_database
 from reprogrid.models.queries import CellFilter, query_cells
 from reprogrid.review.layout import ReviewError, job_sheets
-from reprogrid.review.sheet import GREY, RED, WHITE, check_size
+from reprogrid.review.sheet import GREY, RED, SHEET_CHUNK, WHITE, check_size
 
 from .images import find, pixels
 from .night import FAILED_PROMPT, FAILED_SEEDS, NIGHT_PROMPTS, TINY_FLAGS, NightJob
@@ -122,12 +124,6 @@ def test_an_axis_the_job_lacks_is_bad_input(night: NightJob, tmp_path: Path):
 
 
 def test_chosen_rows_and_columns_put_each_image_at_its_own_values(cli, tmp_path: Path):
-    import json
-
-    from PIL import Image
-
-    from reprogrid.review.sheet import SHEET_CHUNK
-
     axis = ("--axis", "guidance_scale=5,7.5", "--axis", "steps=1,2")
     assert cli("run", "--prompt", "a fox", "--seeds", "0-2", *TINY_FLAGS, *axis).exit_code == 0
     out = tmp_path / "xy.png"
