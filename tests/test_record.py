@@ -303,9 +303,10 @@ def test_the_report_and_the_contact_sheet_show_flagged_images(
 
     assert cli("run", *SMALL_GRID, "--model", str(flagging_checkpoint)).exit_code == 0
     assert cli("report", "1", "--output", str(tmp_path / "report")).exit_code == 0
-    page = (tmp_path / "report" / "index.html").read_text()
-    assert page.count('<span class="nsfw">nsfw</span>') == 2
-    assert "<th>flagged by the safety checker</th><td>2 images (blacked out)</td>" in page
+    index = (tmp_path / "report" / "index.html").read_text()
+    grid = (tmp_path / "report" / "grid-1.html").read_text()
+    assert grid.count('<span class="nsfw">nsfw</span>') == 2
+    assert "<th>flagged by the safety checker</th><td>2 images (blacked out)</td>" in index
     exported = cli("export", "1", "--format", "jsonl").output.splitlines()
     assert [json.loads(row)["nsfw"] for row in exported] == [True, True]
     sheet = cli("grid", "1", "--output", str(tmp_path / "sheet.png"))

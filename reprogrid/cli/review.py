@@ -39,7 +39,7 @@ def _review_errors() -> Iterator[None]:
     "--output",
     type=click.Path(path_type=Path, dir_okay=False),
     required=True,
-    help="The PNG to write; with further axes, one file per combination named after it.",
+    help="The PNG file to write; with further axes, one file per combination named after it.",
 )
 @click.option("--rows", help="The axis down the side. [default: prompt]")
 @click.option("--cols", help="The axis across the top. [default: seed]")
@@ -65,10 +65,9 @@ def grid(
     """
     from reprogrid.review.sheet import write_sheets
 
-    with _review_errors():
-        with app.db.reads() as session:
-            sheets = job_sheets(session, job, app.settings.store, rows, cols)
-        paths = write_sheets(sheets, output, thumb)
+    with _review_errors(), app.db.reads() as session:
+        sheets = job_sheets(session, job, app.settings.store, rows, cols)
+        paths = write_sheets(session, sheets, app.settings.store, output, thumb)
     for path in paths:
         click.echo(str(path))
 
@@ -85,34 +84,74 @@ json_option = click.option(
     "--output",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
-    help="Folder to write index.html, images/ and thumbs/ into.",
+    help="Folder to write index.html, the grid's pages and thumbs/ into.",
 )
 @click.option(
     "--thumb", type=int, help="Thumbnail size in pixels. [default: the image size, at most 160]"
 )
+@click.option(
+    "--page-tiles",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="The most tiles on one page of the grid.",
+)
+@click.option(
+    "--standalone",
+    is_flag=True,
+    help="Put a thumbnail of every image in the report and link the originals by absolute"
+    " path: for a report moved without its store.",
+)
 @json_option
 @pass_reader
-def report(app: App, job: int, output: Path, thumb: int | None, as_json: bool) -> None:
-    """Write a job's HTML report, viewable offline, and print the path of its page.
+def report(
+    app: App,
+    job: int,
+    output: Path,
+    thumb: int | None,
+    page_tiles: int,
+    standalone: bool,
+    as_json: bool,
+) -> None:
+    """Write a job's HTML report, viewable offline, and print the path of its index page.
 
-    The page shows the job's summary (cells, failures, wall time, images/s,
-    workers, devices, checkpoint hashes, library versions), the grid as
-    thumbnails linking to the full images (click an image's name for its recipe
-    and hashes), the failures with their error text and the verification
-    verdicts. The images are copied beside the page.
+    The index shows the job's summary (cells, failures, wall time, images/s,
+    workers, devices, checkpoint hashes, library versions), the pages of the
+    grid, the failures with their error text, the warnings and the verification
+    verdicts. Each page of the grid shows up to --page-tiles images, linking to
+    the PNGs in the store by relative paths (click an image's name for its
+    recipe and hashes): move the report and the store together and it still
+    works. Nothing is copied but thumbnails of images larger than --thumb.
 
     \b
     Example:
       reprogrid report 1 -o report-1 && xdg-open report-1/index.html
     """
-    from reprogrid.review.report import load_report, write_report
+    from reprogrid.review.export import count_images
+    from reprogrid.review.report import write_report
 
-    with _review_errors():
-        with app.db.reads() as session:
-            data = load_report(session, job, app.settings.store)
-        with JobProgress(job, len(data.images), json_lines=as_json) as progress:
-            index = write_report(data, output, thumb, on_image=lambda: progress.add(1))
-    click.echo(str(index))
+    with _review_errors(), app.db.reads() as session:
+        if session.get(Job, job) is None:
+            raise NotFound(f"no job {job}")
+        with JobProgress(job, count_images(session, job), json_lines=as_json) as progress:
+            written = write_report(
+                session,
+                job,
+                app.settings.store,
+                output,
+                thumb,
+                page_tiles,
+                standalone,
+                on_images=progress.add,
+            )
+    if written.absolute_links and not standalone:
+        click.echo(
+            f"report: {written.absolute_links} images have no relative path from {output}"
+            " (another drive): the report holds their thumbnails and links to them by"
+            " absolute path",
+            err=True,
+        )
+    click.echo(str(written.index))
 
 
 @main.command()

@@ -1,6 +1,5 @@
 """Morning review of finished jobs: contact sheets, HTML reports, exports, refine jobs.
 
 Reads the database through ``reprogrid.models`` and builds refine specs with
-``reprogrid.scheduler``; never imports ``reprogrid.worker``. Only the contact
-sheet imports diffusers (for ``make_image_grid``), lazily.
+``reprogrid.scheduler``; never imports ``reprogrid.worker``, diffusers or torch.
 """

@@ -1,29 +1,43 @@
-"""The HTML report of a job: one static page that works offline, its images beside it.
+"""The HTML report of a job: static pages that work offline, linking into the store.
 
 ``write_report`` writes ``index.html`` (inline CSS, no script, nothing fetched
-from the network) with the job summary, the grid as thumbnails linking to the
-full images, each image's recipe and hashes in a ``<details>`` block that opens
-on click (images the safety checker flagged marked ``nsfw``), the failures
-with their error text, the warnings batches raised and the verification verdicts.
-``images/`` holds copies of the job's PNGs and ``thumbs/`` their thumbnails,
-both named by ``png_sha256``, so the folder can be copied or archived whole.
+from the network) with the job summary, a table of the grid's pages, the
+failures with their error text, the warnings batches raised and the
+verification verdicts; and the grid itself as ``grid-1.html``, ``grid-2.html``...:
+each page a block of one sheet, at most ``page_tiles`` tiles (whole rows where a
+row fits), with links to the index and to the pages before and after. Each tile
+shows its image and links to the PNG in the store by a relative path, so the
+report works offline wherever the report folder and the store are moved
+together; each image's recipe and hashes are in a ``<details>`` block that
+opens on click (images the safety checker flagged marked ``nsfw``).
+
+No original is copied. An image that fits in the thumbnail size is shown
+from the store itself; a larger one through a thumbnail written once into the
+report's ``thumbs/<size>/``, named by the PNG's ``png_sha256`` (the same
+image at the same size is never drawn twice, and a rerun into the same folder
+reuses them). Where an image cannot be reached by a relative path (the store
+on another drive than the report), or with ``standalone``, the report holds a
+thumbnail of it and links to the original by its absolute path instead.
+
+The report is written as it is read: the grid's cells come a few hundred at a
+time in grid order (``layout.sheet_rows``) and every list is streamed to its
+file, so memory stays flat however many images the job has.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
-from collections import Counter
-from collections.abc import Callable, Iterable
+import os
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from html import escape
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+from urllib.parse import quote
 
 from PIL import Image as PILImage
-from PIL import ImageOps
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from reprogrid.models import (
@@ -38,9 +52,20 @@ from reprogrid.models import (
 )
 from reprogrid.models.queries import CellFilter, job_progress, query_cells
 from reprogrid.models.verifications import VERDICTS
-from reprogrid.review.layout import Sheet, Tile, job_sheets, thumb_size
+from reprogrid.review.layout import (
+    ReviewError,
+    Sheet,
+    Tile,
+    job_sheets,
+    sheet_rows,
+    thumb_size,
+)
+from reprogrid.scheduler.grid import cell_recipe
+from reprogrid.scheduler.spec import JobSpec
 
 DEFAULT_MAX_THUMB = 160
+DEFAULT_PAGE_TILES = 1000
+STREAM_ROWS = 1000
 LIBRARIES = ("python", "torch", "diffusers", "transformers", "numpy", "cuda", "cudnn", "driver")
 STYLE = """
 body { font: 14px/1.4 system-ui, sans-serif; margin: 16px 24px; color: #111; }
@@ -62,99 +87,211 @@ pre { white-space: pre-wrap; word-break: break-all; font-size: 12px; max-width: 
 .identical { color: #176d17; } .close { color: #8a6d00; } .different { color: #c82828; }
 .failed { color: #c82828; }
 .nsfw { color: #fff; background: #c82828; padding: 0 4px; font-size: 11px; }
+nav { margin: 8px 0; }
 """
 
 
 @dataclass(frozen=True)
-class ReportData:
-    """Everything a report shows, read from the database in one go."""
+class Page:
+    """One page of the grid: a block of rows and columns of one sheet."""
 
-    job: Job
-    summary: dict[str, Any]
-    sheets: list[Sheet]
-    images: dict[str, Path]  # png_sha256 -> file in the store, parent image included
-    recipes: dict[int, str]  # cell id -> recipe JSON
-    failed: list[Tile]
-    verdicts: dict[int, list[Verification]]  # image id -> its verifications, oldest first
-    warnings: dict[int, list[dict[str, Any]]]  # batch id -> warnings it raised, if any
+    number: int  # from 1, across the whole report
+    sheet: Sheet
+    rows: range
+    cols: range
+
+    @property
+    def file(self) -> str:
+        """The page's file name inside the report folder."""
+        return page_file(self.number)
 
 
-def load_report(session: Session, job_id: int, store: Path) -> ReportData:
-    """Read what the job's report shows."""
-    sheets = job_sheets(session, job_id, store)
-    tiles = [tile for sheet in sheets for row in sheet.tiles for tile in row if tile]
-    return ReportData(
-        job=session.get(Job, job_id),
-        summary=job_summary(session, job_id),
-        sheets=sheets,
-        images={t["png_sha256"]: Path(t["path"]) for t in tiles if t["path"]},
-        recipes=dict(
-            session.execute(select(Cell.id, Cell.recipe).where(Cell.job_id == job_id)).all()
-        ),
-        failed=list(query_cells(session, CellFilter(job=job_id, status="failed"), store)),
-        verdicts=verifications(session, job_id),
-        warnings=dict(
-            session.execute(
-                select(Batch.id, Batch.warnings)
-                .where(Batch.job_id == job_id, Batch.warnings.is_not(None))
-                .order_by(Batch.id)
-            ).all()
-        ),
-    )
+def page_file(number: int) -> str:
+    """The file name of the grid's page ``number``."""
+    return f"grid-{number}.html"
+
+
+def grid_pages(sheets: Iterable[Sheet], page_tiles: int) -> Iterator[Page]:
+    """The pages of the sheets, in order: whole rows per page where a row fits in
+    ``page_tiles`` tiles, else each row cut into blocks of ``page_tiles`` columns."""
+    number = 0
+    for sheet in sheets:
+        width = min(len(sheet.col_labels), page_tiles)
+        height = max(1, page_tiles // width)
+        for top in range(0, len(sheet.row_labels), height):
+            for left in range(0, len(sheet.col_labels), width):
+                number += 1
+                rows = range(top, min(top + height, len(sheet.row_labels)))
+                cols = range(left, min(left + width, len(sheet.col_labels)))
+                yield Page(number, sheet, rows, cols)
+
+
+@dataclass
+class Written:
+    """What ``write_report`` wrote: the index, and how many images it could not link
+    to by a relative path (each one has a thumbnail in the report)."""
+
+    index: Path
+    absolute_links: int = 0
+
+
+@dataclass(frozen=True)
+class Pictures:
+    """How the report shows images: thumbnail size, and links from the report folder."""
+
+    out_dir: Path
+    thumb: int
+    standalone: bool
+
+    def link(self, path: str) -> str | None:
+        """A relative URL from the report to ``path``; None when there is none (another
+        drive) or the report is standalone."""
+        if self.standalone:
+            return None
+        try:
+            relative = os.path.relpath(path, self.out_dir)
+        except ValueError:  # Windows: another drive
+            return None
+        # str, not pathlib, for the names of 100,000 files: pathlib interns every part
+        return quote(relative.replace(os.sep, "/"))
+
+    def thumbnail(self, source: str, png_sha256: str, size: tuple[int, int]) -> str:
+        """The relative URL of the image's thumbnail at ``size``, drawn if not there yet."""
+        folder = f"thumbs/{self.thumb}/{png_sha256[:2]}"
+        name = f"{folder}/{png_sha256}.png"
+        target = os.path.join(self.out_dir, name)
+        if not os.path.isfile(target):
+            os.makedirs(os.path.join(self.out_dir, folder), exist_ok=True)
+            partial = f"{target}.part"
+            with PILImage.open(source) as image:
+                image.convert("RGB").resize(size, PILImage.Resampling.BICUBIC).save(
+                    partial, format="PNG"
+                )
+            os.replace(partial, target)  # a report cut short leaves no broken thumbnail
+        return name
+
+
+def contained(width: int, height: int, thumb: int) -> tuple[int, int]:
+    """The size of an image scaled to fit a ``thumb`` square, keeping its aspect ratio."""
+    scale = thumb / max(width, height)
+    return max(1, round(width * scale)), max(1, round(height * scale))
 
 
 def write_report(
-    report: ReportData,
+    session: Session,
+    job_id: int,
+    store: Path,
     out_dir: Path,
     thumb: int | None = None,
-    on_image: Callable[[], None] | None = None,
-) -> Path:
-    """Write the report into ``out_dir``; return the path of its ``index.html``.
+    page_tiles: int = DEFAULT_PAGE_TILES,
+    standalone: bool = False,
+    on_images: Callable[[int], None] | None = None,
+) -> Written:
+    """Write the job's report into ``out_dir``, reading it as it goes.
 
-    ``on_image`` is called after each image is copied, for progress.
+    ``on_images`` is called after each page with the number of the job's images on it.
     """
-    thumb = thumb_size(thumb, report.sheets[0], DEFAULT_MAX_THUMB)
-    sizes = {}
-    for png_sha256, source in report.images.items():
-        sizes[png_sha256] = copy_image(source, png_sha256, out_dir, thumb)
-        if on_image is not None:
-            on_image()
-    job = report.job
-    body = [
-        summary_html(job, report.summary),
-        "<h2>Grid</h2>",
-        *(sheet_html(s, sizes, report.recipes, report.verdicts, thumb) for s in report.sheets),
-        failures_html(report.failed),
-        warnings_html(report.warnings),
-        verifications_html(report.verdicts),
-        spec_html(job),
-    ]
-    page = (
-        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{escape(f'reprogrid: job {job.id} {job.name}')}</title>"
-        f"<style>{STYLE}</style></head>\n<body>\n" + "\n".join(body) + "\n</body></html>\n"
-    )
+    if page_tiles < 1:
+        raise ReviewError(f"page-tiles: must be at least 1, got {page_tiles}")
+    sheets = job_sheets(session, job_id, store)
+    job = sheets.job
+    spec = JobSpec.from_json(job.spec)
+    pictures = Pictures(out_dir, thumb_size(thumb, sheets[0], DEFAULT_MAX_THUMB), standalone)
     out_dir.mkdir(parents=True, exist_ok=True)
-    index = out_dir / "index.html"
-    index.write_text(page, encoding="utf-8")
-    return index
+    written = Written(out_dir / "index.html")
+    total = sum(1 for _ in grid_pages(sheets, page_tiles))
+    for page in grid_pages(sheets, page_tiles):
+        with (out_dir / page.file).open("w", encoding="utf-8") as out:
+            images = write_page(out, session, page, total, spec, store, pictures, written)
+        if on_images is not None:
+            on_images(images)
+    stale = total + 1
+    while (out_dir / page_file(stale)).is_file():  # pages of an earlier, longer report
+        (out_dir / page_file(stale)).unlink()
+        stale += 1
+    with written.index.open("w", encoding="utf-8") as out:
+        out.write(_head(f"reprogrid: job {job.id} {job.name}"))
+        out.write(summary_html(job, job_summary(session, job_id)) + "\n")
+        write_pages_table(out, grid_pages(sheets, page_tiles))
+        write_failures(out, session, job_id, store)
+        write_warnings(out, session, job_id)
+        write_verifications(out, session, job_id)
+        out.write(spec_html(job) + "\n</body></html>\n")
+    return written
 
 
-def copy_image(source: Path, png_sha256: str, out_dir: Path, thumb: int) -> tuple[int, int] | None:
-    """Copy a PNG beside the report and write its thumbnail; the thumbnail's size, or
-    None when the store has lost the file."""
-    if not source.is_file():
-        return None
-    target = out_dir / "images" / f"{png_sha256}.png"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if not target.is_file() or target.stat().st_size != source.stat().st_size:
-        shutil.copyfile(source, target)
-    thumbnail = out_dir / "thumbs" / f"{png_sha256}.png"
-    thumbnail.parent.mkdir(parents=True, exist_ok=True)
-    with PILImage.open(source) as image:
-        small = ImageOps.contain(image.convert("RGB"), (thumb, thumb))
-    small.save(thumbnail)
-    return small.size
+def _head(title: str) -> str:
+    return (
+        f'<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
+    )
+
+
+def write_page(
+    out: TextIO,
+    session: Session,
+    page: Page,
+    total: int,
+    spec: JobSpec,
+    store: Path,
+    pictures: Pictures,
+    written: Written,
+) -> int:
+    """Write one page of the grid; return how many of the job's images it shows."""
+    sheet = page.sheet
+    nav = nav_html(page.number, total)
+    out.write(_head(f"reprogrid: job {sheet.job_id} {sheet.job_name}, page {page.number}"))
+    out.write(f"<h1>job {sheet.job_id} {escape(sheet.job_name)}</h1>\n{nav}\n")
+    if sheet.fixed:
+        out.write(f"<h3>{escape(sheet.fixed_label)}</h3>\n")
+    out.write(f"<p>{escape(page_extent(page))}</p>\n" if _is_cut(page) else "")
+    header = "".join(f"<th>{escape(sheet.col_labels[c])}</th>" for c in page.cols)
+    out.write(f'<table class="grid"><thead><tr><th></th>{header}</tr></thead><tbody>\n')
+    images = 0
+    rows = sheet_rows(session, sheet, store, page.rows, page.cols)
+    for row, tiles in zip(page.rows, rows, strict=True):
+        cells = "".join(f"<td>{tile_html(t, spec, pictures, written)}</td>" for t in tiles)
+        out.write(f"<tr><th>{escape(sheet.row_labels[row])}</th>{cells}</tr>\n")
+        images += sum(1 for t in tiles if t and t["image_id"] and t is not sheet.parent)
+    out.write(f"</tbody></table>\n{nav}\n</body></html>\n")
+    return images
+
+
+def _is_cut(page: Page) -> bool:
+    sheet = page.sheet
+    return len(page.rows) < len(sheet.row_labels) or len(page.cols) < len(sheet.col_labels)
+
+
+def page_extent(page: Page) -> str:
+    """Which rows and columns of its sheet a page shows, counted from 1."""
+    rows, cols = page.rows, page.cols
+    return (
+        f"rows {rows[0] + 1}-{rows[-1] + 1} of {len(page.sheet.row_labels)},"
+        f" columns {cols[0] + 1}-{cols[-1] + 1} of {len(page.sheet.col_labels)}"
+    )
+
+
+def nav_html(number: int, total: int) -> str:
+    """Links to the index and to the pages before and after."""
+    links = ['<a href="index.html">index</a>']
+    if number > 1:
+        links.append(f'<a href="{page_file(number - 1)}" rel="prev">previous</a>')
+    links.append(f"page {number} of {total}")
+    if number < total:
+        links.append(f'<a href="{page_file(number + 1)}" rel="next">next</a>')
+    return f"<nav>{' | '.join(links)}</nav>"
+
+
+def write_pages_table(out: TextIO, pages: Iterable[Page]) -> None:
+    """The index's table of the grid's pages: each one's sheet, rows and columns."""
+    head = "<tr><th>page</th><th>sheet</th><th>rows and columns</th></tr>"
+    out.write(f'<h2 id="grid">Grid</h2>\n<table class="list pages">{head}\n')
+    for page in pages:
+        out.write(
+            f'<tr><td><a href="{page.file}">page {page.number}</a></td>'
+            f"<td>{escape(page.sheet.fixed_label)}</td><td>{escape(page_extent(page))}</td></tr>\n"
+        )
+    out.write("</table>\n")
 
 
 def job_summary(session: Session, job_id: int) -> dict[str, Any]:
@@ -187,21 +324,6 @@ def job_summary(session: Session, job_id: int) -> dict[str, Any]:
             select(func.count()).where(Cell.job_id == job_id, Cell.truncated.is_(True))
         ),
     }
-
-
-def verifications(session: Session, job_id: int) -> dict[int, list[Verification]]:
-    """The verifications of the job's images, oldest first, by image id."""
-    rows = session.scalars(
-        select(Verification)
-        .join(Image, Image.id == Verification.image_id)
-        .join(Cell, Cell.id == Image.cell_id)
-        .where(Cell.job_id == job_id)
-        .order_by(Verification.id)
-    )
-    found: dict[int, list[Verification]] = {}
-    for row in rows:
-        found.setdefault(row.image_id, []).append(row)
-    return found
 
 
 def summary_html(job: Job, summary: dict[str, Any]) -> str:
@@ -255,132 +377,170 @@ def _libraries(details: dict[str, Any]) -> str:
     return f"{details.get('hostname', '')}: {', '.join(found)}; {details.get('dtype')}, {switches}"
 
 
-def sheet_html(
-    sheet: Sheet,
-    sizes: dict[str, tuple[int, int] | None],
-    recipes: dict[int, str],
-    verdicts: dict[int, list[Verification]],
-    thumb: int,
-) -> str:
-    """One sheet as a table: labels on the first row and column, a thumbnail per cell."""
-    heading = f"<h3>{escape(sheet.fixed_label)}</h3>\n" if sheet.fixed else ""
-    header = "".join(f"<th>{escape(label)}</th>" for label in sheet.col_labels)
-    body = []
-    for label, row in zip(sheet.row_labels, sheet.tiles, strict=True):
-        cells = "".join(
-            f"<td>{tile_html(tile, sizes, recipes, verdicts, thumb)}</td>" for tile in row
-        )
-        body.append(f"<tr><th>{escape(label)}</th>{cells}</tr>")
-    return (
-        f'{heading}<table class="grid"><thead><tr><th></th>{header}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
-    )
-
-
-def tile_html(
-    tile: Tile | None,
-    sizes: dict[str, tuple[int, int] | None],
-    recipes: dict[int, str],
-    verdicts: dict[int, list[Verification]],
-    thumb: int,
-) -> str:
-    """A thumbnail linking to the full image, or a marked blank; details open on click."""
+def tile_html(tile: Tile | None, spec: JobSpec, pictures: Pictures, written: Written) -> str:
+    """A picture linking to the full image, or a marked blank; details open on click."""
     if tile is None:
         return ""
-    size = sizes.get(tile["png_sha256"]) if tile["png_sha256"] else None
-    if size is not None:
-        name = f"{tile['png_sha256']}.png"
-        alt = escape(f"{tile['prompt'] or ''} seed {tile['seed']}".strip())
-        picture = (
-            f'<a href="images/{name}"><img src="thumbs/{name}" width="{size[0]}"'
-            f' height="{size[1]}" alt="{alt}" title="{alt}"></a>'
-        )
-    else:
-        reason = tile["status"] if tile["status"] != "done" else "no file"
-        style = f"width:{thumb}px;height:{thumb}px"
-        hover = escape(tile["error"] or reason)
-        picture = f'<div class="blank" style="{style}" title="{hover}">{reason}</div>'
-    checks = verdicts.get(tile["image_id"], []) if tile["image_id"] else []
-    last = escape(checks[-1].verdict) if checks else ""
-    verdict = f' <span class="{last}">{last}</span>' if checks else ""
+    picture = picture_html(tile, pictures, written)
+    last = escape(tile["verdict"]) if tile.get("verdict") else ""
+    verdict = f' <span class="{last}">{last}</span>' if last else ""
     if tile.get("nsfw"):
         verdict += ' <span class="nsfw">nsfw</span>'
     name = f"image {tile['image_id']}" if tile["image_id"] else f"cell {tile['cell_id']}"
     return (
         f"{picture}<details><summary>{name}{verdict}</summary>"
-        f"<pre>{escape(_tile_details(tile, recipes))}</pre></details>"
+        f"<pre>{escape(_tile_details(tile, spec))}</pre></details>"
     )
 
 
-def _tile_details(tile: Tile, recipes: dict[int, str]) -> str:
-    recipe = tile.get("recipe") or json.loads(recipes.get(tile["cell_id"], "{}"))
+def picture_html(tile: Tile, pictures: Pictures, written: Written) -> str:
+    """The image, from the store or as a thumbnail, linking to the PNG in the store;
+    a grey box with the reason where there is no image file."""
+    path, png_sha256 = tile["path"], tile["png_sha256"]
+    if path is None or not os.path.isfile(path):
+        reason = tile["status"] if tile["status"] != "done" else "no file"
+        style = f"width:{pictures.thumb}px;height:{pictures.thumb}px"
+        hover = escape(tile["error"] or reason)
+        return f'<div class="blank" style="{style}" title="{hover}">{reason}</div>'
+    width, height = tile["width"], tile["height"]
+    size = contained(width, height, pictures.thumb)
+    link = pictures.link(path)
+    if link is None:
+        written.absolute_links += 1
+        href, src = Path(path).resolve().as_uri(), pictures.thumbnail(path, png_sha256, size)
+    elif max(width, height) <= pictures.thumb:
+        href = src = link
+    else:
+        href, src = link, pictures.thumbnail(path, png_sha256, size)
+    alt = escape(f"{tile['prompt'] or ''} seed {tile['seed']}".strip())
+    return (
+        f'<a href="{escape(href)}"><img src="{escape(src)}" width="{size[0]}"'
+        f' height="{size[1]}" alt="{alt}" title="{alt}"></a>'
+    )
+
+
+def _tile_details(tile: Tile, spec: JobSpec) -> str:
+    """The tile's hashes and fields, then its recipe (rebuilt from the job's spec)."""
+    recipe = tile.get("recipe") or json.loads(
+        cell_recipe(spec, tile["prompt"], tile["seed"], tile["params"])
+    )
     fields = ["status", "pixel_sha256", "png_sha256", "recipe_sha256", "checkpoint_sha256"]
     fields += ["environment_id", "device", "nsfw", "truncated", "error"]
     lines = [f"{k}: {tile[k]}" for k in fields if tile.get(k)]
-    return "\n".join([*lines, "recipe:", json.dumps(recipe, indent=1, ensure_ascii=False)])
+    # a field a line; json.dumps(indent=...) would take the pure-Python encoder, whose
+    # closures leave a reference cycle per call for the garbage collector
+    fields_json = (
+        f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in recipe.items()
+    )
+    return "\n".join([*lines, "recipe:", "{", ",\n".join(fields_json), "}"])
 
 
-def failures_html(failed: Iterable[Tile]) -> str:
-    """The failed cells with their error text."""
-    rows = [
-        f"<tr><td>{t['cell_id']}</td><td>{t['grid_index']}</td><td>{escape(t['prompt'] or '')}"
-        f"</td><td>{t['seed']}</td><td>{escape(json.dumps(t['params']))}</td>"
-        f'<td class="failed"><pre>{escape(t["error"] or "")}</pre></td></tr>'
-        for t in failed
-    ]
-    if not rows:
-        return '<h2 id="failures">Failures</h2>\n<p>No cell failed.</p>'
+def write_failures(out: TextIO, session: Session, job_id: int, store: Path) -> None:
+    """The failed cells with their error text, streamed."""
+    where = CellFilter(job=job_id, status="failed")
+    count = session.scalar(
+        select(func.count()).where(Cell.job_id == job_id, Cell.status == "failed")
+    )
+    if not count:
+        out.write('<h2 id="failures">Failures</h2>\n<p>No cell failed.</p>\n')
+        return
     head = "<tr><th>cell</th><th>grid index</th><th>prompt</th><th>seed</th><th>axes</th>"
-    return (
-        f'<h2 id="failures">Failures ({len(rows)})</h2>\n<table class="list">'
-        f"{head}<th>error</th></tr>{''.join(rows)}</table>"
+    out.write(f'<h2 id="failures">Failures ({count})</h2>\n<table class="list">')
+    out.write(f"{head}<th>error</th></tr>\n")
+    for t in query_cells(session, where, store):
+        out.write(
+            f"<tr><td>{t['cell_id']}</td><td>{t['grid_index']}</td>"
+            f"<td>{escape(t['prompt'] or '')}</td><td>{t['seed']}</td>"
+            f"<td>{escape(json.dumps(t['params']))}</td>"
+            f'<td class="failed"><pre>{escape(t["error"] or "")}</pre></td></tr>\n'
+        )
+    out.write("</table>\n")
+
+
+def _batch_warnings(session: Session, job_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    query = (
+        select(Batch.id, Batch.warnings)
+        .where(Batch.job_id == job_id, Batch.warnings.is_not(None))
+        .order_by(Batch.id)
+        .execution_options(yield_per=STREAM_ROWS)
     )
+    for batch_id, found in session.execute(query):
+        for warning in found:
+            yield batch_id, warning
 
 
-def warnings_html(warnings: dict[int, list[dict[str, Any]]]) -> str:
-    """The warnings diffusers, transformers and torch raised, batch by batch."""
-    rows = [
-        f"<tr><td>{batch_id}</td><td>{escape(w['source'])}</td><td>{escape(w['category'])}</td>"
-        f"<td><pre>{escape(w['message'])}</pre></td></tr>"
-        for batch_id, found in warnings.items()
-        for w in found
-    ]
-    if not rows:
-        return '<h2 id="warnings">Warnings</h2>\n<p>No batch raised a warning.</p>'
+def write_warnings(out: TextIO, session: Session, job_id: int) -> None:
+    """The warnings diffusers, transformers and torch raised, batch by batch, streamed
+    (read twice: once to count them for the heading)."""
+    count = sum(1 for _ in _batch_warnings(session, job_id))
+    if not count:
+        out.write('<h2 id="warnings">Warnings</h2>\n<p>No batch raised a warning.</p>\n')
+        return
     head = "<tr><th>batch</th><th>source</th><th>category</th><th>message</th></tr>"
+    out.write(f'<h2 id="warnings">Warnings ({count})</h2>\n<table class="list">{head}\n')
+    for batch_id, w in _batch_warnings(session, job_id):
+        out.write(
+            f"<tr><td>{batch_id}</td><td>{escape(w['source'])}</td>"
+            f"<td>{escape(w['category'])}</td><td><pre>{escape(w['message'])}</pre></td></tr>\n"
+        )
+    out.write("</table>\n")
+
+
+def _job_verifications(job_id: int) -> Select:
     return (
-        f'<h2 id="warnings">Warnings ({len(rows)})</h2>\n<table class="list">'
-        f"{head}{''.join(rows)}</table>"
+        select(Verification)
+        .join(Image, Image.id == Verification.image_id)
+        .join(Cell, Cell.id == Image.cell_id)
+        .where(Cell.job_id == job_id)
     )
 
 
-def verifications_html(verdicts: dict[int, list[Verification]]) -> str:
-    """The verdicts summed, then every verification of the job's images with its measurements."""
-    checks = sorted((v for found in verdicts.values() for v in found), key=lambda v: v.id)
-    if not checks:
-        return '<h2 id="verifications">Verifications</h2>\n<p>No image of this job is verified.</p>'
-    columns = ("image_id", "mode", "verdict", "max_abs_diff", "mean_abs_diff", "psnr")
-    head = "".join(f"<th>{c}</th>" for c in (*columns, "environment_id", "created_at"))
-    rows = "".join(
-        "<tr>"
-        + "".join(f"<td>{_cell(getattr(v, c))}</td>" for c in columns)
-        + f"<td>{_cell(v.environment_id)}</td>"
-        + f"<td>{v.created_at.isoformat(timespec='seconds')}</td></tr>"
-        for v in checks
-    )
-    return (
-        f'<h2 id="verifications">Verifications ({len(checks)})</h2>\n'
-        f"{verdict_counts_html(verdicts)}\n"
-        f'<table class="list"><tr>{head}</tr>{rows}</table>'
-    )
+VERIFICATION_COLUMNS = ("image_id", "mode", "verdict", "max_abs_diff", "mean_abs_diff", "psnr")
 
 
-def verdict_counts_html(verdicts: dict[int, list[Verification]]) -> str:
+def write_verifications(out: TextIO, session: Session, job_id: int) -> None:
+    """The verdicts summed, then every verification of the job's images with its
+    measurements, oldest first, streamed."""
+    checks = _job_verifications(job_id).subquery()
+    per_verdict = dict(
+        session.execute(select(checks.c.verdict, func.count()).group_by(checks.c.verdict)).all()
+    )
+    if not per_verdict:
+        out.write(
+            '<h2 id="verifications">Verifications</h2>\n<p>No image of this job is verified.</p>\n'
+        )
+        return
+    latest_ids = select(func.max(checks.c.id)).group_by(checks.c.image_id)
+    latest = dict(
+        session.execute(
+            select(Verification.verdict, func.count())
+            .where(Verification.id.in_(latest_ids))
+            .group_by(Verification.verdict)
+        ).all()
+    )
+    out.write(f'<h2 id="verifications">Verifications ({sum(per_verdict.values())})</h2>\n')
+    out.write(verdict_counts_html(per_verdict, latest) + "\n")
+    columns = (*VERIFICATION_COLUMNS, "environment_id", "created_at")
+    head = "".join(f"<th>{c}</th>" for c in columns)
+    out.write(f'<table class="list"><tr>{head}</tr>\n')
+    rows = session.execute(
+        _job_verifications(job_id)
+        .with_only_columns(*(getattr(Verification, c) for c in columns))
+        .order_by(Verification.id)
+        .execution_options(yield_per=STREAM_ROWS)
+    )
+    for row in rows:
+        *values, created_at = row
+        cells = "".join(f"<td>{_cell(v)}</td>" for v in values)
+        out.write(f"<tr>{cells}<td>{created_at.isoformat(timespec='seconds')}</td></tr>\n")
+    out.write("</table>\n")
+
+
+def verdict_counts_html(checks: dict[str, int], latest: dict[str, int]) -> str:
     """Per verdict: how many verifications found it, and how many images it is the latest of."""
-    checks = Counter(v.verdict for found in verdicts.values() for v in found)
-    latest = Counter(found[-1].verdict for found in verdicts.values() if found)
     rows = "".join(
-        f"<tr><td>{escape(verdict)}</td><td>{checks[verdict]}</td><td>{latest[verdict]}</td></tr>"
+        f"<tr><td>{escape(verdict)}</td><td>{checks[verdict]}</td>"
+        f"<td>{latest.get(verdict, 0)}</td></tr>"
         for verdict in sorted(checks, key=_verdict_order)
     )
     head = "<tr><th>verdict</th><th>verifications</th><th>images (latest verdict)</th></tr>"

@@ -1,29 +1,47 @@
-"""Contact sheets: a job's sheets drawn as labelled PNG grids.
+"""Contact sheets: a job's sheets drawn as labelled PNG grids, a row of tiles at a time.
 
 Each image is fitted into a square tile of ``thumb`` pixels; cells without an
 image (failed, cancelled, not yet run, file missing) are grey tiles crossed in
 red and marked with the reason; an image the safety checker flagged has a red
-border and says ``nsfw``. The tiles are assembled with diffusers'
-``make_image_grid`` (imported only when a sheet is drawn: it loads torch), and
-Pillow draws the title, the column labels across the top and the row labels
-down the side, wrapping long prompts, in a font that covers non-ASCII text
-(``fonts``) at a size that grows with the tiles. Each sheet PNG carries a
-``reprogrid-sheet`` text chunk listing the job, axes and images it shows.
+border and says ``nsfw``. Pillow draws the title, the column labels across the
+top and the row labels down the side, wrapping long prompts, in a font that
+covers non-ASCII text (``fonts``) at a size that grows with the tiles.
+
+A sheet is never held whole: its header, then each row of tiles (read from the
+database with ``layout.sheet_rows``) is drawn as a band the sheet's width and
+one tile high, and streamed into the PNG file (``PngStream``: rows deflated as
+they come). Memory is one band, whatever the number of rows. Each sheet PNG
+carries a ``reprogrid-sheet`` text chunk, after its pixels, listing the job,
+axes and images it shows; the list is spooled to a temporary file as the rows
+are drawn.
 """
 
 from __future__ import annotations
 
 import bisect
 import json
+import os
 import re
+import struct
+import tempfile
+import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO
 
-from PIL import Image, ImageDraw, ImageOps, PngImagePlugin
+from PIL import Image, ImageDraw, ImageOps
+from sqlalchemy.orm import Session
 
 from reprogrid.review.fonts import Font, sheet_font
-from reprogrid.review.layout import MIN_THUMB, ReviewError, Sheet, Tile, thumb_size
+from reprogrid.review.layout import (
+    MIN_THUMB,
+    ReviewError,
+    Sheet,
+    Tile,
+    sheet_rows,
+    thumb_size,
+)
 
 MAX_SIDE = 16_384  # pixels a side: beyond this many viewers refuse a PNG
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # Pillow's own decompression-bomb limit
@@ -67,49 +85,30 @@ class Geometry:
         return self.thumb + 2 * PAD
 
 
-def write_sheets(sheets: list[Sheet], output: Path, thumb: int | None = None) -> list[Path]:
+def write_sheets(
+    session: Session,
+    sheets: Sequence[Sheet],
+    store: Path,
+    output: Path,
+    thumb: int | None = None,
+) -> list[Path]:
     """Draw each sheet into its own file named after ``output``; return the paths.
 
     Checks every sheet's size before writing anything.
     """
-    if output.suffix.lower() not in Image.registered_extensions():
-        raise ReviewError(f"output: {output.name!r} has no image file extension, e.g. .png")
+    if output.suffix.lower() != ".png":
+        raise ReviewError(f"output: {output.name!r} is not a .png file name")
     thumb = thumb_size(thumb, sheets[0], DEFAULT_MAX_THUMB)
     for sheet in sheets:
         check_size(sheet, thumb)
     paths = sheet_paths(sheets, output)
     output.parent.mkdir(parents=True, exist_ok=True)
     for sheet, path in zip(sheets, paths, strict=True):
-        info = PngImagePlugin.PngInfo()
-        info.add_text(SHEET_CHUNK, json.dumps(sheet_contents(sheet), ensure_ascii=False))
-        draw_sheet(sheet, thumb).save(path, pnginfo=info)
+        write_sheet(session, sheet, store, thumb, path)
     return paths
 
 
-def sheet_contents(sheet: Sheet) -> dict[str, Any]:
-    """What a sheet shows, for its PNG chunk: job, axes, and each tile's image or status."""
-    return {
-        "job_id": sheet.job_id,
-        "job_name": sheet.job_name,
-        "fixed": sheet.fixed,
-        "rows": sheet.row_labels,
-        "cols": sheet.col_labels,
-        "tiles": [
-            {
-                "row": row,
-                "col": col,
-                "image_id": tile.get("image_id"),
-                "png_sha256": tile.get("png_sha256"),
-                "status": tile["status"],
-            }
-            for row, tiles in enumerate(sheet.tiles)
-            for col, tile in enumerate(tiles)
-            if tile is not None
-        ],
-    }
-
-
-def sheet_paths(sheets: list[Sheet], output: Path) -> list[Path]:
+def sheet_paths(sheets: Sequence[Sheet], output: Path) -> list[Path]:
     """``output`` for a single sheet, else ``<stem>-<axis>=<value>...<suffix>`` for each."""
     if len(sheets) == 1:
         return [output]
@@ -171,43 +170,162 @@ def measure(sheet: Sheet, thumb: int) -> Geometry:
     return Geometry(thumb, label_width, title_lines, col_lines, header, width, height)
 
 
-def draw_sheet(sheet: Sheet, thumb: int) -> Image.Image:
-    """The sheet as one RGB image: title, labels and tiles."""
-    from diffusers.utils import make_image_grid
-
+def write_sheet(session: Session, sheet: Sheet, store: Path, thumb: int, path: Path) -> None:
+    """Draw one sheet into ``path``: its header, then its rows of tiles one band at a time."""
     geometry = measure(sheet, thumb)
     font, title_font = _fonts(thumb)
-    canvas = Image.new("RGB", (geometry.width, geometry.height), WHITE)
-    draw = ImageDraw.Draw(canvas)
+    line_height = _line_height(font)
+    rows = range(len(sheet.row_labels))
+    cols = range(len(sheet.col_labels))
+    with PngStream(path, geometry.width, geometry.height) as png, tempfile.TemporaryFile() as spool:
+        listing = Listing(sheet, spool)
+        png.write(_header(geometry, font, title_font))
+        for row, tiles in zip(rows, sheet_rows(session, sheet, store, rows, cols), strict=True):
+            band = Image.new("RGB", (geometry.width, geometry.cell), WHITE)
+            draw = ImageDraw.Draw(band)
+            label = sheet.row_labels[row]
+            lines = wrap(
+                label, font, geometry.label_width - 2 * MARGIN, geometry.cell // line_height
+            )
+            top = (geometry.cell - len(lines) * line_height) // 2
+            for index, line in enumerate(lines):
+                draw.text((MARGIN, top + index * line_height), line, font=font, fill=BLACK)
+            for col, tile in enumerate(tiles):
+                band.paste(tile_image(tile, thumb), (geometry.label_width + col * geometry.cell, 0))
+                listing.add(row, col, tile)
+            png.write(band)
+        png.write(Image.new("RGB", (geometry.width, MARGIN), WHITE))
+        png.text(SHEET_CHUNK, listing.finish())
+
+
+def _header(geometry: Geometry, font: Font, title_font: Font) -> Image.Image:
+    """The band above the tiles: the title, then the column labels, bottom-aligned."""
+    header = Image.new("RGB", (geometry.width, geometry.header), WHITE)
+    draw = ImageDraw.Draw(header)
     y = MARGIN
     for line in geometry.title_lines:
         draw.text((MARGIN, y), line, font=title_font, fill=BLACK)
         y += _line_height(title_font)
     line_height = _line_height(font)
     deepest = max(map(len, geometry.col_lines))
-    for column, lines in enumerate(geometry.col_lines):  # bottom-aligned above the tiles
+    for column, lines in enumerate(geometry.col_lines):
         x = geometry.label_width + column * geometry.cell + PAD
         for index, line in enumerate(lines, deepest - len(lines)):
             draw.text((x, y + index * line_height), line, font=font, fill=BLACK)
-    for row, label in enumerate(sheet.row_labels):
-        lines = wrap(label, font, geometry.label_width - 2 * MARGIN, geometry.cell // line_height)
-        top = (
-            geometry.header + row * geometry.cell + (geometry.cell - len(lines) * line_height) // 2
-        )
-        for index, line in enumerate(lines):
-            draw.text((MARGIN, top + index * line_height), line, font=font, fill=BLACK)
-    tiles = [tile_image(tile, thumb) for row in sheet.tiles for tile in row]
-    grid = make_image_grid(tiles, rows=len(sheet.row_labels), cols=len(sheet.col_labels))
-    canvas.paste(grid, (geometry.label_width, geometry.header))
-    return canvas
+    return header
+
+
+class Listing:
+    """What a sheet shows, for its PNG chunk, spooled to a file as it is drawn: job,
+    axes, and each tile's image or status."""
+
+    def __init__(self, sheet: Sheet, spool: IO[bytes]) -> None:
+        head = {
+            "job_id": sheet.job_id,
+            "job_name": sheet.job_name,
+            "fixed": sheet.fixed,
+            "rows": sheet.row_labels,
+            "cols": sheet.col_labels,
+        }
+        self.file = spool
+        self.file.write(json.dumps(head, ensure_ascii=False)[:-1].encode() + b', "tiles": [')
+        self.separator = b""
+
+    def add(self, row: int, col: int, tile: Tile | None) -> None:
+        """List one tile (nothing where the sheet has no cell)."""
+        if tile is None:
+            return
+        entry = {
+            "row": row,
+            "col": col,
+            "image_id": tile.get("image_id"),
+            "png_sha256": tile.get("png_sha256"),
+            "status": tile["status"],
+        }
+        self.file.write(self.separator + json.dumps(entry).encode())
+        self.separator = b", "
+
+    def finish(self) -> IO[bytes]:
+        """The listing, complete and rewound."""
+        self.file.write(b"]}")
+        self.file.seek(0)
+        return self.file
+
+
+class PngStream:
+    """A PNG file written band by band: 8-bit RGB rows deflated as they come, then
+    text chunks, so that no more than a band of the image is ever in memory."""
+
+    IDAT_BYTES = 1 << 16
+
+    def __init__(self, path: Path, width: int, height: int) -> None:
+        self.file = path.open("wb")
+        self.width, self.height, self.rows = width, height, 0
+        self.deflate = zlib.compressobj(6)
+        self.pending = bytearray()
+        self.file.write(b"\x89PNG\r\n\x1a\n")
+        self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+
+    def __enter__(self) -> PngStream:
+        return self
+
+    def __exit__(self, exc_type: object, *exc_info: object) -> None:
+        if exc_type is None:
+            self._close()
+        self.file.close()
+
+    def write(self, band: Image.Image) -> None:
+        """Append a band of rows as wide as the image."""
+        if band.size[0] != self.width or self.rows + band.size[1] > self.height:
+            raise ValueError(f"band {band.size} does not fit a {self.width}x{self.height} PNG")
+        raw, stride = band.convert("RGB").tobytes(), self.width * 3
+        for start in range(0, len(raw), stride):  # filter type 0 (None) before each row
+            self.pending += self.deflate.compress(b"\x00" + raw[start : start + stride])
+        self.rows += band.size[1]
+        if len(self.pending) >= self.IDAT_BYTES:
+            self._chunk(b"IDAT", bytes(self.pending))
+            self.pending.clear()
+
+    def text(self, keyword: str, text: IO[bytes]) -> None:
+        """An uncompressed international text chunk (iTXt) whose UTF-8 text is read from
+        a file, copied through without being held whole."""
+        self._finish_pixels()
+        # keyword, then no compression, no language tag and no translated keyword
+        prefix = keyword.encode("latin-1") + b"\x00\x00\x00\x00\x00"
+        text.seek(0, 2)
+        size = len(prefix) + text.tell()
+        text.seek(0)
+        self.file.write(struct.pack(">I", size) + b"iTXt" + prefix)
+        crc = zlib.crc32(b"iTXt" + prefix)
+        while piece := text.read(self.IDAT_BYTES):
+            self.file.write(piece)
+            crc = zlib.crc32(piece, crc)
+        self.file.write(struct.pack(">I", crc))
+
+    def _finish_pixels(self) -> None:
+        if self.deflate is None:
+            return
+        if self.rows != self.height:
+            raise ValueError(f"{self.rows} rows written of {self.height}")
+        self._chunk(b"IDAT", bytes(self.pending + self.deflate.flush()))
+        self.pending.clear()
+        self.deflate = None
+
+    def _close(self) -> None:
+        self._finish_pixels()
+        self._chunk(b"IEND", b"")
+
+    def _chunk(self, kind: bytes, data: bytes) -> None:
+        self.file.write(struct.pack(">I", len(data)) + kind + data)
+        self.file.write(struct.pack(">I", zlib.crc32(kind + data)))
 
 
 def tile_image(tile: Tile | None, thumb: int) -> Image.Image:
     """One tile with its border: the image fitted to ``thumb``, a marked blank, or nothing."""
     if tile is None:
         return Image.new("RGB", (thumb + 2 * PAD,) * 2, WHITE)
-    path = Path(tile["path"]) if tile["path"] else None
-    if tile["status"] == "done" and path is not None and path.is_file():
+    path = tile["path"]  # a str: pathlib would intern the name of every file
+    if tile["status"] == "done" and path is not None and os.path.isfile(path):
         with Image.open(path) as image:
             fitted = ImageOps.pad(image.convert("RGB"), (thumb, thumb), color=WHITE)
         if tile.get("nsfw"):

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from reprogrid.models import open_database
 from reprogrid.models.queries import CellFilter, query_cells
 from reprogrid.review.layout import ReviewError, job_sheets
-from reprogrid.review.sheet import GREY, RED, WHITE, check_size
+from reprogrid.review.sheet import GREY, RED, SHEET_CHUNK, WHITE, check_size
 
 from .images import find, pixels
 from .night import FAILED_PROMPT, FAILED_SEEDS, NIGHT_PROMPTS, TINY_FLAGS, NightJob
@@ -119,3 +121,25 @@ def test_an_axis_the_job_lacks_is_bad_input(night: NightJob, tmp_path: Path):
     assert result.exit_code == 2
     assert result.output == "Error: rows: the job has no axis 'colour' (its axes: prompt, seed)\n"
     assert not (tmp_path / "s.png").exists()
+
+
+def test_chosen_rows_and_columns_put_each_image_at_its_own_values(cli, tmp_path: Path):
+    axis = ("--axis", "guidance_scale=5,7.5", "--axis", "steps=1,2")
+    assert cli("run", "--prompt", "a fox", "--seeds", "0-2", *TINY_FLAGS, *axis).exit_code == 0
+    out = tmp_path / "xy.png"
+    result = cli("grid", "1", "-o", str(out), "--rows", "guidance_scale", "--cols", "seed")
+    assert result.exit_code == 0, result.output
+    rows = {r["image_id"]: r for r in json.loads(cli("query", "--format", "json").output)}
+    placed = 0
+    for path in result.stdout.split():  # one sheet per number of steps
+        contents = json.loads(Image.open(path).text[SHEET_CHUNK])
+        for tile in contents["tiles"]:
+            image = rows[tile["image_id"]]
+            assert (
+                contents["rows"][tile["row"]]
+                == f"guidance_scale={image['params']['guidance_scale']}"
+            )
+            assert contents["cols"][tile["col"]] == f"seed {image['seed']}"
+            assert contents["fixed"] == {"prompt": "a fox", "steps": image["params"]["steps"]}
+            placed += 1
+    assert placed == len(rows) == 12

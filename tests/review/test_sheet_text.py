@@ -33,7 +33,7 @@ def test_the_sheet_font_draws_non_ascii_letters_not_boxes():
 
 
 def _one_row_sheet(label: str) -> Sheet:
-    return Sheet(1, "j", {}, [label], ["seed 0"], [[None]], 64)
+    return Sheet(1, "j", {}, [label], ["seed 0"], 64)
 
 
 def test_labels_grow_with_the_tiles():
@@ -57,7 +57,7 @@ def test_a_sheet_png_lists_its_job_axes_and_images(night: NightJob, tmp_path: Pa
 def page(night: NightJob, tmp_path_factory: pytest.TempPathFactory) -> str:
     folder = tmp_path_factory.mktemp("report-text")
     assert night.cli("report", str(night.job_id), "-o", str(folder)).exit_code == 0
-    return (folder / "index.html").read_text(encoding="utf-8")
+    return "".join(p.read_text(encoding="utf-8") for p in sorted(folder.glob("*.html")))
 
 
 def test_the_report_sums_the_verifications_per_verdict(page: str):
