@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import uuid
 from collections.abc import Iterator, Sequence
@@ -104,7 +103,16 @@ def rss_mib() -> float:
 
 def peak_rss_mib() -> float:
     """The largest resident set size this process has had, in MiB."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return memory_mib("VmHWM")
+
+
+def memory_mib(field: str) -> float:
+    """A memory figure of this process from /proc/self/status, in MiB: ``VmHWM`` (peak
+    RSS) or ``VmRSS``. Not ``ru_maxrss``: Linux carries that across exec from the
+    process that spawned this one, so a child would report its parent's peak."""
+    with open("/proc/self/status", encoding="ascii") as status:
+        line = next(line for line in status if line.startswith(f"{field}:"))
+    return int(line.split()[1]) / 1024
 
 
 def bench_spec(**fields: Any) -> JobSpec:

@@ -33,7 +33,7 @@ from typing import Any
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from bench.common import Row, arguments, bench_spec, sqlite_url, verdict, write_rows
+from bench.common import Row, arguments, bench_spec, memory_mib, sqlite_url, verdict, write_rows
 from bench.query import FAKE_ENVIRONMENT, write_results
 from reprogrid.models import Cell, Image, open_database
 from reprogrid.scheduler.jobs import create_job
@@ -83,15 +83,6 @@ def command_line(url: str, store: Path, command: str, job_id: int, out: Path) ->
     """The reprogrid arguments of one measured command."""
     target = out / "sheet.png" if command == "grid" else out
     return ["--db", url, "--store", str(store), command, str(job_id), "-o", str(target)]
-
-
-def memory_mib(field: str) -> float:
-    """A memory figure of this process from /proc/self/status, in MiB: ``VmHWM`` (peak
-    RSS) or ``VmRSS``. Not ``ru_maxrss``: Linux carries that across exec from the
-    process that spawned this one, so a child would report its parent's peak."""
-    with open("/proc/self/status", encoding="ascii") as status:
-        line = next(line for line in status if line.startswith(f"{field}:"))
-    return int(line.split()[1]) / 1024
 
 
 def run_one(arguments_: list[str]) -> None:

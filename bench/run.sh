@@ -34,5 +34,6 @@ run submit
 run query
 run memory
 run determinism
+run review
 "$PYTHON" -m bench.report --seconds $((SECONDS - started)) \
-    "$results"/{process,throughput,distributed,submit,query,memory,determinism}.json
+    "$results"/{process,throughput,distributed,submit,query,memory,determinism,review}.json
