@@ -10,13 +10,15 @@ a word-level CLIP tokenizer for that vocabulary; then, in order,
 2. the latents of the whole data set and their scaling factor,
 3. a small CLIP text encoder and UNet2DConditionModel trained together on
    epsilon prediction, the caption dropped 10% of the time so that
-   classifier-free guidance works,
+   classifier-free guidance works (``--offset-noise``: with offset noise),
 4. a StableDiffusionPipeline (Euler sampler) saved with ``save_pretrained``,
-5. what it measured: losses, time, and prompt adherence at two guidance scales
+5. what it measured: losses, time, prompt adherence at two guidance scales and named backgrounds
    (``reprogrid.review.shapes`` names each image's colour and shape).
 
     nice -n 19 python scripts/train_shapes.py               # 30 minutes on 2 busy CPU cores
-    nice -n 19 python scripts/train_shapes.py --resume 1500  # 10 more: the shipped weights
+    nice -n 19 python scripts/train_shapes.py --resume 1500  # 8 more
+    nice -n 19 python scripts/train_shapes.py --resume 600 --offset-noise 0.1
+        # 5 more: the shipped weights, which follow background words (README)
     nice -n 19 python scripts/train_shapes.py --quick       # a few minutes, to try a change
     nice -n 19 python scripts/train_shapes.py --zero-snr --unet-steps 3000 --output DIR
         # the zero-SNR experiment: follows background words, draws blobs (README)
