@@ -24,7 +24,8 @@ a word-level CLIP tokenizer for that vocabulary; then, in order,
         # the zero-SNR experiment: follows background words, draws blobs (README)
 
 Every random draw is seeded, so the same library versions and thread count
-should give the same weights (not yet checked by a second full run).
+should give the same weights (the offset-noise step was rerun and gave the same bits;
+the first command has not been checked by a second full run).
 """
 
 from __future__ import annotations
