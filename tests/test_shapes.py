@@ -84,15 +84,14 @@ def adherence(results) -> float:
 
 
 # Measured with the shipped weights (guidance 4.0, 2 seeds x 4 shapes per colour): red comes out
-# orange half the time and green shapes mostly take another colour. Strict, so a better checkpoint
-# that passes them makes these tests fail until the marks go.
+# orange half the time and green shapes half the time another colour. Strict, so a better
+# checkpoint that passes them makes these tests fail until the marks go.
 UNDERTRAINED_COLOURS = {"red", "green"}
-# A fat star measures as a triangle, a rounded square as a circle: half right each.
-UNDERTRAINED_SHAPES = {"square", "star"}
-# The background follows the seed, not the prompt (10 of 72 right): mostly gray, which therefore
-# passes without being followed. (scripts/train_shapes.py --zero-snr follows all nine, 72 of 72,
-# but draws blobs: README.)
-UNFOLLOWED_BACKGROUNDS = set(BACKGROUND_COLOURS) - {"gray"}
+# A fat star measures as a triangle: 3 of 12 right.
+UNDERTRAINED_SHAPES = {"star"}
+# Trained with offset noise, the checkpoint follows the background words (64 of 72 right), all
+# but orange (2 of 8).
+UNFOLLOWED_BACKGROUNDS = {"orange"}
 
 
 def known_weak(word: str, weak: set[str], reason: str):
@@ -102,7 +101,7 @@ def known_weak(word: str, weak: set[str], reason: str):
 
 @pytest.mark.parametrize(
     "colour",
-    [known_weak(c, UNDERTRAINED_COLOURS, "measured: 1 to 4 of 8 right") for c in SHAPE_COLOURS],
+    [known_weak(c, UNDERTRAINED_COLOURS, "measured: 4 of 8 right") for c in SHAPE_COLOURS],
 )
 def test_each_colour_word_gives_shapes_of_that_colour(guided, colour):
     assert right_colours(guided, colour) >= 0.75
@@ -113,7 +112,7 @@ def test_most_images_have_the_prompts_colour(guided):
 
 
 @pytest.mark.parametrize(
-    "shape", [known_weak(s, UNDERTRAINED_SHAPES, "measured: 6 of 12 right") for s in SHAPES]
+    "shape", [known_weak(s, UNDERTRAINED_SHAPES, "measured: 3 of 12 right") for s in SHAPES]
 )
 def test_each_shape_word_gives_that_shape_for_most_seeds(guided, shape):
     assert right_shapes(guided, shape) > 0.5
@@ -159,10 +158,7 @@ def on_backgrounds(shapes) -> dict[str, list[Measured]]:
 
 @pytest.mark.parametrize(
     "background",
-    [
-        known_weak(b, UNFOLLOWED_BACKGROUNDS, "measured: 0 to 3 of 8 right")
-        for b in BACKGROUND_COLOURS
-    ],
+    [known_weak(b, UNFOLLOWED_BACKGROUNDS, "measured: 2 of 8 right") for b in BACKGROUND_COLOURS],
 )
 def test_each_background_word_gives_that_background(on_backgrounds, background):
     assert np.mean([m.background == background for m in on_backgrounds[background]]) >= 0.75
