@@ -5,7 +5,6 @@ Rows come back as plain dicts ready for JSON, CSV or a table.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,9 +12,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, union
+from sqlalchemy import Integer, Select, and_, case, column, false, func, or_, select, text, union
 from sqlalchemy.orm import Session
 
+from reprogrid.models.recipes import recipe_of
 from reprogrid.models.tables import (
     FINISHED,
     Batch,
@@ -25,14 +25,23 @@ from reprogrid.models.tables import (
     Fleet,
     Image,
     Job,
+    JobPrompt,
     PromptTokens,
     Verification,
     Worker,
     utcnow,
 )
+from reprogrid.scheduler.grid import GridShape, prompt_positions, seed_position
+from reprogrid.scheduler.spec import JobSpec
 
 # A worker whose heartbeat (every 5 s) is older than this is taken for gone.
 LIVE_WORKER_SECONDS = 15
+# query --prompt/--seed: beyond this many grid_index ranges per job, test every cell of it.
+GRID_RANGES = 2000
+# The trigram index serves needles of at least this many characters.
+TRIGRAM = 3
+PROMPT_FTS = "job_prompt_fts"  # SQLite's FTS5 table over job_prompt (migration 0009)
+TRIGRAM_INDEX = "ix_job_prompt_trgm"  # PostgreSQL's pg_trgm GIN index (migration 0009)
 # Throughput, and so the ETA, is measured over the images of the last few minutes.
 THROUGHPUT_WINDOW_SECONDS = 300
 
@@ -168,10 +177,8 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
     )
     if where.job is not None:
         query = query.where(Cell.job_id == where.job)
-    if where.prompt is not None:
-        query = query.where(Cell.prompt.contains(where.prompt, autoescape=True))
-    if where.seed is not None:
-        query = query.where(Cell.seed == where.seed)
+    if where.prompt is not None or where.seed is not None:
+        query = query.where(_grid_condition(session, where))
     if where.model is not None:
         query = query.where(_model_condition(session, where.model))
     if where.status is not None:
@@ -191,6 +198,83 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
         if record["path"] is not None:
             record["path"] = image_path(written_under, record["path"], store)
         yield record
+
+
+def _grid_condition(session: Session, where: CellFilter) -> Any:
+    """Cells of the filter's prompt substring and seed, found by grid arithmetic.
+
+    ``cell`` has no index on prompt or seed (each would cost a million-cell
+    submission seconds): the matching prompts come from ``job_prompt`` (its
+    trigram index), and each job's spec says which ``grid_index`` values hold
+    them and the seed, read on the ``(job_id, grid_index)`` index.
+    """
+    prompts: dict[int, set[str]] | None = None
+    if where.prompt is not None:
+        prompts = {}
+        for job_id, text in session.execute(prompt_matches(session, where.prompt, where.job)):
+            prompts.setdefault(job_id, set()).add(text)
+    jobs = select(Job.id, Job.spec).order_by(Job.id)
+    if where.job is not None:
+        jobs = jobs.where(Job.id == where.job)
+    elif prompts is not None:
+        jobs = jobs.where(Job.id.in_(prompts))
+    conditions = []
+    for job_id, raw in session.execute(jobs):
+        spec = JobSpec.from_json(raw)
+        positions = None if prompts is None else prompt_positions(spec, prompts.get(job_id, set()))
+        seed = None if where.seed is None else seed_position(spec, where.seed)
+        if positions == [] or (where.seed is not None and seed is None):
+            continue
+        conditions.append(and_(Cell.job_id == job_id, _grid_indexes(spec, positions, seed)))
+    return or_(false(), *conditions)
+
+
+def _grid_indexes(spec: JobSpec, prompts: list[int] | None, seed: int | None) -> Any:
+    """The job's cells at these prompt positions (None: all) and seed position (None: all)."""
+    shape = GridShape.of(spec)
+    ranges = shape.ranges(prompts, seed, most=GRID_RANGES)
+    if ranges is None:  # too many ranges to list: test each of the job's cells
+        tests = []
+        if prompts is not None:
+            tests.append((Cell.grid_index // shape.seeds % shape.prompts).in_(prompts))
+        if seed is not None:
+            tests.append(Cell.grid_index % shape.seeds == seed)
+        return and_(*tests)
+    single = [low for low, high in ranges if low == high]
+    spans = [Cell.grid_index.between(low, high) for low, high in ranges if low != high]
+    return or_(Cell.grid_index.in_(single), *spans) if single else or_(*spans)
+
+
+def prompt_matches(session: Session, needle: str, job_id: int | None = None) -> Select:
+    """(job_id, prompt) of every job prompt holding ``needle``: today's ``LIKE '%needle%'``
+    (ASCII case-insensitive on SQLite, case-sensitive on PostgreSQL), through the
+    trigram index where it serves (needles of 3 characters or more)."""
+    escaped = needle.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    # The pattern as one value (not '%' || value || '%'): pg_trgm's index reads it.
+    query = select(JobPrompt.job_id, JobPrompt.prompt).where(
+        JobPrompt.prompt.like(f"%{escaped}%", escape="/")
+    )
+    if job_id is not None:
+        query = query.where(JobPrompt.job_id == job_id)
+    if session.get_bind().dialect.name == "sqlite" and len(needle) >= TRIGRAM:
+        # FTS5 folds case further than LIKE does (non-ASCII too): it narrows, LIKE decides.
+        found = (
+            text(f"SELECT rowid FROM {PROMPT_FTS} WHERE {PROMPT_FTS} MATCH :phrase")
+            .bindparams(phrase='"' + needle.replace('"', '""') + '"')
+            .columns(column("rowid", Integer))
+        )
+        query = query.where(JobPrompt.id.in_(found))
+    return query
+
+
+def prompt_search_index(session: Session) -> str:
+    """Which index serves ``query --prompt`` on this database, in words."""
+    if session.get_bind().dialect.name == "sqlite":
+        return f"FTS5 trigram ({PROMPT_FTS}), for substrings of {TRIGRAM}+ characters"
+    found = session.scalar(
+        text("SELECT count(*) FROM pg_indexes WHERE indexname = :name"), {"name": TRIGRAM_INDEX}
+    )
+    return f"pg_trgm GIN ({TRIGRAM_INDEX})" if found else "none (pg_trgm missing): a scan"
 
 
 def _sort_order(sort: str) -> list[Any]:
@@ -320,9 +404,7 @@ def find_image(session: Session, reference: str) -> Image:
     candidates = union(
         select(Image.id).where(Image.pixel_sha256 >= low, Image.pixel_sha256 < high),
         select(Image.id).where(Image.png_sha256 >= low, Image.png_sha256 < high),
-        select(Image.id)
-        .join(Cell, Cell.id == Image.cell_id)
-        .where(Cell.recipe_sha256 >= low, Cell.recipe_sha256 < high),
+        select(Image.id).where(Image.recipe_sha256 >= low, Image.recipe_sha256 < high),
     )
     matches = session.scalars(select(Image).where(Image.id.in_(candidates)).limit(2)).all()
     if not matches:
@@ -332,12 +414,9 @@ def find_image(session: Session, reference: str) -> Image:
     return matches[0]
 
 
-def _prompt_tokens(session: Session, cell: Cell) -> dict[str, Any]:
+def _prompt_tokens(session: Session, cell: Cell, recipe: dict[str, Any]) -> dict[str, Any]:
     """Token counts of the cell's prompt and negative prompt: role -> {tokenizer: count}."""
-    texts = {
-        "prompt": cell.prompt,
-        "negative_prompt": json.loads(cell.recipe).get("negative_prompt"),
-    }
+    texts = {"prompt": cell.prompt, "negative_prompt": recipe.get("negative_prompt")}
     rows = session.scalars(
         select(PromptTokens).where(
             PromptTokens.job_id == cell.job_id,
@@ -354,6 +433,7 @@ def _prompt_tokens(session: Session, cell: Cell) -> dict[str, Any]:
 def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
     """Everything recorded about one image: cell, recipe, batch, environment, checkpoint."""
     cell = image.cell
+    recipe = recipe_of(session, cell)
     batch = session.get(Batch, image.batch_id)
     verifications = session.scalars(
         select(Verification).where(Verification.image_id == image.id).order_by(Verification.id)
@@ -368,8 +448,8 @@ def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
         "seed": cell.seed,
         "params": cell.params,
         "truncated": cell.truncated,
-        "tokens": _prompt_tokens(session, cell),
-        "recipe": json.loads(cell.recipe),
+        "tokens": _prompt_tokens(session, cell, recipe),
+        "recipe": recipe,
         "recipe_sha256": cell.recipe_sha256,
         "pixel_sha256": image.pixel_sha256,
         "png_sha256": image.png_sha256,

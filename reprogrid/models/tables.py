@@ -115,7 +115,6 @@ class Cell(Base):
         Index("ix_cell_job_status", "job_id", "status"),
         # query --status S [--job N]: matching cells already in job and grid order
         Index("ix_cell_status_job_grid", "status", "job_id", "grid_index"),
-        Index("ix_cell_seed", "seed"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -124,8 +123,10 @@ class Cell(Base):
     prompt: Mapped[str | None] = mapped_column(Text)
     seed: Mapped[int] = mapped_column(Seed)
     params: Mapped[dict[str, Any]]
-    recipe: Mapped[str] = mapped_column(Text)
-    recipe_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # Cells made before migration 0009 keep their recipe here; newer ones are NULL and
+    # rebuilt from their RecipeBase row, prompt and seed (models/recipes.py).
+    recipe: Mapped[str | None] = mapped_column(Text)
+    recipe_sha256: Mapped[str] = mapped_column(String(64))
     batch_key: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id"), index=True)
@@ -164,6 +165,28 @@ class Batch(Base):
     finished_at: Mapped[datetime | None]
     # a failed attempt's backoff: not dispatched again before this time
     retry_at: Mapped[datetime | None]
+
+
+class RecipeBase(Base):
+    """The recipe shared by a job's cells of one batch key: everything but prompt and seed."""
+
+    __tablename__ = "recipe_base"
+    __table_args__ = (UniqueConstraint("job_id", "batch_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
+    batch_key: Mapped[str] = mapped_column(String(32))
+    recipe: Mapped[str] = mapped_column(Text)  # canonical JSON, without prompt and seed
+
+
+class JobPrompt(Base):
+    """One distinct prompt of a job: what ``query --prompt`` searches (trigram-indexed)."""
+
+    __tablename__ = "job_prompt"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    prompt: Mapped[str] = mapped_column(Text)
 
 
 class PromptTokens(Base):
@@ -229,6 +252,8 @@ class Image(Base):
     batch_size: Mapped[int] = mapped_column(Integer)
     pixel_sha256: Mapped[str] = mapped_column(String(64), index=True)
     png_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # the cell's recipe_sha256, copied when the image is recorded: ``show <prefix>`` looks here
+    recipe_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     path: Mapped[str] = mapped_column(String(500))  # relative to the store
     # The store folder the file was written under, absolute as its worker saw it
     # (NULL for images recorded before migration 0008: read under the current store).

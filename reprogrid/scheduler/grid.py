@@ -18,9 +18,10 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+from reprogrid.models.recipes import canonical_json
 from reprogrid.scheduler.spec import JobSpec
 
 RECIPE_VERSION = 1
@@ -42,11 +43,7 @@ class CellPlan(NamedTuple):
     recipe: str
     recipe_sha256: str
     batch_key: str
-
-
-def canonical_json(data: Any) -> str:
-    """JSON with sorted keys and no whitespace: the form recipes are hashed in."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    base: str  # canonical JSON of the batch key's recipe (no prompt, no seed)
 
 
 def sha256_text(text: str) -> str:
@@ -91,7 +88,8 @@ def expand(spec: JobSpec) -> Iterator[CellPlan]:
     for values in itertools.product(*(spec.axes[n] for n in names)):
         params = dict(zip(names, values, strict=True))
         recipe = base_recipe(spec, params)
-        batch_key = sha256_text(canonical_json(recipe))[:32]
+        base = canonical_json(recipe)
+        batch_key = sha256_text(base)[:32]
         head, tail = _template(recipe, spec.pipeline)
         for prompt in spec.prompts or (None,):
             prompt_head = head.replace(_PROMPT, json.dumps(prompt, ensure_ascii=False)[1:-1])
@@ -110,6 +108,7 @@ def expand(spec: JobSpec) -> Iterator[CellPlan]:
                     prompt_head + end,
                     digest.hexdigest(),
                     batch_key,
+                    base,
                 )
                 grid_index += 1
 
@@ -135,3 +134,53 @@ def cell_recipe(spec: JobSpec, prompt: str | None, seed: int, params: dict[str, 
     if spec.pipeline == "text-to-image":
         recipe["prompt"] = prompt
     return canonical_json(recipe)
+
+
+class GridShape(NamedTuple):
+    """How a grid's cells are laid out: ``grid_index = (c * prompts + p) * seeds + s``."""
+
+    combinations: int  # of the axes' values
+    prompts: int  # 1 for a pipeline without prompts
+    seeds: int
+
+    @classmethod
+    def of(cls, spec: JobSpec) -> GridShape:
+        """The layout of ``spec``'s grid (see the module docstring for the order)."""
+        prompts, seeds = len(spec.prompts) or 1, spec.seeds.count
+        return cls(spec.cell_count // (prompts * seeds), prompts, seeds)
+
+    def ranges(
+        self, prompt_positions: Iterable[int] | None, seed_position: int | None, most: int
+    ) -> list[tuple[int, int]] | None:
+        """Inclusive ``grid_index`` ranges of the cells at these prompt positions (None:
+        every prompt) and this seed position (None: every seed), in grid order; None
+        when they take more than ``most`` ranges."""
+        prompts = range(self.prompts) if prompt_positions is None else sorted(prompt_positions)
+        first, last = (0, self.seeds - 1) if seed_position is None else (seed_position,) * 2
+        if self.combinations * len(prompts) > most:
+            return None
+        merged: list[tuple[int, int]] = []
+        for c in range(self.combinations):
+            for p in prompts:
+                start = (c * self.prompts + p) * self.seeds
+                low, high = start + first, start + last
+                if merged and merged[-1][1] + 1 == low:
+                    merged[-1] = (merged[-1][0], high)
+                else:
+                    merged.append((low, high))
+        return merged
+
+
+def seed_position(spec: JobSpec, seed: int) -> int | None:
+    """Where ``seed`` is in the spec's seed list (seeds never repeat), None if absent."""
+    offset = 0
+    for first, last in spec.seeds.runs:
+        if first <= seed <= last:
+            return offset + seed - first
+        offset += last - first + 1
+    return None
+
+
+def prompt_positions(spec: JobSpec, prompts: set[str]) -> list[int]:
+    """Where these prompts are in the spec's prompt list."""
+    return [i for i, prompt in enumerate(spec.prompts) if prompt in prompts]

@@ -2,7 +2,9 @@
 
 Every cell of a grid is a row before any work starts; batches are formed from
 waiting cells in grid order, so the same spec always gives the same batch
-compositions (which the determinism contract depends on).
+compositions (which the determinism contract depends on). A cell row holds no
+recipe: its job holds one ``recipe_base`` per batch key and one ``job_prompt``
+per distinct prompt (docs/architecture.md, "How cells are stored").
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ from datetime import datetime
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from reprogrid.models import PENDING, QUEUED, Batch, Cell, Database, Job, PromptTokens
+from reprogrid.models import (
+    PENDING,
+    QUEUED,
+    Batch,
+    Cell,
+    Database,
+    Job,
+    JobPrompt,
+    PromptTokens,
+    RecipeBase,
+)
 from reprogrid.models.db import bulk_insert
 from reprogrid.models.tables import to_signed_seed
 from reprogrid.scheduler.grid import CellPlan, expand
@@ -54,8 +66,20 @@ def create_job(
         session.flush()
         if tokens is not None:
             session.add_all(_token_rows(job.id, tokens))
-        rows = _cell_rows(job.id, expand(spec), truncated_cells(spec, tokens))
-        bulk_insert(session.connection(), Cell.__table__, CELL_COLUMNS, rows)
+        bases: dict[str, str] = {}
+        rows = _cell_rows(job.id, expand(spec), truncated_cells(spec, tokens), bases)
+        connection = session.connection()
+        bulk_insert(connection, Cell.__table__, CELL_COLUMNS, rows)
+        bulk_insert(
+            connection,
+            RecipeBase.__table__,
+            ("job_id", "batch_key", "recipe"),
+            ((job.id, key, base) for key, base in bases.items()),
+        )
+        prompts = dict.fromkeys(p for p in spec.prompts if p is not None)
+        bulk_insert(
+            connection, JobPrompt.__table__, ("job_id", "prompt"), ((job.id, p) for p in prompts)
+        )
         session.commit()
         return job.id
 
@@ -66,7 +90,6 @@ CELL_COLUMNS = (
     "prompt",
     "seed",
     "params",
-    "recipe",
     "recipe_sha256",
     "batch_key",
     "status",
@@ -90,20 +113,24 @@ def _token_rows(job_id: int, tokens: TokenReport) -> list[PromptTokens]:
 
 
 def _cell_rows(
-    job_id: int, cells: Iterable[CellPlan], truncated: Callable[[CellPlan], bool | None]
+    job_id: int,
+    cells: Iterable[CellPlan],
+    truncated: Callable[[CellPlan], bool | None],
+    bases: dict[str, str],
 ) -> Iterator[tuple]:
-    """Cells in their stored form, in the order of ``CELL_COLUMNS``."""
+    """Cells in their stored form, in the order of ``CELL_COLUMNS``; fills ``bases``
+    (batch key -> base recipe) as it goes."""
     params, params_json = None, "{}"
     for cell in cells:
         if cell.params is not params:  # one dict per axis combination: serialize it once
             params, params_json = cell.params, json.dumps(cell.params)
+            bases[cell.batch_key] = cell.base
         yield (
             job_id,
             cell.grid_index,
             cell.prompt,
             to_signed_seed(cell.seed),
             params_json,
-            cell.recipe,
             cell.recipe_sha256,
             cell.batch_key,
             QUEUED,
