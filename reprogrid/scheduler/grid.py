@@ -21,12 +21,14 @@ import json
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
-from reprogrid.models.recipes import canonical_json
+from reprogrid.models.recipes import canonical_json, rebuilt_recipe
 from reprogrid.scheduler.spec import JobSpec
 
 RECIPE_VERSION = 1
 _PROMPT = "@@reprogrid:prompt@@"
 _SEED = "@@reprogrid:seed@@"
+# expand keeps each seed's encoded recipe end for reuse across prompts up to this many seeds.
+CACHED_SEEDS = 100_000
 
 
 class CellPlan(NamedTuple):
@@ -40,10 +42,14 @@ class CellPlan(NamedTuple):
     prompt: str | None
     seed: int
     params: dict[str, Any]
-    recipe: str
     recipe_sha256: str
     batch_key: str
     base: str  # canonical JSON of the batch key's recipe (no prompt, no seed)
+
+    @property
+    def recipe(self) -> str:
+        """The cell's canonical recipe, built on demand (a cell row stores only its hash)."""
+        return rebuilt_recipe(self.base, self.prompt, self.seed)
 
 
 def sha256_text(text: str) -> str:
@@ -91,26 +97,27 @@ def expand(spec: JobSpec) -> Iterator[CellPlan]:
         base = canonical_json(recipe)
         batch_key = sha256_text(base)[:32]
         head, tail = _template(recipe, spec.pipeline)
-        for prompt in spec.prompts or (None,):
+        prompts = spec.prompts or (None,)
+        # The bytes after each seed's digits are the same for every prompt: encode them once.
+        cached = len(prompts) > 1 and spec.seeds.count <= CACHED_SEEDS
+        ends = list(_seed_ends(spec, tail)) if cached else None
+        for prompt in prompts:
             prompt_head = head.replace(_PROMPT, json.dumps(prompt, ensure_ascii=False)[1:-1])
             # Every recipe of this prompt starts with prompt_head: hash it once, then
             # finish a copy of that hash per seed.
             head_hash = hashlib.sha256(prompt_head.encode("utf-8"))
-            for seed in spec.seeds:
-                end = str(seed) + tail
+            for seed, end in ends if ends is not None else _seed_ends(spec, tail):
                 digest = head_hash.copy()
-                digest.update(end.encode("utf-8"))
+                digest.update(end)
                 yield CellPlan(
-                    grid_index,
-                    prompt,
-                    seed,
-                    params,
-                    prompt_head + end,
-                    digest.hexdigest(),
-                    batch_key,
-                    base,
+                    grid_index, prompt, seed, params, digest.hexdigest(), batch_key, base
                 )
                 grid_index += 1
+
+
+def _seed_ends(spec: JobSpec, tail: str) -> Iterator[tuple[int, bytes]]:
+    """Each seed and the UTF-8 end of its recipes: its digits and what follows them."""
+    return ((seed, f"{seed}{tail}".encode()) for seed in spec.seeds)
 
 
 def _template(recipe: dict[str, Any], pipeline: str) -> tuple[str, str]:

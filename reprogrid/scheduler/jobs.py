@@ -122,17 +122,18 @@ def _cell_rows(
     (batch key -> base recipe) as it goes."""
     params, params_json = None, "{}"
     for cell in cells:
-        if cell.params is not params:  # one dict per axis combination: serialize it once
-            params, params_json = cell.params, json.dumps(cell.params)
-            bases[cell.batch_key] = cell.base
+        grid_index, prompt, seed, cell_params, recipe_sha256, batch_key, base = cell
+        if cell_params is not params:  # one dict per axis combination: serialize it once
+            params, params_json = cell_params, json.dumps(cell_params)
+            bases[batch_key] = base
         yield (
             job_id,
-            cell.grid_index,
-            cell.prompt,
-            to_signed_seed(cell.seed),
+            grid_index,
+            prompt,
+            to_signed_seed(seed),
             params_json,
-            cell.recipe_sha256,
-            cell.batch_key,
+            recipe_sha256,
+            batch_key,
             QUEUED,
             0,
             truncated(cell),

@@ -3,7 +3,8 @@
 New cells store no recipe (``cell.recipe`` NULL): the recipe shared by a batch
 key is one ``recipe_base`` row and a cell's recipe is rebuilt from it, its
 prompt and its seed (``models/recipes.py``). Cells made before keep theirs.
-The two random-key indexes leave ``cell``: ``ix_cell_recipe_sha256`` becomes
+``cell.job_id`` loses its foreign key (its check was most of PostgreSQL's
+time inserting a million cells). The two random-key indexes leave ``cell``: ``ix_cell_recipe_sha256`` becomes
 ``ix_image_recipe_sha256`` (``show <prefix>`` finds images), ``ix_cell_seed``
 goes (``query --seed`` finds cells by grid arithmetic). ``job_prompt`` holds
 each job's distinct prompts, indexed for substring search: FTS5 with the
@@ -114,7 +115,10 @@ def upgrade() -> None:
         "INSERT INTO job_prompt (job_id, prompt)"
         " SELECT DISTINCT job_id, prompt FROM cell WHERE prompt IS NOT NULL"
     )
-    with op.batch_alter_table("cell", schema=None) as cell_op:
+    # SQLite's foreign keys are unnamed: the convention names it for batch mode to drop.
+    names = {"fk": "%(table_name)s_%(column_0_name)s_fkey"}
+    with op.batch_alter_table("cell", schema=None, naming_convention=names) as cell_op:
+        cell_op.drop_constraint("cell_job_id_fkey", type_="foreignkey")
         cell_op.alter_column("recipe", existing_type=sa.Text(), nullable=True)
         cell_op.drop_index("ix_cell_recipe_sha256")
         cell_op.drop_index("ix_cell_seed")
