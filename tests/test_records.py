@@ -37,10 +37,10 @@ def batches_of(db, job_id):
         return list(session.scalars(select(Batch).where(Batch.job_id == job_id).order_by(Batch.id)))
 
 
-
 def _recipe(session, cell: Cell) -> str:
     """The cell's recipe text (rebuilt: new cells store none), to store an altered copy."""
     return cell_recipes(session, [cell.id])[cell.id].recipe
+
 
 def test_creating_a_job_writes_every_cell_with_its_recipe(database):
     job_id = new_job(database)
