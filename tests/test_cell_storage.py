@@ -68,6 +68,9 @@ NEEDLES = [
 ]
 
 
+UNCONDITIONAL = {"model": "builtin:tiny-ddpm", "seeds": "0-5", "steps": 2}
+
+
 def _spec(**fields):
     raw = {"prompts": PROMPTS, "seeds": [5, 0, 2**64 - 1], "steps": 2, "width": 64, "height": 64}
     return validate_spec(raw | fields, max_cells=100_000)
@@ -87,11 +90,12 @@ def _found(database: Database, where: CellFilter) -> list[int]:
 
 @pytest.fixture
 def jobs(database: Database) -> list[int]:
-    """A job on two axes, a plain one, and a one-prompt job."""
+    """A job on two axes, a plain one, a one-prompt job and one without prompts."""
     return [
         create_job(database, _spec(axes={"steps": [2, 3], "guidance_scale": [1.0, 5.0]})),
         create_job(database, _spec()),
         create_job(database, _spec(prompts=["another red fox"], seeds="0-9")),
+        create_job(database, validate_spec(UNCONDITIONAL, max_cells=100)),
     ]
 
 

@@ -6,13 +6,26 @@ Rows come back as plain dicts ready for JSON, CSV or a table.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Integer, Select, and_, case, column, false, func, or_, select, text, union
+from sqlalchemy import (
+    Integer,
+    Select,
+    and_,
+    case,
+    column,
+    false,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    union,
+)
 from sqlalchemy.orm import Session
 
 from reprogrid.models.recipes import recipe_of
@@ -38,6 +51,8 @@ from reprogrid.scheduler.spec import JobSpec
 LIVE_WORKER_SECONDS = 15
 # query --prompt/--seed: beyond this many grid_index ranges per job, test every cell of it.
 GRID_RANGES = 2000
+# ... and beyond this many matching cells in all.
+LISTED_CELLS = 5000
 # The trigram index serves needles of at least this many characters.
 TRIGRAM = 3
 PROMPT_FTS = "job_prompt_fts"  # SQLite's FTS5 table over job_prompt (migration 0009)
@@ -206,7 +221,10 @@ def _grid_condition(session: Session, where: CellFilter) -> Any:
     ``cell`` has no index on prompt or seed (each would cost a million-cell
     submission seconds): the matching prompts come from ``job_prompt`` (its
     trigram index), and each job's spec says which ``grid_index`` values hold
-    them and the seed, read on the ``(job_id, grid_index)`` index.
+    them and the seed, read on the ``(job_id, grid_index)`` index. Up to
+    ``LISTED_CELLS`` matches are listed as ranges (the database sorts them);
+    more are tested cell by cell along the index, in grid order, so that the
+    first rows come without reading every match.
     """
     prompts: dict[int, set[str]] | None = None
     if where.prompt is not None:
@@ -218,31 +236,39 @@ def _grid_condition(session: Session, where: CellFilter) -> Any:
         jobs = jobs.where(Job.id == where.job)
     elif prompts is not None:
         jobs = jobs.where(Job.id.in_(prompts))
-    conditions = []
+    found: dict[int, tuple[GridShape, list[int] | None, int | None]] = {}
     for job_id, raw in session.execute(jobs):
         spec = JobSpec.from_json(raw)
         positions = None if prompts is None else prompt_positions(spec, prompts.get(job_id, set()))
         seed = None if where.seed is None else seed_position(spec, where.seed)
-        if positions == [] or (where.seed is not None and seed is None):
-            continue
-        conditions.append(and_(Cell.job_id == job_id, _grid_indexes(spec, positions, seed)))
-    return or_(false(), *conditions)
+        if positions != [] and (where.seed is None or seed is not None):
+            found[job_id] = (GridShape.of(spec), positions, seed)
+    listed = {j: shape.ranges(p, s, most=GRID_RANGES) for j, (shape, p, s) in found.items()}
+    if all(r is not None for r in listed.values()) and _cells(listed.values()) <= LISTED_CELLS:
+        return or_(false(), *(and_(Cell.job_id == j, _in_ranges(r)) for j, r in listed.items()))
+    tests = {job_id: _grid_test(*match) for job_id, match in found.items()}
+    return and_(Cell.job_id.in_(tests), case(tests, value=Cell.job_id, else_=false()))
 
 
-def _grid_indexes(spec: JobSpec, prompts: list[int] | None, seed: int | None) -> Any:
-    """The job's cells at these prompt positions (None: all) and seed position (None: all)."""
-    shape = GridShape.of(spec)
-    ranges = shape.ranges(prompts, seed, most=GRID_RANGES)
-    if ranges is None:  # too many ranges to list: test each of the job's cells
-        tests = []
-        if prompts is not None:
-            tests.append((Cell.grid_index // shape.seeds % shape.prompts).in_(prompts))
-        if seed is not None:
-            tests.append(Cell.grid_index % shape.seeds == seed)
-        return and_(*tests)
+def _cells(ranges: Iterable[list[tuple[int, int]]]) -> int:
+    return sum(high - low + 1 for job in ranges for low, high in job)
+
+
+def _in_ranges(ranges: list[tuple[int, int]]) -> Any:
     single = [low for low, high in ranges if low == high]
     spans = [Cell.grid_index.between(low, high) for low, high in ranges if low != high]
     return or_(Cell.grid_index.in_(single), *spans) if single else or_(*spans)
+
+
+def _grid_test(shape: GridShape, prompts: list[int] | None, seed: int | None) -> Any:
+    """Whether a cell of a job of this shape is at these prompt positions (None: any) and
+    this seed position (None: any)."""
+    tests = []
+    if prompts is not None and len(prompts) < shape.prompts:
+        tests.append((Cell.grid_index // shape.seeds % shape.prompts).in_(prompts))
+    if seed is not None:
+        tests.append(Cell.grid_index % shape.seeds == seed)
+    return and_(true(), *tests)
 
 
 def prompt_matches(session: Session, needle: str, job_id: int | None = None) -> Select:

@@ -153,7 +153,7 @@ class GridShape(NamedTuple):
     @classmethod
     def of(cls, spec: JobSpec) -> GridShape:
         """The layout of ``spec``'s grid (see the module docstring for the order)."""
-        prompts, seeds = len(spec.prompts) or 1, spec.seeds.count
+        prompts, seeds = len(spec.prompts or ()) or 1, spec.seeds.count
         return cls(spec.cell_count // (prompts * seeds), prompts, seeds)
 
     def ranges(
@@ -190,4 +190,4 @@ def seed_position(spec: JobSpec, seed: int) -> int | None:
 
 def prompt_positions(spec: JobSpec, prompts: set[str]) -> list[int]:
     """Where these prompts are in the spec's prompt list."""
-    return [i for i, prompt in enumerate(spec.prompts) if prompt in prompts]
+    return [i for i, prompt in enumerate(spec.prompts or ()) if prompt in prompts]

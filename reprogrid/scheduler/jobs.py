@@ -76,7 +76,7 @@ def create_job(
             ("job_id", "batch_key", "recipe"),
             ((job.id, key, base) for key, base in bases.items()),
         )
-        prompts = dict.fromkeys(p for p in spec.prompts if p is not None)
+        prompts = dict.fromkeys(spec.prompts or ())
         bulk_insert(
             connection, JobPrompt.__table__, ("job_id", "prompt"), ((job.id, p) for p in prompts)
         )

@@ -4,12 +4,13 @@ New cells store no recipe (``cell.recipe`` NULL): the recipe shared by a batch
 key is one ``recipe_base`` row and a cell's recipe is rebuilt from it, its
 prompt and its seed (``models/recipes.py``). Cells made before keep theirs.
 ``cell.job_id`` loses its foreign key (its check was most of PostgreSQL's
-time inserting a million cells). The two random-key indexes leave ``cell``: ``ix_cell_recipe_sha256`` becomes
-``ix_image_recipe_sha256`` (``show <prefix>`` finds images), ``ix_cell_seed``
-goes (``query --seed`` finds cells by grid arithmetic). ``job_prompt`` holds
-each job's distinct prompts, indexed for substring search: FTS5 with the
-trigram tokenizer on SQLite, pg_trgm's GIN index on PostgreSQL where the
-extension can be created (else a one-line note, and search scans the table).
+time inserting a million cells). The two random-key indexes leave ``cell``:
+``ix_cell_recipe_sha256`` becomes ``ix_image_recipe_sha256`` (``show <prefix>``
+finds images), ``ix_cell_seed`` goes (``query --seed`` finds cells by grid
+arithmetic). ``job_prompt`` holds each job's distinct prompts, indexed for
+substring search: FTS5 with the trigram tokenizer on SQLite, pg_trgm's GIN
+index on PostgreSQL where the extension can be created (else a one-line note,
+and search scans the table).
 ``image_view`` reads recipe fields from the cell's recipe or its base.
 
 Revision ID: 0009
