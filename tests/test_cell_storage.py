@@ -7,12 +7,15 @@ Every search is compared with the plain query it replaces (``LIKE '%needle%'`` o
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
 
-from reprogrid.models import Cell, Database, JobPrompt, RecipeBase
+from reprogrid.models import Cell, Database, JobPrompt, RecipeBase, open_database
 from reprogrid.models.queries import CellFilter, prompt_search_index, query_cells
 from reprogrid.models.recipes import job_recipes
 from reprogrid.scheduler.grid import GridShape, cell_recipe, sha256_text
@@ -179,3 +182,34 @@ def test_the_prompt_search_names_the_index_it_uses(database):
         index = prompt_search_index(session)
     expected = "FTS5 trigram" if database.is_sqlite else "pg_trgm GIN"
     assert index.startswith(expected)
+
+
+@pytest.fixture
+def unprivileged_postgres_url(postgres_url: str) -> Iterator[str]:
+    """The fresh database, as a role that may create tables but not extensions."""
+    role = f"reprogrid_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        connection.execute(text(f'GRANT ALL ON SCHEMA public TO "{role}"'))
+    yield make_url(postgres_url).set(username=role).render_as_string(hide_password=False)
+    with admin.connect() as connection:
+        connection.execute(text(f'DROP OWNED BY "{role}"'))
+        connection.execute(text(f'DROP ROLE "{role}"'))
+    admin.dispose()
+
+
+def test_without_pg_trgm_a_one_line_note_and_search_still_matches(
+    unprivileged_postgres_url: str, capfd
+):
+    database = open_database(unprivileged_postgres_url)
+    note = capfd.readouterr().err.strip()
+    assert note.startswith("reprogrid: note: PostgreSQL extension pg_trgm could not be created")
+    assert len(note.splitlines()) == 1 and "CREATE EXTENSION pg_trgm" in note
+    create_job(database, _spec())
+    with database.reads() as session:
+        assert prompt_search_index(session).startswith("none")
+    for needle in ("fox", "%", "É"):
+        expected = _plain(database, Cell.prompt.contains(needle, autoescape=True))
+        assert _found(database, CellFilter(prompt=needle)) == expected
+    database.dispose()
