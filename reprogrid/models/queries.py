@@ -24,6 +24,7 @@ from sqlalchemy import (
     select,
     text,
     true,
+    tuple_,
     union,
 )
 from sqlalchemy.orm import Session
@@ -44,15 +45,19 @@ from reprogrid.models.tables import (
     Worker,
     utcnow,
 )
-from reprogrid.scheduler.grid import GridShape, prompt_positions, seed_position
-from reprogrid.scheduler.spec import JobSpec
+from reprogrid.scheduler.grid import GridShape, seed_position
+from reprogrid.scheduler.seeds import parse_seeds
 
 # A worker whose heartbeat (every 5 s) is older than this is taken for gone.
 LIVE_WORKER_SECONDS = 15
 # query --prompt/--seed: beyond this many grid_index ranges per job, test every cell of it.
 GRID_RANGES = 2000
-# ... and beyond this many matching cells in all.
+# Matching cells are listed (and sorted by the database) when they fit one fetch of
+# CHUNK rows, or up to LISTED_CELLS of them where an ordered scan would read more than
+# SCANNED_PER_ROW index entries per row of the first fetch; else tested along the index.
+CHUNK = 1000
 LISTED_CELLS = 5000
+SCANNED_PER_ROW = 20
 # The trigram index serves needles of at least this many characters.
 TRIGRAM = 3
 PROMPT_FTS = "job_prompt_fts"  # SQLite's FTS5 table over job_prompt (migration 0009)
@@ -207,7 +212,7 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
         query = query.where(Cell.truncated.is_(where.truncated))
     if where.nsfw is not None:
         query = query.where(Image.nsfw.is_(where.nsfw))
-    for row in session.execute(query.execution_options(yield_per=1000)):
+    for row in session.execute(query.execution_options(yield_per=CHUNK)):
         *values, written_under = row
         record = dict(zip(QUERY_COLUMNS, values, strict=True))
         if record["path"] is not None:
@@ -221,33 +226,61 @@ def _grid_condition(session: Session, where: CellFilter) -> Any:
     ``cell`` has no index on prompt or seed (each would cost a million-cell
     submission seconds): the matching prompts come from ``job_prompt`` (its
     trigram index), and each job's spec says which ``grid_index`` values hold
-    them and the seed, read on the ``(job_id, grid_index)`` index. Up to
-    ``LISTED_CELLS`` matches are listed as ranges (the database sorts them);
-    more are tested cell by cell along the index, in grid order, so that the
-    first rows come without reading every match.
+    them and the seed, read on the ``(job_id, grid_index)`` index. Few matches
+    are listed as ranges (the database sorts them); more are tested cell by
+    cell along the index from the first match, in grid order, so that the
+    first rows come without reading every match (see the constants).
     """
-    prompts: dict[int, set[str]] | None = None
+    prompts: dict[int, list[int]] | None = None
     if where.prompt is not None:
         prompts = {}
-        for job_id, text in session.execute(prompt_matches(session, where.prompt, where.job)):
-            prompts.setdefault(job_id, set()).add(text)
-    jobs = select(Job.id, Job.spec).order_by(Job.id)
+        for job_id, position in session.execute(prompt_matches(session, where.prompt, where.job)):
+            prompts.setdefault(job_id, []).append(position)
+    # The spec's small fields only: a spec's prompt list can hold a million prompts.
+    jobs = select(Job.id, Job.cell_count, Job.spec["seeds"], Job.spec["axes"]).order_by(Job.id)
     if where.job is not None:
         jobs = jobs.where(Job.id == where.job)
     elif prompts is not None:
         jobs = jobs.where(Job.id.in_(prompts))
     found: dict[int, tuple[GridShape, list[int] | None, int | None]] = {}
-    for job_id, raw in session.execute(jobs):
-        spec = JobSpec.from_json(raw)
-        positions = None if prompts is None else prompt_positions(spec, prompts.get(job_id, set()))
-        seed = None if where.seed is None else seed_position(spec, where.seed)
+    for job_id, cell_count, stored_seeds, axes in session.execute(jobs):
+        seeds = parse_seeds(stored_seeds)
+        positions = None if prompts is None else prompts.get(job_id, [])
+        seed = None if where.seed is None else seed_position(seeds, where.seed)
         if positions != [] and (where.seed is None or seed is not None):
-            found[job_id] = (GridShape.of(spec), positions, seed)
+            found[job_id] = (GridShape.of(cell_count, seeds, axes or {}), positions, seed)
     listed = {j: shape.ranges(p, s, most=GRID_RANGES) for j, (shape, p, s) in found.items()}
-    if all(r is not None for r in listed.values()) and _cells(listed.values()) <= LISTED_CELLS:
-        return or_(false(), *(and_(Cell.job_id == j, _in_ranges(r)) for j, r in listed.items()))
+    if all(r is not None for r in listed.values()):
+        matches = _cells(listed.values())
+        scan = _scan_to_first_chunk(listed, {j: shape.cells for j, (shape, _, _) in found.items()})
+        if matches <= CHUNK or (matches <= LISTED_CELLS and scan > SCANNED_PER_ROW * CHUNK):
+            # The ids first: with them as literals, PostgreSQL knows how few rows to join.
+            each = (and_(Cell.job_id == j, _in_ranges(r)) for j, r in listed.items())
+            return Cell.id.in_(session.scalars(select(Cell.id).where(or_(false(), *each))).all())
+    if not found:
+        return false()
     tests = {job_id: _grid_test(*match) for job_id, match in found.items()}
-    return and_(Cell.job_id.in_(tests), case(tests, value=Cell.job_id, else_=false()))
+    # From the first job's first match: a row-value bound both databases' index reads.
+    first_job, (shape, positions, seed) = next(iter(found.items()))
+    first = (min(positions) if positions else 0) * shape.seeds + (seed or 0)
+    begin = tuple_(Cell.job_id, Cell.grid_index) >= (first_job, first)
+    return and_(Cell.job_id.in_(tests), begin, case(tests, value=Cell.job_id, else_=false()))
+
+
+def _scan_to_first_chunk(ranges: dict[int, list[tuple[int, int]]], cells: dict[int, int]) -> int:
+    """Index entries an ordered scan reads from the first match to the CHUNK-th."""
+    scanned = matched = 0
+    previous: tuple[int, int] | None = None  # (job, end of the last range)
+    for job_id in sorted(ranges):
+        for low, high in ranges[job_id]:
+            if previous is not None:
+                job, end = previous
+                scanned += low - end - 1 if job == job_id else cells[job] - end - 1 + low
+            take = min(high - low + 1, CHUNK - matched)
+            scanned, matched, previous = scanned + take, matched + take, (job_id, high)
+            if matched == CHUNK:
+                return scanned
+    return scanned
 
 
 def _cells(ranges: Iterable[list[tuple[int, int]]]) -> int:
@@ -272,12 +305,12 @@ def _grid_test(shape: GridShape, prompts: list[int] | None, seed: int | None) ->
 
 
 def prompt_matches(session: Session, needle: str, job_id: int | None = None) -> Select:
-    """(job_id, prompt) of every job prompt holding ``needle``: today's ``LIKE '%needle%'``
+    """(job_id, position) of every job prompt holding ``needle``: today's ``LIKE '%needle%'``
     (ASCII case-insensitive on SQLite, case-sensitive on PostgreSQL), through the
     trigram index where it serves (needles of 3 characters or more)."""
     escaped = needle.replace("/", "//").replace("%", "/%").replace("_", "/_")
     # The pattern as one value (not '%' || value || '%'): pg_trgm's index reads it.
-    query = select(JobPrompt.job_id, JobPrompt.prompt).where(
+    query = select(JobPrompt.job_id, JobPrompt.position).where(
         JobPrompt.prompt.like(f"%{escaped}%", escape="/")
     )
     if job_id is not None:

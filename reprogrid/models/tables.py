@@ -182,12 +182,13 @@ class RecipeBase(Base):
 
 
 class JobPrompt(Base):
-    """One distinct prompt of a job: what ``query --prompt`` searches (trigram-indexed)."""
+    """One prompt of a job's prompt list: what ``query --prompt`` searches (trigram-indexed)."""
 
     __tablename__ = "job_prompt"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # in the spec's prompts, from 0
     prompt: Mapped[str] = mapped_column(Text)
 
 

@@ -18,10 +18,12 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import math
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
 from reprogrid.models.recipes import canonical_json, rebuilt_recipe
+from reprogrid.scheduler.seeds import SeedRanges
 from reprogrid.scheduler.spec import JobSpec
 
 RECIPE_VERSION = 1
@@ -150,11 +152,16 @@ class GridShape(NamedTuple):
     prompts: int  # 1 for a pipeline without prompts
     seeds: int
 
+    @property
+    def cells(self) -> int:
+        """How many cells the grid has."""
+        return self.combinations * self.prompts * self.seeds
+
     @classmethod
-    def of(cls, spec: JobSpec) -> GridShape:
-        """The layout of ``spec``'s grid (see the module docstring for the order)."""
-        prompts, seeds = len(spec.prompts or ()) or 1, spec.seeds.count
-        return cls(spec.cell_count // (prompts * seeds), prompts, seeds)
+    def of(cls, cell_count: int, seeds: SeedRanges, axes: dict[str, list[Any]]) -> GridShape:
+        """The layout of a job's grid from its cell count, seeds and ``[axes]``."""
+        combinations = math.prod(len(values) for values in axes.values())
+        return cls(combinations, cell_count // (combinations * seeds.count), seeds.count)
 
     def ranges(
         self, prompt_positions: Iterable[int] | None, seed_position: int | None, most: int
@@ -178,16 +185,11 @@ class GridShape(NamedTuple):
         return merged
 
 
-def seed_position(spec: JobSpec, seed: int) -> int | None:
-    """Where ``seed`` is in the spec's seed list (seeds never repeat), None if absent."""
+def seed_position(seeds: SeedRanges, seed: int) -> int | None:
+    """Where ``seed`` is in a seed list (seeds never repeat), None if absent."""
     offset = 0
-    for first, last in spec.seeds.runs:
+    for first, last in seeds.runs:
         if first <= seed <= last:
             return offset + seed - first
         offset += last - first + 1
     return None
-
-
-def prompt_positions(spec: JobSpec, prompts: set[str]) -> list[int]:
-    """Where these prompts are in the spec's prompt list."""
-    return [i for i, prompt in enumerate(spec.prompts or ()) if prompt in prompts]

@@ -4,7 +4,7 @@ Every cell of a grid is a row before any work starts; batches are formed from
 waiting cells in grid order, so the same spec always gives the same batch
 compositions (which the determinism contract depends on). A cell row holds no
 recipe: its job holds one ``recipe_base`` per batch key and one ``job_prompt``
-per distinct prompt (docs/architecture.md, "How cells are stored").
+per prompt (docs/architecture.md, "How cells are stored").
 """
 
 from __future__ import annotations
@@ -76,9 +76,11 @@ def create_job(
             ("job_id", "batch_key", "recipe"),
             ((job.id, key, base) for key, base in bases.items()),
         )
-        prompts = dict.fromkeys(spec.prompts or ())
         bulk_insert(
-            connection, JobPrompt.__table__, ("job_id", "prompt"), ((job.id, p) for p in prompts)
+            connection,
+            JobPrompt.__table__,
+            ("job_id", "position", "prompt"),
+            ((job.id, i, p) for i, p in enumerate(spec.prompts or ())),
         )
         session.commit()
         return job.id

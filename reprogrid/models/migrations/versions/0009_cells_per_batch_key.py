@@ -7,7 +7,7 @@ prompt and its seed (``models/recipes.py``). Cells made before keep theirs.
 time inserting a million cells). The two random-key indexes leave ``cell``:
 ``ix_cell_recipe_sha256`` becomes ``ix_image_recipe_sha256`` (``show <prefix>``
 finds images), ``ix_cell_seed`` goes (``query --seed`` finds cells by grid
-arithmetic). ``job_prompt`` holds each job's distinct prompts, indexed for
+arithmetic). ``job_prompt`` holds each job's prompts and positions, indexed for
 substring search: FTS5 with the trigram tokenizer on SQLite, pg_trgm's GIN
 index on PostgreSQL where the extension can be created (else a one-line note,
 and search scans the table).
@@ -84,6 +84,21 @@ def _create_pg_trgm_index(bind: sa.Connection) -> None:
     )
 
 
+def _fill_job_prompts(bind: sa.Connection) -> None:
+    """One job_prompt row per prompt of every existing job's spec, at its position."""
+    jobs = sa.table("job", sa.column("id"), sa.column("spec", sa.JSON))
+    prompts = sa.table(
+        "job_prompt", sa.column("job_id"), sa.column("position"), sa.column("prompt")
+    )
+    for job_id, spec in bind.execute(sa.select(jobs.c.id, jobs.c.spec)):
+        rows = [
+            {"job_id": job_id, "position": i, "prompt": p}
+            for i, p in enumerate(spec.get("prompts") or ())
+        ]
+        if rows:
+            bind.execute(sa.insert(prompts), rows)
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     dialect = bind.dialect.name
@@ -102,6 +117,7 @@ def upgrade() -> None:
         "job_prompt",
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("job_id", sa.Integer(), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
         sa.Column("prompt", sa.Text(), nullable=False),
         sa.ForeignKeyConstraint(["job_id"], ["job.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
@@ -112,10 +128,7 @@ def upgrade() -> None:
             op.execute(statement)
     else:
         _create_pg_trgm_index(bind)
-    op.execute(
-        "INSERT INTO job_prompt (job_id, prompt)"
-        " SELECT DISTINCT job_id, prompt FROM cell WHERE prompt IS NOT NULL"
-    )
+    _fill_job_prompts(bind)
     # SQLite's foreign keys are unnamed: the convention names it for batch mode to drop.
     names = {"fk": "%(table_name)s_%(column_0_name)s_fkey"}
     with op.batch_alter_table("cell", schema=None, naming_convention=names) as cell_op:
