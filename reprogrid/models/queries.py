@@ -260,11 +260,17 @@ def _grid_condition(session: Session, where: CellFilter) -> Any:
     if not found:
         return false()
     tests = {job_id: _grid_test(*match) for job_id, match in found.items()}
-    # From the first job's first match: a row-value bound both databases' index reads.
+    # From the first job's first match to the last job's last: row-value bounds that both
+    # databases read as one range of the (job_id, grid_index) index.
     first_job, (shape, positions, seed) = next(iter(found.items()))
     first = (min(positions) if positions else 0) * shape.seeds + (seed or 0)
-    begin = tuple_(Cell.job_id, Cell.grid_index) >= (first_job, first)
-    return and_(Cell.job_id.in_(tests), begin, case(tests, value=Cell.job_id, else_=false()))
+    last_job, (shape, positions, seed) = list(found.items())[-1]
+    last_prompt = max(positions) if positions else shape.prompts - 1
+    last_seed = shape.seeds - 1 if seed is None else seed
+    last = ((shape.combinations - 1) * shape.prompts + last_prompt) * shape.seeds + last_seed
+    key = tuple_(Cell.job_id, Cell.grid_index)
+    bounds = and_(key >= (first_job, first), key <= (last_job, last))
+    return and_(bounds, case(tests, value=Cell.job_id, else_=false()))
 
 
 def _scan_to_first_chunk(ranges: dict[int, list[tuple[int, int]]], cells: dict[int, int]) -> int:
