@@ -236,19 +236,19 @@ def _grid_condition(session: Session, where: CellFilter) -> Any:
         prompts = {}
         for job_id, position in session.execute(prompt_matches(session, where.prompt, where.job)):
             prompts.setdefault(job_id, []).append(position)
-    # The spec's small fields only: a spec's prompt list can hold a million prompts.
-    jobs = select(Job.id, Job.cell_count, Job.spec["seeds"], Job.spec["axes"]).order_by(Job.id)
+    # The job's shape columns, never its spec: a spec's prompt list can hold a million prompts.
+    jobs = select(Job.id, Job.cell_count, Job.seeds, Job.combinations).order_by(Job.id)
     if where.job is not None:
         jobs = jobs.where(Job.id == where.job)
     elif prompts is not None:
         jobs = jobs.where(Job.id.in_(prompts))
     found: dict[int, tuple[GridShape, list[int] | None, int | None]] = {}
-    for job_id, cell_count, stored_seeds, axes in session.execute(jobs):
+    for job_id, cell_count, stored_seeds, combinations in session.execute(jobs):
         seeds = parse_seeds(stored_seeds)
         positions = None if prompts is None else prompts.get(job_id, [])
         seed = None if where.seed is None else seed_position(seeds, where.seed)
         if positions != [] and (where.seed is None or seed is not None):
-            found[job_id] = (GridShape.of(cell_count, seeds, axes or {}), positions, seed)
+            found[job_id] = (GridShape.of(cell_count, seeds, combinations), positions, seed)
     listed = {j: shape.ranges(p, s, most=GRID_RANGES) for j, (shape, p, s) in found.items()}
     if all(r is not None for r in listed.values()):
         matches = _cells(listed.values())

@@ -101,6 +101,10 @@ class Job(Base):
     # no foreign key: job -> image -> cell -> job would be a cycle
     parent_image_id: Mapped[int | None] = mapped_column(Integer)
     cell_count: Mapped[int] = mapped_column(Integer)
+    # The grid's shape without parsing the spec (whose prompt list may be huge): its seed
+    # list as ranges and how many [axes] combinations it has (migration 0009).
+    seeds: Mapped[str | None] = mapped_column(Text)
+    combinations: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

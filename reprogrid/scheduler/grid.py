@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import math
 from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
@@ -158,9 +157,8 @@ class GridShape(NamedTuple):
         return self.combinations * self.prompts * self.seeds
 
     @classmethod
-    def of(cls, cell_count: int, seeds: SeedRanges, axes: dict[str, list[Any]]) -> GridShape:
-        """The layout of a job's grid from its cell count, seeds and ``[axes]``."""
-        combinations = math.prod(len(values) for values in axes.values())
+    def of(cls, cell_count: int, seeds: SeedRanges, combinations: int) -> GridShape:
+        """The layout of a job's grid from its cell count, seeds and axis combinations."""
         return cls(combinations, cell_count // (combinations * seeds.count), seeds.count)
 
     def ranges(

@@ -61,6 +61,8 @@ def create_job(
             parent_image_id=parent_image_id,
             queue=queue,
             cell_count=spec.cell_count,
+            seeds=str(spec.seeds),
+            combinations=spec.cell_count // (len(spec.prompts or ()) or 1) // spec.seeds.count,
         )
         session.add(job)
         session.flush()

@@ -12,6 +12,7 @@ substring search: FTS5 with the trigram tokenizer on SQLite, pg_trgm's GIN
 index on PostgreSQL where the extension can be created (else a one-line note,
 and search scans the table).
 ``image_view`` reads recipe fields from the cell's recipe or its base.
+``job.seeds`` and ``job.combinations`` give a grid's shape without its spec.
 
 Revision ID: 0009
 Revises: 0008
@@ -25,6 +26,8 @@ from pathlib import Path
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.exc import DBAPIError
+
+from reprogrid.scheduler.seeds import parse_seeds
 
 revision = "0009"
 down_revision = "0008"
@@ -84,19 +87,32 @@ def _create_pg_trgm_index(bind: sa.Connection) -> None:
     )
 
 
-def _fill_job_prompts(bind: sa.Connection) -> None:
-    """One job_prompt row per prompt of every existing job's spec, at its position."""
-    jobs = sa.table("job", sa.column("id"), sa.column("spec", sa.JSON))
+def _fill_from_specs(bind: sa.Connection) -> None:
+    """Every existing job's grid shape columns, and a job_prompt row per prompt of its spec."""
+    jobs = sa.table(
+        "job",
+        sa.column("id"),
+        sa.column("spec", sa.JSON),
+        sa.column("cell_count"),
+        sa.column("seeds"),
+        sa.column("combinations"),
+    )
     prompts = sa.table(
         "job_prompt", sa.column("job_id"), sa.column("position"), sa.column("prompt")
     )
-    for job_id, spec in bind.execute(sa.select(jobs.c.id, jobs.c.spec)):
-        rows = [
-            {"job_id": job_id, "position": i, "prompt": p}
-            for i, p in enumerate(spec.get("prompts") or ())
-        ]
-        if rows:
-            bind.execute(sa.insert(prompts), rows)
+    rows = bind.execute(sa.select(jobs.c.id, jobs.c.spec, jobs.c.cell_count)).all()
+    for job_id, spec, cell_count in rows:
+        texts = spec.get("prompts") or ()
+        seeds = parse_seeds(spec["seeds"])
+        combinations = cell_count // (len(texts) or 1) // seeds.count
+        bind.execute(
+            sa.update(jobs)
+            .where(jobs.c.id == job_id)
+            .values(seeds=str(seeds), combinations=combinations)
+        )
+        listed = [{"job_id": job_id, "position": i, "prompt": p} for i, p in enumerate(texts)]
+        if listed:
+            bind.execute(sa.insert(prompts), listed)
 
 
 def upgrade() -> None:
@@ -128,7 +144,10 @@ def upgrade() -> None:
             op.execute(statement)
     else:
         _create_pg_trgm_index(bind)
-    _fill_job_prompts(bind)
+    with op.batch_alter_table("job", schema=None) as job_op:
+        job_op.add_column(sa.Column("seeds", sa.Text(), nullable=True))
+        job_op.add_column(sa.Column("combinations", sa.Integer(), nullable=True))
+    _fill_from_specs(bind)
     # SQLite's foreign keys are unnamed: the convention names it for batch mode to drop.
     names = {"fk": "%(table_name)s_%(column_0_name)s_fkey"}
     with op.batch_alter_table("cell", schema=None, naming_convention=names) as cell_op:
