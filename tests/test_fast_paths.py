@@ -9,6 +9,7 @@ from sqlalchemy import select
 
 from reprogrid.models import Batch, Cell, Database, Image
 from reprogrid.models.queries import NotFound, find_image
+from reprogrid.models.recipes import job_recipes
 from reprogrid.scheduler.grid import cell_recipe, sha256_text
 from reprogrid.scheduler.jobs import create_job, form_batches
 from reprogrid.scheduler.spec import validate_spec
@@ -34,13 +35,15 @@ def test_bulk_inserted_cells_read_back_as_the_spec_expands(database):
         cells = session.scalars(
             select(Cell).where(Cell.job_id == job_id).order_by(Cell.grid_index)
         ).all()
+        recipes = job_recipes(session, job_id)
     assert len(cells) == spec.cell_count == 2 * 3 * 4
     for index, cell in enumerate(cells):
         assert cell.grid_index == index
         assert cell.status == "queued" and cell.attempts == 0 and cell.batch_id is None
-        assert cell.recipe == cell_recipe(spec, cell.prompt, cell.seed, cell.params)
-        assert cell.recipe_sha256 == sha256_text(cell.recipe)
-        assert json.loads(cell.recipe)["seed"] == cell.seed
+        assert cell.recipe is None  # rebuilt from its recipe_base row
+        assert recipes[cell.id] == cell_recipe(spec, cell.prompt, cell.seed, cell.params)
+        assert cell.recipe_sha256 == sha256_text(recipes[cell.id])
+        assert json.loads(recipes[cell.id])["seed"] == cell.seed
     assert {json.dumps(c.params, sort_keys=True) for c in cells} == {
         json.dumps({"guidance_scale": g, "steps": s}, sort_keys=True)
         for g in (1.0, 5.0)
@@ -79,6 +82,7 @@ def add_image(database: Database, cell_id: int, pixel: str, png: str) -> int:
             batch_size=1,
             pixel_sha256=pixel,
             png_sha256=png,
+            recipe_sha256=cell.recipe_sha256,  # as records.record_images copies it
             path=f"{png[:2]}/{png}.png",
             width=64,
             height=64,

@@ -9,6 +9,7 @@ from sqlalchemy import func, select, update
 
 from reprogrid.config import Settings
 from reprogrid.models import DONE, PENDING, RUNNING, Batch, Cell, Image, Job, open_database, utcnow
+from reprogrid.models.recipes import cell_recipes
 from reprogrid.scheduler.control import retry_job
 from reprogrid.scheduler.jobs import create_job, form_batches
 from reprogrid.scheduler.spec import validate_spec
@@ -34,6 +35,11 @@ def batches_of(db, job_id):
         form_batches(session, job_id)
         session.commit()
         return list(session.scalars(select(Batch).where(Batch.job_id == job_id).order_by(Batch.id)))
+
+
+def _recipe(session, cell: Cell) -> str:
+    """The cell's recipe text (rebuilt: new cells store none), to store an altered copy."""
+    return cell_recipes(session, [cell.id])[cell.id].recipe
 
 
 def test_creating_a_job_writes_every_cell_with_its_recipe(database):
@@ -160,7 +166,7 @@ def test_a_failing_batch_is_retried_then_its_cells_are_marked_failed(database, t
     with database.sessions() as session:  # a recipe naming a checkpoint that is gone
         for cell_id in batch.cell_ids:
             cell = session.get(Cell, cell_id)
-            cell.recipe = cell.recipe.replace("builtin:tiny", "builtin:gone")
+            cell.recipe = _recipe(session, cell).replace("builtin:tiny", "builtin:gone")
         session.commit()
     ctx = context(database, tmp_path)
     ctx.retry = RetryPolicy(max_attempts=2, delay_seconds=0)
@@ -180,7 +186,7 @@ def test_a_batch_whose_pipeline_refuses_its_arguments_fails_at_once(database, tm
     with database.sessions() as session:
         for cell_id in batch.cell_ids:
             cell = session.get(Cell, cell_id)
-            cell.recipe = cell.recipe.replace('"width":64', '"width":60')
+            cell.recipe = _recipe(session, cell).replace('"width":64', '"width":60')
         session.commit()
     outcome = execute_batch(context(database, tmp_path), batch.id)
     assert outcome.status == "failed" and outcome.error.startswith("ValueError")
@@ -208,7 +214,7 @@ def test_a_job_whose_cells_all_failed_or_finished_is_failed(database, tmp_path):
     first, _ = batches_of(database, job_id)
     with database.sessions() as session:
         cell = session.get(Cell, first.cell_ids[0])
-        cell.recipe = cell.recipe.replace('"steps":2', '"steps":0')
+        cell.recipe = _recipe(session, cell).replace('"steps":2', '"steps":0')
         session.commit()
     ctx = context(database, tmp_path)
     ctx.retry = RetryPolicy(max_attempts=1)

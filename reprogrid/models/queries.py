@@ -5,17 +5,31 @@ Rows come back as plain dicts ready for JSON, CSV or a table.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, case, func, or_, select, union
+from sqlalchemy import (
+    Integer,
+    Select,
+    and_,
+    case,
+    column,
+    false,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    tuple_,
+    union,
+)
 from sqlalchemy.orm import Session
 
+from reprogrid.models.recipes import recipe_of
 from reprogrid.models.tables import (
     FINISHED,
     Batch,
@@ -25,14 +39,29 @@ from reprogrid.models.tables import (
     Fleet,
     Image,
     Job,
+    JobPrompt,
     PromptTokens,
     Verification,
     Worker,
     utcnow,
 )
+from reprogrid.scheduler.grid import GridShape, seed_position
+from reprogrid.scheduler.seeds import parse_seeds
 
 # A worker whose heartbeat (every 5 s) is older than this is taken for gone.
 LIVE_WORKER_SECONDS = 15
+# query --prompt/--seed: beyond this many grid_index ranges per job, test every cell of it.
+GRID_RANGES = 2000
+# Matching cells are listed (and sorted by the database) when they fit one fetch of
+# CHUNK rows, or up to LISTED_CELLS of them where an ordered scan would read more than
+# SCANNED_PER_ROW index entries per row of the first fetch; else tested along the index.
+CHUNK = 1000
+LISTED_CELLS = 5000
+SCANNED_PER_ROW = 20
+# The trigram index serves needles of at least this many characters.
+TRIGRAM = 3
+PROMPT_FTS = "job_prompt_fts"  # SQLite's FTS5 table over job_prompt (migration 0009)
+TRIGRAM_INDEX = "ix_job_prompt_trgm"  # PostgreSQL's pg_trgm GIN index (migration 0009)
 # Throughput, and so the ETA, is measured over the images of the last few minutes.
 THROUGHPUT_WINDOW_SECONDS = 300
 
@@ -168,10 +197,8 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
     )
     if where.job is not None:
         query = query.where(Cell.job_id == where.job)
-    if where.prompt is not None:
-        query = query.where(Cell.prompt.contains(where.prompt, autoescape=True))
-    if where.seed is not None:
-        query = query.where(Cell.seed == where.seed)
+    if where.prompt is not None or where.seed is not None:
+        query = query.where(_grid_condition(session, where))
     if where.model is not None:
         query = query.where(_model_condition(session, where.model))
     if where.status is not None:
@@ -185,12 +212,134 @@ def query_cells(session: Session, where: CellFilter, store: Path) -> Iterator[di
         query = query.where(Cell.truncated.is_(where.truncated))
     if where.nsfw is not None:
         query = query.where(Image.nsfw.is_(where.nsfw))
-    for row in session.execute(query.execution_options(yield_per=1000)):
+    for row in session.execute(query.execution_options(yield_per=CHUNK)):
         *values, written_under = row
         record = dict(zip(QUERY_COLUMNS, values, strict=True))
         if record["path"] is not None:
             record["path"] = image_path(written_under, record["path"], store)
         yield record
+
+
+def _grid_condition(session: Session, where: CellFilter) -> Any:
+    """Cells of the filter's prompt substring and seed, found by grid arithmetic.
+
+    ``cell`` has no index on prompt or seed (each would cost a million-cell
+    submission seconds): the matching prompts come from ``job_prompt`` (its
+    trigram index), and each job's spec says which ``grid_index`` values hold
+    them and the seed, read on the ``(job_id, grid_index)`` index. Few matches
+    are listed as ranges (the database sorts them); more are tested cell by
+    cell along the index from the first match, in grid order, so that the
+    first rows come without reading every match (see the constants).
+    """
+    prompts: dict[int, list[int]] | None = None
+    if where.prompt is not None:
+        prompts = {}
+        for job_id, position in session.execute(prompt_matches(session, where.prompt, where.job)):
+            prompts.setdefault(job_id, []).append(position)
+    # The job's shape columns, never its spec: a spec's prompt list can hold a million prompts.
+    jobs = select(Job.id, Job.cell_count, Job.seeds, Job.combinations).order_by(Job.id)
+    if where.job is not None:
+        jobs = jobs.where(Job.id == where.job)
+    elif prompts is not None:
+        jobs = jobs.where(Job.id.in_(prompts))
+    found: dict[int, tuple[GridShape, list[int] | None, int | None]] = {}
+    for job_id, cell_count, stored_seeds, combinations in session.execute(jobs):
+        seeds = parse_seeds(stored_seeds)
+        positions = None if prompts is None else prompts.get(job_id, [])
+        seed = None if where.seed is None else seed_position(seeds, where.seed)
+        if positions != [] and (where.seed is None or seed is not None):
+            found[job_id] = (GridShape.of(cell_count, seeds, combinations), positions, seed)
+    listed = {j: shape.ranges(p, s, most=GRID_RANGES) for j, (shape, p, s) in found.items()}
+    if all(r is not None for r in listed.values()):
+        matches = _cells(listed.values())
+        scan = _scan_to_first_chunk(listed, {j: shape.cells for j, (shape, _, _) in found.items()})
+        if matches <= CHUNK or (matches <= LISTED_CELLS and scan > SCANNED_PER_ROW * CHUNK):
+            # The ids first: with them as literals, PostgreSQL knows how few rows to join.
+            each = (and_(Cell.job_id == j, _in_ranges(r)) for j, r in listed.items())
+            return Cell.id.in_(session.scalars(select(Cell.id).where(or_(false(), *each))).all())
+    if not found:
+        return false()
+    tests = {job_id: _grid_test(*match) for job_id, match in found.items()}
+    # From the first job's first match to the last job's last: row-value bounds that both
+    # databases read as one range of the (job_id, grid_index) index.
+    first_job, (shape, positions, seed) = next(iter(found.items()))
+    first = (min(positions) if positions else 0) * shape.seeds + (seed or 0)
+    last_job, (shape, positions, seed) = list(found.items())[-1]
+    last_prompt = max(positions) if positions else shape.prompts - 1
+    last_seed = shape.seeds - 1 if seed is None else seed
+    last = ((shape.combinations - 1) * shape.prompts + last_prompt) * shape.seeds + last_seed
+    key = tuple_(Cell.job_id, Cell.grid_index)
+    bounds = and_(key >= (first_job, first), key <= (last_job, last))
+    return and_(bounds, case(tests, value=Cell.job_id, else_=false()))
+
+
+def _scan_to_first_chunk(ranges: dict[int, list[tuple[int, int]]], cells: dict[int, int]) -> int:
+    """Index entries an ordered scan reads from the first match to the CHUNK-th."""
+    scanned = matched = 0
+    previous: tuple[int, int] | None = None  # (job, end of the last range)
+    for job_id in sorted(ranges):
+        for low, high in ranges[job_id]:
+            if previous is not None:
+                job, end = previous
+                scanned += low - end - 1 if job == job_id else cells[job] - end - 1 + low
+            take = min(high - low + 1, CHUNK - matched)
+            scanned, matched, previous = scanned + take, matched + take, (job_id, high)
+            if matched == CHUNK:
+                return scanned
+    return scanned
+
+
+def _cells(ranges: Iterable[list[tuple[int, int]]]) -> int:
+    return sum(high - low + 1 for job in ranges for low, high in job)
+
+
+def _in_ranges(ranges: list[tuple[int, int]]) -> Any:
+    single = [low for low, high in ranges if low == high]
+    spans = [Cell.grid_index.between(low, high) for low, high in ranges if low != high]
+    return or_(Cell.grid_index.in_(single), *spans) if single else or_(*spans)
+
+
+def _grid_test(shape: GridShape, prompts: list[int] | None, seed: int | None) -> Any:
+    """Whether a cell of a job of this shape is at these prompt positions (None: any) and
+    this seed position (None: any)."""
+    tests = []
+    if prompts is not None and len(prompts) < shape.prompts:
+        tests.append((Cell.grid_index // shape.seeds % shape.prompts).in_(prompts))
+    if seed is not None:
+        tests.append(Cell.grid_index % shape.seeds == seed)
+    return and_(true(), *tests)
+
+
+def prompt_matches(session: Session, needle: str, job_id: int | None = None) -> Select:
+    """(job_id, position) of every job prompt holding ``needle``: today's ``LIKE '%needle%'``
+    (ASCII case-insensitive on SQLite, case-sensitive on PostgreSQL), through the
+    trigram index where it serves (needles of 3 characters or more)."""
+    escaped = needle.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    # The pattern as one value (not '%' || value || '%'): pg_trgm's index reads it.
+    query = select(JobPrompt.job_id, JobPrompt.position).where(
+        JobPrompt.prompt.like(f"%{escaped}%", escape="/")
+    )
+    if job_id is not None:
+        query = query.where(JobPrompt.job_id == job_id)
+    if session.get_bind().dialect.name == "sqlite" and len(needle) >= TRIGRAM:
+        # FTS5 folds case further than LIKE does (non-ASCII too): it narrows, LIKE decides.
+        found = (
+            text(f"SELECT rowid FROM {PROMPT_FTS} WHERE {PROMPT_FTS} MATCH :phrase")
+            .bindparams(phrase='"' + needle.replace('"', '""') + '"')
+            .columns(column("rowid", Integer))
+        )
+        query = query.where(JobPrompt.id.in_(found))
+    return query
+
+
+def prompt_search_index(session: Session) -> str:
+    """Which index serves ``query --prompt`` on this database, in words."""
+    if session.get_bind().dialect.name == "sqlite":
+        return f"FTS5 trigram ({PROMPT_FTS}), for substrings of {TRIGRAM}+ characters"
+    found = session.scalar(
+        text("SELECT count(*) FROM pg_indexes WHERE indexname = :name"), {"name": TRIGRAM_INDEX}
+    )
+    return f"pg_trgm GIN ({TRIGRAM_INDEX})" if found else "none (pg_trgm missing): a scan"
 
 
 def _sort_order(sort: str) -> list[Any]:
@@ -320,9 +469,7 @@ def find_image(session: Session, reference: str) -> Image:
     candidates = union(
         select(Image.id).where(Image.pixel_sha256 >= low, Image.pixel_sha256 < high),
         select(Image.id).where(Image.png_sha256 >= low, Image.png_sha256 < high),
-        select(Image.id)
-        .join(Cell, Cell.id == Image.cell_id)
-        .where(Cell.recipe_sha256 >= low, Cell.recipe_sha256 < high),
+        select(Image.id).where(Image.recipe_sha256 >= low, Image.recipe_sha256 < high),
     )
     matches = session.scalars(select(Image).where(Image.id.in_(candidates)).limit(2)).all()
     if not matches:
@@ -332,12 +479,9 @@ def find_image(session: Session, reference: str) -> Image:
     return matches[0]
 
 
-def _prompt_tokens(session: Session, cell: Cell) -> dict[str, Any]:
+def _prompt_tokens(session: Session, cell: Cell, recipe: dict[str, Any]) -> dict[str, Any]:
     """Token counts of the cell's prompt and negative prompt: role -> {tokenizer: count}."""
-    texts = {
-        "prompt": cell.prompt,
-        "negative_prompt": json.loads(cell.recipe).get("negative_prompt"),
-    }
+    texts = {"prompt": cell.prompt, "negative_prompt": recipe.get("negative_prompt")}
     rows = session.scalars(
         select(PromptTokens).where(
             PromptTokens.job_id == cell.job_id,
@@ -354,6 +498,7 @@ def _prompt_tokens(session: Session, cell: Cell) -> dict[str, Any]:
 def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
     """Everything recorded about one image: cell, recipe, batch, environment, checkpoint."""
     cell = image.cell
+    recipe = recipe_of(session, cell)
     batch = session.get(Batch, image.batch_id)
     verifications = session.scalars(
         select(Verification).where(Verification.image_id == image.id).order_by(Verification.id)
@@ -368,8 +513,8 @@ def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
         "seed": cell.seed,
         "params": cell.params,
         "truncated": cell.truncated,
-        "tokens": _prompt_tokens(session, cell),
-        "recipe": json.loads(cell.recipe),
+        "tokens": _prompt_tokens(session, cell, recipe),
+        "recipe": recipe,
         "recipe_sha256": cell.recipe_sha256,
         "pixel_sha256": image.pixel_sha256,
         "png_sha256": image.png_sha256,

@@ -101,6 +101,10 @@ class Job(Base):
     # no foreign key: job -> image -> cell -> job would be a cycle
     parent_image_id: Mapped[int | None] = mapped_column(Integer)
     cell_count: Mapped[int] = mapped_column(Integer)
+    # The grid's shape without parsing the spec (whose prompt list may be huge): its seed
+    # list as ranges and how many [axes] combinations it has (migration 0009).
+    seeds: Mapped[str | None] = mapped_column(Text)
+    combinations: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
@@ -115,17 +119,20 @@ class Cell(Base):
         Index("ix_cell_job_status", "job_id", "status"),
         # query --status S [--job N]: matching cells already in job and grid order
         Index("ix_cell_status_job_grid", "status", "job_id", "grid_index"),
-        Index("ix_cell_seed", "seed"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
+    # No foreign key (since 0009): checking it cost PostgreSQL 8 s per million cells, and
+    # create_job writes a job's cells in the job's own transaction. Delete cells first.
+    job_id: Mapped[int] = mapped_column(Integer)
     grid_index: Mapped[int] = mapped_column(Integer)
     prompt: Mapped[str | None] = mapped_column(Text)
     seed: Mapped[int] = mapped_column(Seed)
     params: Mapped[dict[str, Any]]
-    recipe: Mapped[str] = mapped_column(Text)
-    recipe_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # Cells made before migration 0009 keep their recipe here; newer ones are NULL and
+    # rebuilt from their RecipeBase row, prompt and seed (models/recipes.py).
+    recipe: Mapped[str | None] = mapped_column(Text)
+    recipe_sha256: Mapped[str] = mapped_column(String(64))
     batch_key: Mapped[str] = mapped_column(String(32))
     status: Mapped[str] = mapped_column(String(16), default=QUEUED)
     batch_id: Mapped[int | None] = mapped_column(ForeignKey("batch.id"), index=True)
@@ -134,7 +141,7 @@ class Cell(Base):
     # a text encoder cuts its prompt or negative prompt (see prompt_tokens); None: not tokenized
     truncated: Mapped[bool | None] = mapped_column(Boolean)
 
-    job: Mapped[Job] = relationship()
+    job: Mapped[Job] = relationship(primaryjoin="foreign(Cell.job_id) == Job.id")
     image: Mapped[Image | None] = relationship(back_populates="cell", foreign_keys="Image.cell_id")
 
 
@@ -164,6 +171,29 @@ class Batch(Base):
     finished_at: Mapped[datetime | None]
     # a failed attempt's backoff: not dispatched again before this time
     retry_at: Mapped[datetime | None]
+
+
+class RecipeBase(Base):
+    """The recipe shared by a job's cells of one batch key: everything but prompt and seed."""
+
+    __tablename__ = "recipe_base"
+    __table_args__ = (UniqueConstraint("job_id", "batch_key"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"))
+    batch_key: Mapped[str] = mapped_column(String(32))
+    recipe: Mapped[str] = mapped_column(Text)  # canonical JSON, without prompt and seed
+
+
+class JobPrompt(Base):
+    """One prompt of a job's prompt list: what ``query --prompt`` searches (trigram-indexed)."""
+
+    __tablename__ = "job_prompt"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("job.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # in the spec's prompts, from 0
+    prompt: Mapped[str] = mapped_column(Text)
 
 
 class PromptTokens(Base):
@@ -229,6 +259,8 @@ class Image(Base):
     batch_size: Mapped[int] = mapped_column(Integer)
     pixel_sha256: Mapped[str] = mapped_column(String(64), index=True)
     png_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # the cell's recipe_sha256, copied when the image is recorded: ``show <prefix>`` looks here
+    recipe_sha256: Mapped[str | None] = mapped_column(String(64), index=True)
     path: Mapped[str] = mapped_column(String(500))  # relative to the store
     # The store folder the file was written under, absolute as its worker saw it
     # (NULL for images recorded before migration 0008: read under the current store).

@@ -18,8 +18,9 @@ from typing import Any
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
-from reprogrid.models import Cell, Checkpoint, Environment, Image, Job, Verification
+from reprogrid.models import Cell, Checkpoint, Environment, Image, Job, RecipeBase, Verification
 from reprogrid.models.queries import image_path
+from reprogrid.models.recipes import recipe_text, with_base
 
 STREAM_ROWS = 1000
 # Every field of a recipe (scheduler.grid.base_recipe plus prompt and seed).
@@ -56,6 +57,9 @@ _SOURCES = {
     "cell_id": Cell.id,
     "grid_index": Cell.grid_index,
     "recipe": Cell.recipe,
+    "recipe_base": RecipeBase.recipe,
+    "cell_prompt": Cell.prompt,
+    "cell_seed": Cell.seed,
     "recipe_sha256": Cell.recipe_sha256,
     "pixel_sha256": Image.pixel_sha256,
     "png_sha256": Image.png_sha256,
@@ -87,17 +91,18 @@ _SOURCES = {
     .limit(1)
     .scalar_subquery(),
 }
-# The recipe column becomes one column per recipe field, in its place; the store
-# column only serves to resolve the path.
+# Read to rebuild the recipe (models/recipes.py) or resolve the path, not exported.
+_HIDDEN = frozenset({"recipe_base", "cell_prompt", "cell_seed", "store"})
+# The recipe column becomes one column per recipe field, in its place.
 EXPORT_COLUMNS = tuple(
     itertools.chain.from_iterable(
-        RECIPE_COLUMNS if n == "recipe" else (n,) for n in _SOURCES if n != "store"
+        RECIPE_COLUMNS if n == "recipe" else (n,) for n in _SOURCES if n not in _HIDDEN
     )
 )
 
 
 def _images(job_id: int | None) -> Select:
-    query = (
+    query = with_base(
         select(Image)
         .join(Cell, Cell.id == Image.cell_id)
         .join(Job, Job.id == Cell.job_id)
@@ -125,7 +130,8 @@ def image_rows(
     )
     for row in session.execute(query):
         record = dict(row._mapping)
-        recipe = json.loads(record.pop("recipe"))
+        sources = (record.pop(n) for n in ("recipe", "recipe_base", "cell_prompt", "cell_seed"))
+        recipe = json.loads(recipe_text(*sources))
         record |= {name: recipe.get(name) for name in RECIPE_COLUMNS}
         record["path"] = image_path(record.pop("store"), record["path"], store)
         record["created_at"] = record["created_at"].isoformat()

@@ -12,11 +12,13 @@ then ``--set`` overrides, validated like spec fields. The job is created with
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from sqlalchemy.orm import object_session
+
 from reprogrid.models import Image
+from reprogrid.models.recipes import recipe_of
 from reprogrid.scheduler.spec import SPEC_FIELDS, JobSpec, SpecError, validate_spec
 
 # Fields a refine job takes from its parent image and --append, never from --set.
@@ -38,7 +40,8 @@ def refine_spec(
     if appends and cell.prompt is None:
         raise SpecError("append", f"image {image.id} has no prompt to add to")
     parent = JobSpec.from_json(cell.job.spec)
-    raw: dict[str, Any] = {k: v for k, v in json.loads(cell.recipe).items() if k in SPEC_FIELDS}
+    recipe = recipe_of(object_session(image), cell)
+    raw: dict[str, Any] = {k: v for k, v in recipe.items() if k in SPEC_FIELDS}
     raw |= {
         "name": f"refine-image-{image.id}",
         "seeds": [cell.seed],

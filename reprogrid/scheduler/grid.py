@@ -18,14 +18,18 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, NamedTuple
 
+from reprogrid.models.recipes import canonical_json, rebuilt_recipe
+from reprogrid.scheduler.seeds import SeedRanges
 from reprogrid.scheduler.spec import JobSpec
 
 RECIPE_VERSION = 1
 _PROMPT = "@@reprogrid:prompt@@"
 _SEED = "@@reprogrid:seed@@"
+# expand keeps each seed's encoded recipe end for reuse across prompts up to this many seeds.
+CACHED_SEEDS = 100_000
 
 
 class CellPlan(NamedTuple):
@@ -39,14 +43,14 @@ class CellPlan(NamedTuple):
     prompt: str | None
     seed: int
     params: dict[str, Any]
-    recipe: str
     recipe_sha256: str
     batch_key: str
+    base: str  # canonical JSON of the batch key's recipe (no prompt, no seed)
 
-
-def canonical_json(data: Any) -> str:
-    """JSON with sorted keys and no whitespace: the form recipes are hashed in."""
-    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    @property
+    def recipe(self) -> str:
+        """The cell's canonical recipe, built on demand (a cell row stores only its hash)."""
+        return rebuilt_recipe(self.base, self.prompt, self.seed)
 
 
 def sha256_text(text: str) -> str:
@@ -91,27 +95,30 @@ def expand(spec: JobSpec) -> Iterator[CellPlan]:
     for values in itertools.product(*(spec.axes[n] for n in names)):
         params = dict(zip(names, values, strict=True))
         recipe = base_recipe(spec, params)
-        batch_key = sha256_text(canonical_json(recipe))[:32]
+        base = canonical_json(recipe)
+        batch_key = sha256_text(base)[:32]
         head, tail = _template(recipe, spec.pipeline)
-        for prompt in spec.prompts or (None,):
+        prompts = spec.prompts or (None,)
+        # The bytes after each seed's digits are the same for every prompt: encode them once.
+        cached = len(prompts) > 1 and spec.seeds.count <= CACHED_SEEDS
+        ends = list(_seed_ends(spec, tail)) if cached else None
+        for prompt in prompts:
             prompt_head = head.replace(_PROMPT, json.dumps(prompt, ensure_ascii=False)[1:-1])
             # Every recipe of this prompt starts with prompt_head: hash it once, then
             # finish a copy of that hash per seed.
             head_hash = hashlib.sha256(prompt_head.encode("utf-8"))
-            for seed in spec.seeds:
-                end = str(seed) + tail
+            for seed, end in ends if ends is not None else _seed_ends(spec, tail):
                 digest = head_hash.copy()
-                digest.update(end.encode("utf-8"))
+                digest.update(end)
                 yield CellPlan(
-                    grid_index,
-                    prompt,
-                    seed,
-                    params,
-                    prompt_head + end,
-                    digest.hexdigest(),
-                    batch_key,
+                    grid_index, prompt, seed, params, digest.hexdigest(), batch_key, base
                 )
                 grid_index += 1
+
+
+def _seed_ends(spec: JobSpec, tail: str) -> Iterator[tuple[int, bytes]]:
+    """Each seed and the UTF-8 end of its recipes: its digits and what follows them."""
+    return ((seed, f"{seed}{tail}".encode()) for seed in spec.seeds)
 
 
 def _template(recipe: dict[str, Any], pipeline: str) -> tuple[str, str]:
@@ -135,3 +142,52 @@ def cell_recipe(spec: JobSpec, prompt: str | None, seed: int, params: dict[str, 
     if spec.pipeline == "text-to-image":
         recipe["prompt"] = prompt
     return canonical_json(recipe)
+
+
+class GridShape(NamedTuple):
+    """How a grid's cells are laid out: ``grid_index = (c * prompts + p) * seeds + s``."""
+
+    combinations: int  # of the axes' values
+    prompts: int  # 1 for a pipeline without prompts
+    seeds: int
+
+    @property
+    def cells(self) -> int:
+        """How many cells the grid has."""
+        return self.combinations * self.prompts * self.seeds
+
+    @classmethod
+    def of(cls, cell_count: int, seeds: SeedRanges, combinations: int) -> GridShape:
+        """The layout of a job's grid from its cell count, seeds and axis combinations."""
+        return cls(combinations, cell_count // (combinations * seeds.count), seeds.count)
+
+    def ranges(
+        self, prompt_positions: Iterable[int] | None, seed_position: int | None, most: int
+    ) -> list[tuple[int, int]] | None:
+        """Inclusive ``grid_index`` ranges of the cells at these prompt positions (None:
+        every prompt) and this seed position (None: every seed), in grid order; None
+        when they take more than ``most`` ranges."""
+        prompts = range(self.prompts) if prompt_positions is None else sorted(prompt_positions)
+        first, last = (0, self.seeds - 1) if seed_position is None else (seed_position,) * 2
+        if self.combinations * len(prompts) > most:
+            return None
+        merged: list[tuple[int, int]] = []
+        for c in range(self.combinations):
+            for p in prompts:
+                start = (c * self.prompts + p) * self.seeds
+                low, high = start + first, start + last
+                if merged and merged[-1][1] + 1 == low:
+                    merged[-1] = (merged[-1][0], high)
+                else:
+                    merged.append((low, high))
+        return merged
+
+
+def seed_position(seeds: SeedRanges, seed: int) -> int | None:
+    """Where ``seed`` is in a seed list (seeds never repeat), None if absent."""
+    offset = 0
+    for first, last in seeds.runs:
+        if first <= seed <= last:
+            return offset + seed - first
+        offset += last - first + 1
+    return None

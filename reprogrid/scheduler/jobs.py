@@ -2,7 +2,9 @@
 
 Every cell of a grid is a row before any work starts; batches are formed from
 waiting cells in grid order, so the same spec always gives the same batch
-compositions (which the determinism contract depends on).
+compositions (which the determinism contract depends on). A cell row holds no
+recipe: its job holds one ``recipe_base`` per batch key and one ``job_prompt``
+per prompt (docs/architecture.md, "How cells are stored").
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ from datetime import datetime
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from reprogrid.models import PENDING, QUEUED, Batch, Cell, Database, Job, PromptTokens
+from reprogrid.models import (
+    PENDING,
+    QUEUED,
+    Batch,
+    Cell,
+    Database,
+    Job,
+    JobPrompt,
+    PromptTokens,
+    RecipeBase,
+)
 from reprogrid.models.db import bulk_insert
 from reprogrid.models.tables import to_signed_seed
 from reprogrid.scheduler.grid import CellPlan, expand
@@ -49,13 +61,29 @@ def create_job(
             parent_image_id=parent_image_id,
             queue=queue,
             cell_count=spec.cell_count,
+            seeds=str(spec.seeds),
+            combinations=spec.cell_count // (len(spec.prompts or ()) or 1) // spec.seeds.count,
         )
         session.add(job)
         session.flush()
         if tokens is not None:
             session.add_all(_token_rows(job.id, tokens))
-        rows = _cell_rows(job.id, expand(spec), truncated_cells(spec, tokens))
-        bulk_insert(session.connection(), Cell.__table__, CELL_COLUMNS, rows)
+        bases: dict[str, str] = {}
+        rows = _cell_rows(job.id, expand(spec), truncated_cells(spec, tokens), bases)
+        connection = session.connection()
+        bulk_insert(connection, Cell.__table__, CELL_COLUMNS, rows)
+        bulk_insert(
+            connection,
+            RecipeBase.__table__,
+            ("job_id", "batch_key", "recipe"),
+            ((job.id, key, base) for key, base in bases.items()),
+        )
+        bulk_insert(
+            connection,
+            JobPrompt.__table__,
+            ("job_id", "position", "prompt"),
+            ((job.id, i, p) for i, p in enumerate(spec.prompts or ())),
+        )
         session.commit()
         return job.id
 
@@ -66,7 +94,6 @@ CELL_COLUMNS = (
     "prompt",
     "seed",
     "params",
-    "recipe",
     "recipe_sha256",
     "batch_key",
     "status",
@@ -90,22 +117,27 @@ def _token_rows(job_id: int, tokens: TokenReport) -> list[PromptTokens]:
 
 
 def _cell_rows(
-    job_id: int, cells: Iterable[CellPlan], truncated: Callable[[CellPlan], bool | None]
+    job_id: int,
+    cells: Iterable[CellPlan],
+    truncated: Callable[[CellPlan], bool | None],
+    bases: dict[str, str],
 ) -> Iterator[tuple]:
-    """Cells in their stored form, in the order of ``CELL_COLUMNS``."""
+    """Cells in their stored form, in the order of ``CELL_COLUMNS``; fills ``bases``
+    (batch key -> base recipe) as it goes."""
     params, params_json = None, "{}"
     for cell in cells:
-        if cell.params is not params:  # one dict per axis combination: serialize it once
-            params, params_json = cell.params, json.dumps(cell.params)
+        grid_index, prompt, seed, cell_params, recipe_sha256, batch_key, base = cell
+        if cell_params is not params:  # one dict per axis combination: serialize it once
+            params, params_json = cell_params, json.dumps(cell_params)
+            bases[batch_key] = base
         yield (
             job_id,
-            cell.grid_index,
-            cell.prompt,
-            to_signed_seed(cell.seed),
+            grid_index,
+            prompt,
+            to_signed_seed(seed),
             params_json,
-            cell.recipe,
-            cell.recipe_sha256,
-            cell.batch_key,
+            recipe_sha256,
+            batch_key,
             QUEUED,
             0,
             truncated(cell),

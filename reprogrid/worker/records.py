@@ -34,6 +34,7 @@ from reprogrid.models import (
     Verification,
     utcnow,
 )
+from reprogrid.models.recipes import cell_recipes
 from reprogrid.scheduler.control import finish_batch, update_job_status
 
 
@@ -83,10 +84,7 @@ def claim_batch(
         finish_batch(session, batch_id, worker, CANCELLED, "job cancelled")
         session.commit()
         return None
-    rows = session.execute(
-        select(cells.c.id, cells.c.grid_index, cells.c.recipe).where(cells.c.id.in_(cell_ids))
-    ).all()
-    by_id = {row.id: (row.id, row.grid_index, row.recipe) for row in rows}
+    by_id = cell_recipes(session, cell_ids)
     session.execute(
         update(cells)
         .where(cells.c.id.in_(cell_ids), cells.c.status.not_in(FINISHED))
@@ -189,12 +187,15 @@ def record_images(
         .where(Batch.id == claim.batch_id, Batch.worker == worker, Batch.status == RUNNING)
         .values(status=DONE, finished_at=utcnow(), lease_until=None, error=None, warnings=warnings)
     ).rowcount
-    taken = set(
-        session.scalars(
-            select(Image.cell_id).where(Image.cell_id.in_([i["cell_id"] for i in images]))
-        )
-    )
-    fresh = [i for i in images if i["cell_id"] not in taken] if still_ours else []
+    # Each cell's recipe hash, and whether it has an image already.
+    cell_rows = session.execute(
+        select(Cell.id, Cell.recipe_sha256, Image.id)
+        .outerjoin(Image, Image.cell_id == Cell.id)
+        .where(Cell.id.in_([i["cell_id"] for i in images]))
+    ).all()
+    hashes = {cell_id: recipe_sha256 for cell_id, recipe_sha256, image in cell_rows if not image}
+    fresh = [i | {"recipe_sha256": hashes[i["cell_id"]]} for i in images if i["cell_id"] in hashes]
+    fresh = fresh if still_ours else []
     if fresh:
         session.execute(insert(Image.__table__), fresh)
         session.execute(

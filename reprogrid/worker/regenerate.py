@@ -29,7 +29,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from reprogrid.adapters import changed_adapters
-from reprogrid.models import Batch, Cell, Image
+from reprogrid.models import Batch, Image
+from reprogrid.models.recipes import cell_recipes
 from reprogrid.models.verifications import ALONE, BATCH, DEFAULT_TOLERANCE, ERROR, ImageRef
 from reprogrid.scheduler.checkpoint_refs import CheckpointNotFound, resolve_checkpoint
 from reprogrid.worker.checkpoints import (
@@ -141,10 +142,7 @@ def error_row(image: ImageRef, mode: str, error: str, **details: Any) -> dict[st
 def load_recorded_batch(session: Session, batch_id: int) -> RecordedBatch:
     """The recorded composition and conditions of the batch that made some images."""
     batch = session.get(Batch, batch_id)
-    rows = session.execute(
-        select(Cell.id, Cell.grid_index, Cell.recipe).where(Cell.id.in_(batch.cell_ids))
-    ).all()
-    by_id = {row.id: (row.id, row.grid_index, row.recipe) for row in rows}
+    by_id = cell_recipes(session, batch.cell_ids)
     # One worker records all of a batch's images at once: they share environment and checkpoint.
     image = session.scalars(select(Image).where(Image.batch_id == batch_id).limit(1)).one()
     return RecordedBatch(

@@ -13,6 +13,7 @@ from sqlalchemy import insert, select
 
 from reprogrid.models import Batch, Cell, Checkpoint, Environment, Image, open_database
 from reprogrid.models.queries import CellFilter, query_cells
+from reprogrid.models.recipes import job_recipes
 from reprogrid.review.export import EXPORT_COLUMNS, RECIPE_COLUMNS, image_rows
 from reprogrid.scheduler.grid import cell_recipe
 from reprogrid.scheduler.jobs import create_job
@@ -24,8 +25,9 @@ from .night import FAILED_PROMPT, NightJob, make_night_job
 def _recipes(night: NightJob) -> dict[int, dict]:
     """Image id -> the recipe recorded for its cell."""
     with open_database(night.db_url).sessions() as session:
-        rows = session.execute(select(Image.id, Cell.recipe).join(Cell, Cell.id == Image.cell_id))
-        return {image_id: json.loads(recipe) for image_id, recipe in rows}
+        images = dict(session.execute(select(Image.cell_id, Image.id)).all())
+        recipes = job_recipes(session, night.job_id)
+        return {images[c]: json.loads(recipe) for c, recipe in recipes.items() if c in images}
 
 
 def test_csv_loads_with_one_row_per_image_and_recipe_fields_as_columns(

@@ -9,6 +9,7 @@ import pytest
 from conftest import Cli
 
 from reprogrid.models import Cell, Image, Job, open_database
+from reprogrid.models.recipes import recipe_of
 from reprogrid.review.sheet import GREY, RED
 
 from .images import find, pixels
@@ -35,11 +36,12 @@ def parent_cli(tmp_path_factory: pytest.TempPathFactory) -> Cli:
     return cli
 
 
-def _job(cli: Cli, job_id: int) -> tuple[Job, list[Cell]]:
+def _job(cli: Cli, job_id: int) -> tuple[Job, list[Cell], list[dict]]:
+    """The job, its cells in grid order and their recipes."""
     with open_database(cli.db_url).sessions() as session:
         job = session.get(Job, job_id)
         cells = session.query(Cell).filter_by(job_id=job_id).order_by(Cell.grid_index).all()
-        return job, cells
+        return job, cells, [recipe_of(session, cell) for cell in cells]
 
 
 def _new_job_id(output: str) -> int:
@@ -49,22 +51,21 @@ def _new_job_id(output: str) -> int:
 def test_a_refine_job_keeps_every_recipe_field_but_the_prompt(parent_cli: Cli):
     result = parent_cli("refine", "2", "--append", ", highly realistic", "--append", ", artsy")
     assert result.exit_code == 0, result.output
-    job, cells = _job(parent_cli, _new_job_id(result.output))
+    job, cells, recipes = _job(parent_cli, _new_job_id(result.output))
     assert result.output == f"job {job.id} queued: 2 cells refining image 2\n"
     assert (job.status, job.parent_image_id) == ("queued", 2)
-    _, (_, parent) = _job(parent_cli, 1)
-    expected = json.loads(parent.recipe)
-    for cell, text in zip(cells, (", highly realistic", ", artsy"), strict=True):
-        assert json.loads(cell.recipe) == expected | {"prompt": "a lighthouse" + text}
+    _, _, (_, expected) = _job(parent_cli, 1)
+    for cell, recipe, text in zip(cells, recipes, (", highly realistic", ", artsy"), strict=True):
+        assert recipe == expected | {"prompt": "a lighthouse" + text}
         assert (cell.seed, cell.status) == (9, "queued")
 
 
 def test_set_changes_a_field_and_is_validated_like_a_spec_field(parent_cli: Cli):
     result = parent_cli("refine", "1", "--set", "guidance_scale=9", "--set", "steps=3")
     assert result.exit_code == 0, result.output
-    _, (cell,) = _job(parent_cli, _new_job_id(result.output))
-    _, (parent, _) = _job(parent_cli, 1)
-    assert json.loads(cell.recipe) == json.loads(parent.recipe) | {
+    _, _, (recipe,) = _job(parent_cli, _new_job_id(result.output))
+    _, _, (parent, _) = _job(parent_cli, 1)
+    assert recipe == parent | {
         "guidance_scale": 9.0,
         "steps": 3,
     }
