@@ -17,6 +17,7 @@ labels), not its cells, and a job's sheets are made one at a time on demand.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from sqlalchemy.orm import Session
 
 from reprogrid.models import Cell, Checkpoint, Environment, Image, Job, Verification
 from reprogrid.models.queries import NotFound, image_path, image_record, readable_path
+from reprogrid.models.recipes import RecipeBase, recipe_text, with_base
 from reprogrid.scheduler.spec import JobSpec
 
 MIN_THUMB, MAX_THUMB = 16, 2048
@@ -53,6 +55,8 @@ _TILE_COLUMNS = {
     "checkpoint_sha256": Checkpoint.sha256,
     "error": Cell.error,
     "truncated": Cell.truncated,
+    "stored_recipe": Cell.recipe,  # these two make the recipe (models/recipes.py)
+    "recipe_base": RecipeBase.recipe,
     "nsfw": Image.nsfw,
     "verdict": select(Verification.verdict)  # the latest verification's
     .where(Verification.image_id == Image.id)
@@ -236,7 +240,7 @@ def fetch_tiles(
             where = Cell.grid_index.between(chunk[0], chunk[-1])
         else:
             where = Cell.grid_index.in_(chunk)
-        query = (
+        query = with_base(
             select(*columns)
             .select_from(Cell)
             .outerjoin(Image, Image.cell_id == Cell.id)
@@ -246,6 +250,8 @@ def fetch_tiles(
         )
         for row in session.execute(query):
             tile = dict(row._mapping)
+            recorded = tile.pop("stored_recipe"), tile.pop("recipe_base")
+            tile["recipe"] = json.loads(recipe_text(*recorded, tile["prompt"], tile["seed"]))
             written_under = tile.pop("store")
             if tile["path"] is not None:
                 path = image_path(written_under, tile["path"], store)

@@ -60,8 +60,6 @@ from reprogrid.review.layout import (
     sheet_rows,
     thumb_size,
 )
-from reprogrid.scheduler.grid import cell_recipe
-from reprogrid.scheduler.spec import JobSpec
 
 DEFAULT_MAX_THUMB = 160
 DEFAULT_PAGE_TILES = 1000
@@ -195,14 +193,13 @@ def write_report(
         raise ReviewError(f"page-tiles: must be at least 1, got {page_tiles}")
     sheets = job_sheets(session, job_id, store)
     job = sheets.job
-    spec = JobSpec.from_json(job.spec)
     pictures = Pictures(out_dir, thumb_size(thumb, sheets[0], DEFAULT_MAX_THUMB), standalone)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = Written(out_dir / "index.html")
     total = sum(1 for _ in grid_pages(sheets, page_tiles))
     for page in grid_pages(sheets, page_tiles):
         with (out_dir / page.file).open("w", encoding="utf-8") as out:
-            images = write_page(out, session, page, total, spec, store, pictures, written)
+            images = write_page(out, session, page, total, store, pictures, written)
         if on_images is not None:
             on_images(images)
     stale = total + 1
@@ -232,7 +229,6 @@ def write_page(
     session: Session,
     page: Page,
     total: int,
-    spec: JobSpec,
     store: Path,
     pictures: Pictures,
     written: Written,
@@ -250,7 +246,7 @@ def write_page(
     images = 0
     rows = sheet_rows(session, sheet, store, page.rows, page.cols)
     for row, tiles in zip(page.rows, rows, strict=True):
-        cells = "".join(f"<td>{tile_html(t, spec, pictures, written)}</td>" for t in tiles)
+        cells = "".join(f"<td>{tile_html(t, pictures, written)}</td>" for t in tiles)
         out.write(f"<tr><th>{escape(sheet.row_labels[row])}</th>{cells}</tr>\n")
         images += sum(1 for t in tiles if t and t["image_id"] and t is not sheet.parent)
     out.write(f"</tbody></table>\n{nav}\n</body></html>\n")
@@ -377,7 +373,7 @@ def _libraries(details: dict[str, Any]) -> str:
     return f"{details.get('hostname', '')}: {', '.join(found)}; {details.get('dtype')}, {switches}"
 
 
-def tile_html(tile: Tile | None, spec: JobSpec, pictures: Pictures, written: Written) -> str:
+def tile_html(tile: Tile | None, pictures: Pictures, written: Written) -> str:
     """A picture linking to the full image, or a marked blank; details open on click."""
     if tile is None:
         return ""
@@ -389,7 +385,7 @@ def tile_html(tile: Tile | None, spec: JobSpec, pictures: Pictures, written: Wri
     name = f"image {tile['image_id']}" if tile["image_id"] else f"cell {tile['cell_id']}"
     return (
         f"{picture}<details><summary>{name}{verdict}</summary>"
-        f"<pre>{escape(_tile_details(tile, spec))}</pre></details>"
+        f"<pre>{escape(_tile_details(tile))}</pre></details>"
     )
 
 
@@ -419,11 +415,9 @@ def picture_html(tile: Tile, pictures: Pictures, written: Written) -> str:
     )
 
 
-def _tile_details(tile: Tile, spec: JobSpec) -> str:
-    """The tile's hashes and fields, then its recipe (rebuilt from the job's spec)."""
-    recipe = tile.get("recipe") or json.loads(
-        cell_recipe(spec, tile["prompt"], tile["seed"], tile["params"])
-    )
+def _tile_details(tile: Tile) -> str:
+    """The tile's hashes and fields, then its recipe as recorded."""
+    recipe = tile["recipe"]
     fields = ["status", "pixel_sha256", "png_sha256", "recipe_sha256", "checkpoint_sha256"]
     fields += ["environment_id", "device", "nsfw", "truncated", "error"]
     lines = [f"{k}: {tile[k]}" for k in fields if tile.get(k)]
