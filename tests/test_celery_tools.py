@@ -1,7 +1,7 @@
 """Celery's own tools and Flower see a running fleet: real workers, scheduler, Flower and Redis.
 
 One fleet for the module: Flower, two workers and a scheduler on a SQLite file
-and the test Redis database, running a job of twelve one-image batches long
+and the test Redis database, running a job of 24 one-image batches long
 enough (100 steps each) that batches are still running and waiting while the
 first tests look.
 """
@@ -32,7 +32,7 @@ pytest.importorskip("flower", reason="Flower is in the test extra: pip install -
 
 APP = "reprogrid.scheduler.broker"
 WORKERS = ("tools-a", "tools-b")
-CELLS = 12
+CELLS = 24
 HOST = socket.gethostname()
 NODES = {f"{name}@{HOST}" for name in WORKERS}
 

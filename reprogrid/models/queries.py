@@ -13,13 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    ARRAY,
     Integer,
     Select,
     and_,
+    any_,
     case,
     column,
     false,
     func,
+    literal,
     or_,
     select,
     text,
@@ -255,8 +258,10 @@ def _grid_condition(session: Session, where: CellFilter) -> Any:
         scan = _scan_to_first_chunk(listed, {j: shape.cells for j, (shape, _, _) in found.items()})
         if matches <= CHUNK or (matches <= LISTED_CELLS and scan > SCANNED_PER_ROW * CHUNK):
             # The ids first: with them as literals, PostgreSQL knows how few rows to join.
-            each = (and_(Cell.job_id == j, _in_ranges(r)) for j, r in listed.items())
-            return Cell.id.in_(session.scalars(select(Cell.id).where(or_(false(), *each))).all())
+            postgres = session.get_bind().dialect.name == "postgresql"
+            each = (and_(Cell.job_id == j, _in_ranges(r, postgres)) for j, r in listed.items())
+            ids = session.scalars(select(Cell.id).where(or_(false(), *each))).all()
+            return _one_of(Cell.id, list(ids), postgres)
     if not found:
         return false()
     tests = {job_id: _grid_test(*match) for job_id, match in found.items()}
@@ -293,10 +298,18 @@ def _cells(ranges: Iterable[list[tuple[int, int]]]) -> int:
     return sum(high - low + 1 for job in ranges for low, high in job)
 
 
-def _in_ranges(ranges: list[tuple[int, int]]) -> Any:
+def _in_ranges(ranges: list[tuple[int, int]], postgres: bool) -> Any:
     single = [low for low, high in ranges if low == high]
     spans = [Cell.grid_index.between(low, high) for low, high in ranges if low != high]
-    return or_(Cell.grid_index.in_(single), *spans) if single else or_(*spans)
+    return or_(_one_of(Cell.grid_index, single, postgres), *spans) if single else or_(*spans)
+
+
+def _one_of(column: Any, values: list[int], postgres: bool) -> Any:
+    """``column IN values``; on PostgreSQL ``= ANY`` of one array parameter, which
+    binds in constant time where an IN list of a thousand values costs tens of ms."""
+    if postgres:
+        return column == any_(literal(values, ARRAY(Integer)))
+    return column.in_(values)
 
 
 def _grid_test(shape: GridShape, prompts: list[int] | None, seed: int | None) -> Any:
