@@ -62,7 +62,7 @@ def make_jobs(url: str, store: Path, prompts: int) -> dict[int, int]:
         next_batch = 1
         for job_id in job_ids.values():
             cells = connection.execute(
-                select(Cell.id, Cell.grid_index)
+                select(Cell.id, Cell.grid_index, Cell.recipe_sha256)
                 .where(Cell.job_id == job_id)
                 .order_by(Cell.grid_index)
             ).all()
