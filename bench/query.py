@@ -130,6 +130,17 @@ def load(db: Database, scale: float) -> list[int]:
     job_ids = [create_job(db, spec) for spec in specs]
     many = [many_prompt(i) for i in range(int(MANY_PROMPTS * scale))]
     create_job(db, bench_spec(prompts=many, seeds="0", steps=20))  # left queued
+    write_all_results(db, job_ids, left_queued={job_ids[-1]: int(DDPM_QUEUED * scale)})
+    with db.engine.connect() as connection:
+        if db.engine.dialect.name == "postgresql":
+            connection.execute(text("ANALYZE"))
+            connection.commit()
+    return job_ids
+
+
+def write_all_results(db: Database, job_ids: list[int], left_queued: dict[int, int]) -> None:
+    """Synthetic results for the jobs' cells in grid order, but the last ``left_queued[job]``
+    of a job, batches numbered from 1 (see :func:`write_results`)."""
     with db.sessions() as session:
         environment_id = records.environment_id(session, "bench" * 12 + "0000", FAKE_ENVIRONMENT)
         checkpoint_id = records.checkpoint_id(session, "builtin:tiny", None, "0" * 64, {})
@@ -142,16 +153,10 @@ def load(db: Database, scale: float) -> list[int]:
                 .where(Cell.job_id == job_id)
                 .order_by(Cell.grid_index)
             ).all()
-            if job_id == job_ids[-1]:
-                cells = cells[: len(cells) - int(DDPM_QUEUED * scale)]
+            cells = cells[: len(cells) - left_queued.get(job_id, 0)]
             write_results(connection, job_id, cells, next_batch, environment_id, checkpoint_id)
             next_batch += (len(cells) + BATCH_SIZE - 1) // BATCH_SIZE
         session.commit()
-    with db.engine.connect() as connection:
-        if db.engine.dialect.name == "postgresql":
-            connection.execute(text("ANALYZE"))
-            connection.commit()
-    return job_ids
 
 
 def write_results(

@@ -34,10 +34,9 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from bench.common import Row, arguments, bench_spec, memory_mib, sqlite_url, verdict, write_rows
-from bench.query import FAKE_ENVIRONMENT, write_results
-from reprogrid.models import Cell, Image, open_database
+from bench.query import write_all_results
+from reprogrid.models import Image, open_database
 from reprogrid.scheduler.jobs import create_job
-from reprogrid.worker import records
 
 SEEDS = 100
 GUIDANCE = [round(1.0 + 0.5 * n, 1) for n in range(10)]  # the large job: 10 sheets
@@ -54,21 +53,7 @@ def make_jobs(url: str, store: Path, prompts: int) -> dict[int, int]:
         size = prompts * SEEDS * len(scales)
         spec = bench_spec(prompts=texts, seeds=f"0-{SEEDS - 1}", axes={"guidance_scale": scales})
         job_ids[size] = create_job(db, spec)
-    with db.sessions() as session:
-        environment_id = records.environment_id(session, "bench" * 12 + "0000", FAKE_ENVIRONMENT)
-        checkpoint_id = records.checkpoint_id(session, "builtin:tiny", None, "0" * 64, {})
-    with db.sessions() as session:
-        connection = session.connection()
-        next_batch = 1
-        for job_id in job_ids.values():
-            cells = connection.execute(
-                select(Cell.id, Cell.grid_index, Cell.recipe_sha256)
-                .where(Cell.job_id == job_id)
-                .order_by(Cell.grid_index)
-            ).all()
-            write_results(connection, job_id, cells, next_batch, environment_id, checkpoint_id)
-            next_batch += (len(cells) + 3) // 4
-        session.commit()
+    write_all_results(db, list(job_ids.values()), left_queued={})
     with db.sessions() as session:
         for n, path in enumerate(session.scalars(select(Image.path).order_by(Image.id))):
             target = store / path
