@@ -106,21 +106,11 @@ def _process_facts(device: str) -> dict[str, Any]:
     }
 
 
-def installed_packages() -> dict[str, str]:
-    """Every distribution this process can import from: normalized name -> version.
-
-    Where one name is installed twice on ``sys.path``, the first wins, as for imports.
-    """
-    return _inventory()[0]
-
-
-def package_sources() -> dict[str, str]:
-    """Distributions installed from a URL or a local folder (PEP 610), not an index: name -> URL."""
-    return _inventory()[1]
-
-
 def _inventory() -> tuple[dict[str, str], dict[str, str]]:
-    """Versions and direct-URL sources of every distribution, in one pass over them."""
+    """Every distribution this process can import from, in one pass over them: normalized
+    name -> version, and name -> URL for those installed from a URL or a local folder
+    (PEP 610), not an index. Where one name is installed twice on ``sys.path``, the
+    first version wins, as for imports."""
     versions: dict[str, str] = {}
     sources: dict[str, str] = {}
     for dist in distributions():
