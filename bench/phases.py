@@ -2,12 +2,12 @@
 
 Runs ``reprogrid run ARGS...`` in this process with a clock around each phase
 (a diagnostic: the functions are wrapped here, nothing in reprogrid knows),
-then prints one JSON object: wall and CPU seconds per phase, the whole
-process's, and the import time of the modules a plain diffusers script never
-imports (from ``-X importtime``, when given ``--importtime-log``).
+then prints one JSON line on stderr: wall and CPU seconds per phase, and the
+whole process's. ``extra_imports`` compares two ``-X importtime`` logs: what
+this process imported that a plain diffusers script did not (bench/process.py
+runs both).
 
-    python -X importtime bench/phases.py run spec.toml --db ... 2> imports.log
-    python bench/phases.py --importtime-log imports.log --plain-log plain-imports.log
+    python -X importtime bench/phases.py run spec.toml --db ... 2> reprogrid.log
 """
 
 from __future__ import annotations
@@ -91,10 +91,6 @@ def extra_imports(ours: str, plain: str) -> dict[str, float]:
 
 
 def main() -> None:
-    if sys.argv[1:2] == ["--importtime-log"]:
-        ours, plain = sys.argv[2], sys.argv[4]
-        print(json.dumps(extra_imports(ours, plain)))
-        return
     phases: dict[str, list[float]] = {}
     from reprogrid.cli import main as cli
 

@@ -190,7 +190,7 @@ def measure(grid: Grid, pairs: int, workdir: Path) -> list[tuple[Timed, Timed]]:
     return results
 
 
-def rows_of(grid: Grid, results: list[tuple[Timed, Timed]]) -> Row:
+def ratio_row(grid: Grid, results: list[tuple[Timed, Timed]]) -> Row:
     """The grid's row: median ratios of wall and CPU time, and each side's median wall time."""
     wall = median([plain.wall / ours.wall for plain, ours in results])
     cpu = median([plain.cpu / ours.cpu for plain, ours in results])
@@ -239,7 +239,7 @@ def main() -> None:
     for grid, pairs in grids:
         if pairs > 0:
             print(f"process: {grid.name} grid, {grid.images} images, {pairs} pairs")
-            rows.append(rows_of(grid, measure(grid, pairs, args.workdir / "process")))
+            rows.append(ratio_row(grid, measure(grid, pairs, args.workdir / "process")))
     if args.breakdown:
         rows += breakdown_rows(grids[0][0], args.workdir / "process")
     write_rows(args.out, rows)
