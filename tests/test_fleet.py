@@ -114,7 +114,9 @@ def test_scheduler_and_worker_complete_a_grid_with_the_pixels_of_run(
 def test_worker_killed_mid_batch_twice_loses_nothing_and_duplicates_nothing(
     fleet: Fleet, db: Database, tmp_path: Path
 ) -> None:
-    spec = write_spec(tmp_path, seeds="0-11", steps=20)  # 6 batches
+    # 6 batches, each long enough that the survivor cannot finish them all while the
+    # victim restarts (a restart imports torch: several seconds on a busy machine)
+    spec = write_spec(tmp_path, seeds="0-11", steps=100)
     job_id, cells = submit(fleet, spec)
     fleet.scheduler("--max-in-flight", "2")
     fleet.worker("survivor")
