@@ -50,23 +50,22 @@ from diffusers import (
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
-from PIL import Image, ImageDraw
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from reprogrid.review.shapes import (
     BACKGROUND_COLOURS,
+    RADII,
     SHAPE_COLOURS,
     SHAPES,
+    SIZE,
     Measured,
     caption,
+    draw,
     measure,
 )
 
 TARGET = Path(__file__).resolve().parent.parent / "reprogrid" / "builtin" / "shapes"
-SIZE = 64
-SUPERSAMPLE = 4
-RADII = (9, 13, 17)  # half the shape's width: small, medium, large
 MAX_TOKENS = 32
 WORDS = ["a", "an", "on", "background", *SHAPES, *BACKGROUND_COLOURS]
 SEED = 0
@@ -87,35 +86,6 @@ QUICK = Settings(images=2000, vae_steps=150, unet_steps=300)
 
 
 # 1. The data set ------------------------------------------------------------------------------
-
-
-def shape_points(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
-    """The polygon of ``shape`` centred at (cx, cy) with half-width ``r`` (circle: its box)."""
-    if shape in ("circle", "square"):
-        return [(cx - r, cy - r), (cx + r, cy + r)]
-    if shape == "triangle":
-        return [(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)]
-    angles = np.pi / 2 + np.arange(10) * np.pi / 5
-    radii = np.where(np.arange(10) % 2 == 0, r, 0.4 * r)
-    # Centre the star's bounding box (its points reach r up, 0.81 r down).
-    cy += r * (1 - np.cos(np.pi / 5)) / 2
-    return [(cx + q * np.cos(a), cy - q * np.sin(a)) for a, q in zip(angles, radii, strict=True)]
-
-
-def draw(shape: str, colour: str, background: str, cx: float, cy: float, r: float) -> np.ndarray:
-    """One 64x64 picture, drawn at 4x and reduced so that edges are smooth."""
-    scale = SUPERSAMPLE
-    big = Image.new("RGB", (SIZE * scale,) * 2, BACKGROUND_COLOURS[background])
-    pen = ImageDraw.Draw(big)
-    points = [(x * scale, y * scale) for x, y in shape_points(shape, cx, cy, r)]
-    fill = SHAPE_COLOURS[colour]
-    if shape == "circle":
-        pen.ellipse(points, fill=fill)
-    elif shape == "square":
-        pen.rectangle(points, fill=fill)
-    else:
-        pen.polygon(points, fill=fill)
-    return np.asarray(big.resize((SIZE, SIZE), Image.Resampling.BOX))
 
 
 def make_dataset(count: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:

@@ -87,8 +87,8 @@ def adherence(results) -> float:
 # orange half the time and green shapes half the time another colour. Strict, so a better
 # checkpoint that passes them makes these tests fail until the marks go.
 UNDERTRAINED_COLOURS = {"red", "green"}
-# A fat star measures as a triangle: 3 of 12 right.
-UNDERTRAINED_SHAPES = {"star"}
+# Every shape word is drawn for most seeds since the measure counts fat stars (dents) as stars.
+UNDERTRAINED_SHAPES: set[str] = set()
 # Trained with offset noise, the checkpoint follows the background words (64 of 72 right), all
 # but orange (2 of 8).
 UNFOLLOWED_BACKGROUNDS = {"orange"}

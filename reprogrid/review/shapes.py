@@ -2,13 +2,16 @@
 
 ``builtin:shapes`` is trained (``scripts/train_shapes.py``) on flat coloured
 shapes on flat backgrounds. This module names that world (colours with their
-RGB values, shapes, background colours, how captions read) and measures an
-image of it without a classifier: the background is the named colour nearest
+RGB values, shapes, background colours, how captions read), draws its
+pictures as the training data set does, and measures an image of it without
+a classifier: the background is the named colour nearest
 the median of the image's border, the shape is every pixel far from that
 median, its colour is the named hue closest to the shape pixels' median hue,
-and its kind follows from how much of its bounding box its outline (halfway
-between background and shape colour) fills: square 0.99, circle 0.78,
-triangle 0.53, star 0.39.
+and its kind follows from its outline (halfway between background and shape
+colour, its largest piece): a star when it has dents (it fills less than
+0.735 of its convex hull: a drawn star 0.54, the other shapes 0.93 or more),
+else the shape whose fill of its bounding box is nearest (square 0.99, circle
+0.78, triangle 0.53).
 Needs numpy and Pillow only.
 """
 
@@ -18,7 +21,7 @@ import colorsys
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw
 
 # Hue colours a shape may have; backgrounds are these plus the grey ones.
 SHAPE_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -35,9 +38,15 @@ BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = SHAPE_COLOURS | {
     "gray": (128, 128, 128),
 }
 SHAPES = ("circle", "square", "triangle", "star")
-# Fraction of its bounding box each shape fills, as the training script draws it at 64x64
-# (antialiased edges make a triangle fuller than 0.5 and a star than its 0.34).
-SHAPE_FILL = {"square": 0.99, "circle": 0.78, "triangle": 0.53, "star": 0.39}
+SIZE = 64  # pixels a side
+RADII = (9, 13, 17)  # half a shape's width: small, medium, large
+SUPERSAMPLE = 4  # drawn this many times larger, then reduced, for smooth edges
+# Each shape as the training script draws it at 64x64, averaged over its three sizes: the
+# fraction of its bounding box it fills (antialiased edges make a triangle fuller than 0.5),
+# and of its convex hull (its solidity): 0.93 or more for the three convex shapes, 0.54 for a
+# star. A star blurred fat fills as much of its box as a triangle, but keeps its dents.
+SHAPE_FILL = {"square": 0.99, "circle": 0.78, "triangle": 0.53}
+STAR_SOLIDITY, CONVEX_SOLIDITY = 0.54, 0.93
 
 # A pixel belongs to the shape when it is this far (RGB distance, 0..441) from the background.
 SHAPE_DISTANCE = 45.0
@@ -55,6 +64,35 @@ def caption(colour: str, shape: str, background: str | None = None, comma: bool 
     if background is None:
         return subject
     return f"{subject}{',' if comma else ''} on {article(background)} {background} background"
+
+
+def shape_points(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
+    """The polygon of ``shape`` centred at (cx, cy) with half-width ``r`` (circle: its box)."""
+    if shape in ("circle", "square"):
+        return [(cx - r, cy - r), (cx + r, cy + r)]
+    if shape == "triangle":
+        return [(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)]
+    angles = np.pi / 2 + np.arange(10) * np.pi / 5
+    radii = np.where(np.arange(10) % 2 == 0, r, 0.4 * r)
+    # Centre the star's bounding box (its points reach r up, 0.81 r down).
+    cy += r * (1 - np.cos(np.pi / 5)) / 2
+    return [(cx + q * np.cos(a), cy - q * np.sin(a)) for a, q in zip(angles, radii, strict=True)]
+
+
+def draw(shape: str, colour: str, background: str, cx: float, cy: float, r: float) -> np.ndarray:
+    """One 64x64 picture, drawn at 4x and reduced so that edges are smooth."""
+    scale = SUPERSAMPLE
+    big = Image.new("RGB", (SIZE * scale,) * 2, BACKGROUND_COLOURS[background])
+    pen = ImageDraw.Draw(big)
+    points = [(x * scale, y * scale) for x, y in shape_points(shape, cx, cy, r)]
+    fill = SHAPE_COLOURS[colour]
+    if shape == "circle":
+        pen.ellipse(points, fill=fill)
+    elif shape == "square":
+        pen.rectangle(points, fill=fill)
+    else:
+        pen.polygon(points, fill=fill)
+    return np.asarray(big.resize((SIZE, SIZE), Image.Resampling.BOX))
 
 
 @dataclass(frozen=True)
@@ -82,7 +120,9 @@ def measure(image: Image.Image) -> Measured:
     outline = distance > 0.5 * np.median(distance[far])
     ys, xs = np.nonzero(outline)
     centre = (float(xs.mean()), float(ys.mean()))
-    return Measured(bg, _named_hue(pixels[far]), _shape_kind(outline, ys, xs), centre, count)
+    return Measured(
+        bg, _named_hue(pixels[far]), _shape_kind(_largest_piece(outline)), centre, count
+    )
 
 
 def _border_median(pixels: np.ndarray) -> np.ndarray:
@@ -109,7 +149,61 @@ def _hue_distance(a: float, b: float) -> float:
     return min(abs(a - b), 360.0 - abs(a - b))
 
 
-def _shape_kind(mask: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> str:
-    box = (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1)
-    fill = mask.sum() / box
+def _largest_piece(mask: np.ndarray) -> np.ndarray:
+    """The largest 4-connected piece of ``mask``: specks elsewhere do not change its kind."""
+    unseen = mask.copy()
+    best: list[tuple[int, int]] = []
+    for start in zip(*np.nonzero(mask), strict=True):
+        if not unseen[start]:
+            continue
+        unseen[start] = False
+        piece, frontier = [start], [start]
+        while frontier:
+            y, x = frontier.pop()
+            for near in ((y - 1, x), (y + 1, x), (y, x - 1), (y, x + 1)):
+                if 0 <= near[0] < mask.shape[0] and 0 <= near[1] < mask.shape[1] and unseen[near]:
+                    unseen[near] = False
+                    piece.append(near)
+                    frontier.append(near)
+        best = max(best, piece, key=len)
+    largest = np.zeros_like(mask)
+    largest[tuple(np.array(best).T)] = True
+    return largest
+
+
+def _shape_kind(mask: np.ndarray) -> str:
+    """A star when the shape has dents (solidity nearer a star's), else the nearest fill."""
+    ys, xs = np.nonzero(mask)
+    area = float(mask.sum())
+    if area / _hull_area(mask) < (STAR_SOLIDITY + CONVEX_SOLIDITY) / 2:
+        return "star"
+    fill = area / ((ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1))
     return min(SHAPE_FILL, key=lambda name: abs(SHAPE_FILL[name] - fill))
+
+
+def _hull_area(mask: np.ndarray) -> float:
+    """The area of the convex hull of the mask's pixels (their corners): Andrew's monotone chain."""
+    rows = np.nonzero(mask.any(axis=1))[0]
+    left = mask[rows].argmax(axis=1)
+    right = mask.shape[1] - mask[rows, ::-1].argmax(axis=1)
+    points = sorted(
+        {(float(x), float(y + dy)) for y, a, b in zip(rows, left, right, strict=True)
+         for x in (a, b) for dy in (0, 1)}
+    )  # fmt: skip
+    lower, upper = _half_hull(points), _half_hull(points[::-1])
+    hull = lower[:-1] + upper[:-1]
+    xs, ys = np.array([x for x, _ in hull]), np.array([y for _, y in hull])
+    return float(abs(np.dot(xs, np.roll(ys, 1)) - np.dot(ys, np.roll(xs, 1))) / 2)
+
+
+def _half_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    chain: list[tuple[float, float]] = []
+    for point in points:
+        while len(chain) >= 2 and _cross(chain[-2], chain[-1], point) <= 0:
+            chain.pop()
+        chain.append(point)
+    return chain
+
+
+def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+    return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
