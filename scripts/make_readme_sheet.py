@@ -2,18 +2,25 @@
 
 Runs ``reprogrid run examples/shapes.toml`` in a scratch folder (its own
 database and store), then ``reprogrid grid 1`` into ``docs/``, one sheet per
-guidance scale (prompts down, seeds across):
+guidance scale (prompts down, seeds across), and prints how many seeds of
+each row ``reprogrid.review.shapes`` finds with the prompt's colour and shape:
 
     python scripts/make_readme_sheet.py
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
+
+from PIL import Image
+
+from reprogrid.review.shapes import measure
 
 ROOT = Path(__file__).resolve().parent.parent
 SHEET = ROOT / "docs" / "shapes-sheet.png"
@@ -29,6 +36,22 @@ def reprogrid(*args: str, cwd: Path) -> str:
     return result.stdout
 
 
+def print_matching_rows(scratch: Path) -> None:
+    """Per prompt ("a red circle") and guidance scale: the seeds drawn in its colour and shape."""
+    right, drawn = Counter(), Counter()
+    for row in json.loads(reprogrid("query", "--format", "json", cwd=scratch)):
+        _, colour, shape = row["prompt"].split()
+        with Image.open(row["path"]) as image:
+            found = measure(image)
+        key = (row["params"]["guidance_scale"], row["prompt"])
+        drawn[key] += 1
+        right[key] += (found.colour, found.shape) == (colour, shape)
+    for guidance, prompt in sorted(drawn):
+        key = (guidance, prompt)
+        print(f"guidance {guidance}: {prompt}: {right[key]} of {drawn[key]} seeds match")
+    print(f"all: {sum(right.values())} of {sum(drawn.values())}")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
@@ -39,6 +62,7 @@ def main() -> None:
             target = SHEET.parent / path.name
             shutil.copyfile(path, target)
             print(target.relative_to(ROOT))
+        print_matching_rows(scratch)
 
 
 if __name__ == "__main__":

@@ -6,26 +6,26 @@ nine background colours, in three sizes at random places, captioned like
 "a red circle on a blue background" (or "a red circle", background unnamed);
 a word-level CLIP tokenizer for that vocabulary; then, in order,
 
-1. an AutoencoderKL that maps 64x64 images to 16x16x4 latents,
+1. an AutoencoderTiny (TAESD's architecture: convolutions, no normalization)
+   that maps 64x64 images to 16x16x4 latents, trained on L1 of the pixels and
+   of their neighbour differences, so that edges and star points stay sharp,
 2. the latents of the whole data set and their scaling factor,
 3. a small CLIP text encoder and UNet2DConditionModel trained together on
    epsilon prediction, the caption dropped 10% of the time so that
-   classifier-free guidance works (``--offset-noise``: with offset noise),
+   classifier-free guidance works, with offset noise (0.1) so that the
+   caption, not the starting noise, sets the background,
 4. a StableDiffusionPipeline (Euler sampler) saved with ``save_pretrained``,
 5. what it measured: losses, time, prompt adherence at two guidance scales and named backgrounds
    (``reprogrid.review.shapes`` names each image's colour and shape).
 
-    nice -n 19 python scripts/train_shapes.py               # 30 minutes on 2 busy CPU cores
-    nice -n 19 python scripts/train_shapes.py --resume 1500  # 8 more
-    nice -n 19 python scripts/train_shapes.py --resume 600 --offset-noise 0.1
-        # 5 more: the shipped weights, which follow background words (README)
-    nice -n 19 python scripts/train_shapes.py --quick       # a few minutes, to try a change
+    python scripts/train_shapes.py --threads 2   # the shipped weights (README: how long)
+    python scripts/train_shapes.py --quick       # a few minutes, to try a change
+    python scripts/train_shapes.py --resume 600  # train the UNet saved in --output further
     nice -n 19 python scripts/train_shapes.py --zero-snr --unet-steps 3000 --output DIR
         # the zero-SNR experiment: follows background words, draws blobs (README)
 
 Every random draw is seeded, so the same library versions and thread count
-should give the same weights (the offset-noise step was rerun and gave the same bits;
-the first command has not been checked by a second full run).
+should give the same weights.
 """
 
 from __future__ import annotations
@@ -45,11 +45,13 @@ import numpy as np
 import torch
 from diffusers import (
     AutoencoderKL,
+    AutoencoderTiny,
     DDPMScheduler,
     EulerDiscreteScheduler,
     StableDiffusionPipeline,
     UNet2DConditionModel,
 )
+from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
@@ -78,11 +80,13 @@ class Settings:
     images: int
     vae_steps: int
     unet_steps: int
+    offset_steps: int  # then this many more with offset noise, on a fresh learning-rate schedule
     batch: int = 32
 
 
-FULL = Settings(images=8000, vae_steps=1500, unet_steps=2500)
-QUICK = Settings(images=2000, vae_steps=150, unet_steps=300)
+FULL = Settings(images=8000, vae_steps=6000, unet_steps=3500, offset_steps=600)
+QUICK = Settings(images=2000, vae_steps=300, unet_steps=300, offset_steps=100)
+OFFSET_NOISE = 0.1
 
 
 # 1. The data set ------------------------------------------------------------------------------
@@ -163,19 +167,19 @@ def tokenize(tokenizer: CLIPTokenizer, captions: list[str]) -> torch.Tensor:
 # 3. The models --------------------------------------------------------------------------------
 
 
-def new_vae() -> AutoencoderKL:
-    return AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        block_out_channels=(8, 16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 3,
-        up_block_types=("UpDecoderBlock2D",) * 3,
+def new_vae() -> AutoencoderTiny:
+    """Three stages of 16 channels (two halvings: 16x16 latents), one block each.
+
+    TAESD's architecture rather than AutoencoderKL's: AutoencoderKL's group norms
+    take away each picture's mean level, and in a short run it decoded red as
+    brown and stars as blobs.
+    """
+    return AutoencoderTiny(
+        encoder_block_out_channels=(16, 16, 16),
+        decoder_block_out_channels=(16, 16, 16),
+        num_encoder_blocks=(1, 1, 1),
+        num_decoder_blocks=(1, 1, 1),
         latent_channels=4,
-        layers_per_block=1,
-        # One group: a group of one channel would normalize a flat background to zero.
-        norm_num_groups=1,
-        sample_size=SIZE,
-        mid_block_add_attention=False,
     )
 
 
@@ -252,20 +256,26 @@ def log(stage: str, step: int, steps: int, loss: float, started: float) -> None:
     print(f"{stage} step {step}/{steps} loss {loss:.5f} ({time.time() - started:.0f}s)", flush=True)
 
 
-def train_vae(vae: AutoencoderKL, images: np.ndarray, steps: int, batch: int, gen) -> None:
-    """L1 reconstruction of the posterior mean (slightly noised), its size kept small; AdamW.
+def neighbour_differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each pixel minus the one above it, and minus the one to its left."""
+    return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
-    The mean rather than a sample: with a near-zero KL weight the posterior's
-    variance takes most of a short run to shrink, and the pipeline only decodes.
+
+def train_vae(vae: AutoencoderTiny, images: np.ndarray, steps: int, batch: int, gen) -> None:
+    """L1 of the pixels and of their neighbour differences, latents slightly noised; AdamW.
+
+    The noise makes the decoder tolerate the small errors of a sampled latent.
     """
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     started, running = time.time(), 0.0
     for step in range(1, steps + 1):
         x = to_unit(images[torch.randint(len(images), (batch // 2,), generator=gen).numpy()])
-        z = vae.encode(x).latent_dist.mean
+        z = vae.encode(x).latents
         decoded = vae.decode(z + 0.05 * torch.randn(z.shape, generator=gen)).sample
-        loss = (decoded - x).abs().mean() + 1e-4 * (z**2).mean()
+        edges = zip(neighbour_differences(decoded), neighbour_differences(x), strict=True)
+        loss = (decoded - x).abs().mean() + sum((d - e).abs().mean() for d, e in edges)
+        loss = loss + 1e-4 * (z**2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -276,10 +286,10 @@ def train_vae(vae: AutoencoderKL, images: np.ndarray, steps: int, batch: int, ge
 
 
 @torch.no_grad()
-def encode_all(vae: AutoencoderKL, images: np.ndarray) -> torch.Tensor:
-    """The posterior mean of every image, unscaled."""
+def encode_all(vae: AutoencoderTiny, images: np.ndarray) -> torch.Tensor:
+    """The latents of every image, unscaled."""
     chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
-    return torch.cat([vae.encode(to_unit(chunk)).latent_dist.mean for chunk in chunks])
+    return torch.cat([vae.encode(to_unit(chunk)).latents for chunk in chunks])
 
 
 def train_denoiser(
@@ -329,7 +339,13 @@ def train_denoiser(
         schedule.step()
         running = 0.98 * running + 0.02 * loss.item() if step > 1 else loss.item()
         if step % 250 == 0 or step == steps:
-            log("unet", step, steps, running, started)
+            log(
+                f"unet, offset noise {offset_noise}" if offset_noise else "unet",
+                step,
+                steps,
+                running,
+                started,
+            )
         if step % 500 == 0:
             progress()
 
@@ -389,6 +405,36 @@ def background_adherence(pipeline: StableDiffusionPipeline, seeds: range) -> flo
     return float(np.mean([m.background == b for m, b in zip(found, expected, strict=True)]))
 
 
+@torch.no_grad()
+def reconstruction_adherence(vae: AutoencoderTiny | AutoencoderKL) -> dict[str, float]:
+    """Fractions of pictures the VAE gives back with their colour and their shape.
+
+    Every shape x colour x size, three times at random places on other backgrounds
+    (216 pictures, seeded): what the UNet's pictures can be at best.
+    """
+    rng = np.random.default_rng(SEED + 2)
+    subjects = list(itertools.product(SHAPES, SHAPE_COLOURS, RADII, range(3)))
+    pictures = []
+    for shape, colour, r, _ in subjects:
+        backgrounds = [b for b in BACKGROUND_COLOURS if b != colour]
+        background = backgrounds[rng.integers(len(backgrounds))]
+        cx, cy = rng.uniform(r + 3, SIZE - r - 3, size=2)
+        pictures.append(draw(shape, colour, background, cx, cy, r))
+    encoded = vae.encode(to_unit(np.stack(pictures)))
+    latents = encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mean
+    decoded = (vae.decode(latents).sample.clamp(-1, 1) + 1) * 127.5
+    pixels = decoded.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    found = [measure(Image.fromarray(p)) for p in pixels]
+    right = {"colour": np.mean([m.colour == s[1] for m, s in zip(found, subjects, strict=True)])}
+    for shape, r in itertools.product(SHAPES, RADII):
+        picked = [
+            m.shape == shape for m, s in zip(found, subjects, strict=True) if s[::2] == (shape, r)
+        ]
+        right[f"{shape} {r}"] = np.mean(picked)
+    right["shape"] = np.mean([m.shape == s[0] for m, s in zip(found, subjects, strict=True)])
+    return {key: float(value) for key, value in right.items()}
+
+
 def first_stages(
     images: np.ndarray, settings: Settings, gen: torch.Generator, zero_snr: bool
 ) -> tuple[StableDiffusionPipeline, torch.Tensor]:
@@ -426,8 +472,9 @@ def main() -> None:
     parser.add_argument(
         "--offset-noise",
         type=float,
-        default=0.0,
-        help="per-channel constant added to the training noise, times a standard normal draw",
+        default=OFFSET_NOISE,
+        help="offset noise of the last phase (and of --resume): a per-channel constant added to"
+        " the training noise, times a standard normal draw",
     )
     args = parser.parse_args()
     settings = QUICK if args.quick else FULL
@@ -441,11 +488,16 @@ def main() -> None:
         pipeline = StableDiffusionPipeline.from_pretrained(args.output)
         gen = torch.Generator().manual_seed(SEED + 1)  # other batches than the first run's
         latents = encode_all(pipeline.vae, images) * pipeline.vae.config.scaling_factor
-        steps = args.resume
+        phases = [(args.resume, args.offset_noise)]
     else:
         gen = torch.Generator().manual_seed(SEED)
         pipeline, latents = first_stages(images, settings, gen, args.zero_snr)
-        steps = args.unet_steps or settings.unet_steps
+        # Offset noise only at the end: trained with it from the start, the model drew
+        # another picture when a refined prompt kept the seed (README).
+        phases = [
+            (args.unet_steps or settings.unet_steps, 0.0),
+            (settings.offset_steps, args.offset_noise),
+        ]
     tokenizer, text_encoder, unet = pipeline.tokenizer, pipeline.text_encoder, pipeline.unet
     text_encoder.train().requires_grad_(True)
     unet.train().requires_grad_(True)
@@ -457,19 +509,20 @@ def main() -> None:
         print(f"  at guidance 4: colour right {colours:.2f}, shape right {shapes:.2f}", flush=True)
 
     noise_schedule = DDPMScheduler.from_config(pipeline.scheduler.config)
-    train_denoiser(
-        unet,
-        text_encoder,
-        noise_schedule,
-        latents,
-        ids,
-        empty,
-        steps,
-        settings.batch,
-        gen,
-        progress,
-        args.offset_noise,
-    )
+    for steps, offset_noise in phases:
+        train_denoiser(
+            unet,
+            text_encoder,
+            noise_schedule,
+            latents,
+            ids,
+            empty,
+            steps,
+            settings.batch,
+            gen,
+            progress,
+            offset_noise,
+        )
     print(f"trained in {time.time() - started:.0f}s", flush=True)
 
     shutil.rmtree(args.output, ignore_errors=True)
@@ -480,6 +533,8 @@ def main() -> None:
         colours, shapes = adherence(pipeline, guidance, range(4))
         print(f"guidance {guidance}: colour right {colours:.2f}, shape right {shapes:.2f}")
     print(f"guidance 4.0: named background right {background_adherence(pipeline, range(2)):.2f}")
+    fractions = ", ".join(f"{k} {v:.2f}" for k, v in reconstruction_adherence(pipeline.vae).items())
+    print(f"VAE reconstructions right: {fractions}")
 
 
 if __name__ == "__main__":
