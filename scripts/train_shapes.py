@@ -8,20 +8,21 @@ a word-level CLIP tokenizer for that vocabulary; then, in order,
 
 1. an AutoencoderTiny (TAESD's architecture: convolutions, no normalization)
    that maps 64x64 images to 16x16x4 latents, trained on L1 of the pixels and
-   of their neighbour differences, so that edges and star points stay sharp,
+   of their neighbour differences, so that edges and star points stay sharper,
 2. the latents of the whole data set and their scaling factor,
 3. a small CLIP text encoder and UNet2DConditionModel trained together on
    epsilon prediction, the caption dropped 10% of the time so that
-   classifier-free guidance works, with offset noise (0.1) so that the
-   caption, not the starting noise, sets the background,
+   classifier-free guidance works; then 600 steps more with offset noise
+   (0.1) so that the caption, not the starting noise, sets the background,
 4. a StableDiffusionPipeline (Euler sampler) saved with ``save_pretrained``,
-5. what it measured: losses, time, prompt adherence at two guidance scales and named backgrounds
+5. what it measured: losses, time, prompt adherence at two guidance scales, named
+   backgrounds, and how often the VAE gives a picture back with its colour and shape
    (``reprogrid.review.shapes`` names each image's colour and shape).
 
     python scripts/train_shapes.py --threads 2   # the shipped weights (README: how long)
-    python scripts/train_shapes.py --quick       # a few minutes, to try a change
-    python scripts/train_shapes.py --resume 600  # train the UNet saved in --output further
-    nice -n 19 python scripts/train_shapes.py --zero-snr --unet-steps 3000 --output DIR
+    python scripts/train_shapes.py --quick --output DIR   # a few minutes, to try a change
+    python scripts/train_shapes.py --resume 600 --output DIR  # train DIR's UNet further
+    python scripts/train_shapes.py --zero-snr --unet-steps 3000 --output DIR
         # the zero-SNR experiment: follows background words, draws blobs (README)
 
 Every random draw is seeded, so the same library versions and thread count

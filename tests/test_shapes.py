@@ -83,15 +83,14 @@ def adherence(results) -> float:
     return float(np.mean([m.colour == c and m.shape == s for (c, s), m in results]))
 
 
-# Measured with the shipped weights (guidance 4.0, 2 seeds x 4 shapes per colour): red comes out
-# orange half the time and green shapes half the time another colour. Strict, so a better
-# checkpoint that passes them makes these tests fail until the marks go.
-UNDERTRAINED_COLOURS = {"red", "green"}
-# Every shape word is drawn for most seeds since the measure counts fat stars (dents) as stars.
-UNDERTRAINED_SHAPES: set[str] = set()
-# Trained with offset noise, the checkpoint follows the background words (64 of 72 right), all
-# but orange (2 of 8).
-UNFOLLOWED_BACKGROUNDS = {"orange"}
+# Measured with the shipped weights (guidance 4.0, 2 seeds x 4 shapes per colour or 6 colours per
+# shape): every colour word is followed; squares come out with round corners, which the measure
+# calls circles (1 of 12 right). Strict, so a better checkpoint that passes makes the test fail
+# until the mark goes.
+UNDERTRAINED_COLOURS: set[str] = set()
+UNDERTRAINED_SHAPES = {"square"}
+# Trained with a last phase of offset noise, the checkpoint follows every background word.
+UNFOLLOWED_BACKGROUNDS: set[str] = set()
 
 
 def known_weak(word: str, weak: set[str], reason: str):
@@ -101,7 +100,7 @@ def known_weak(word: str, weak: set[str], reason: str):
 
 @pytest.mark.parametrize(
     "colour",
-    [known_weak(c, UNDERTRAINED_COLOURS, "measured: 4 of 8 right") for c in SHAPE_COLOURS],
+    [known_weak(c, UNDERTRAINED_COLOURS, "measured: under 6 of 8 right") for c in SHAPE_COLOURS],
 )
 def test_each_colour_word_gives_shapes_of_that_colour(guided, colour):
     assert right_colours(guided, colour) >= 0.75
@@ -112,7 +111,7 @@ def test_most_images_have_the_prompts_colour(guided):
 
 
 @pytest.mark.parametrize(
-    "shape", [known_weak(s, UNDERTRAINED_SHAPES, "measured: 3 of 12 right") for s in SHAPES]
+    "shape", [known_weak(s, UNDERTRAINED_SHAPES, "measured: 1 of 12 right") for s in SHAPES]
 )
 def test_each_shape_word_gives_that_shape_for_most_seeds(guided, shape):
     assert right_shapes(guided, shape) > 0.5
@@ -158,7 +157,7 @@ def on_backgrounds(shapes) -> dict[str, list[Measured]]:
 
 @pytest.mark.parametrize(
     "background",
-    [known_weak(b, UNFOLLOWED_BACKGROUNDS, "measured: 2 of 8 right") for b in BACKGROUND_COLOURS],
+    [known_weak(b, UNFOLLOWED_BACKGROUNDS, "measured: under 6 of 8") for b in BACKGROUND_COLOURS],
 )
 def test_each_background_word_gives_that_background(on_backgrounds, background):
     assert np.mean([m.background == background for m in on_backgrounds[background]]) >= 0.75
