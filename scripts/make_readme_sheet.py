@@ -46,9 +46,8 @@ def print_matching_rows(scratch: Path) -> None:
         key = (row["params"]["guidance_scale"], row["prompt"])
         drawn[key] += 1
         right[key] += (found.colour, found.shape) == (colour, shape)
-    for guidance, prompt in sorted(drawn):
-        key = (guidance, prompt)
-        print(f"guidance {guidance}: {prompt}: {right[key]} of {drawn[key]} seeds match")
+    for (guidance, prompt), count in sorted(drawn.items()):
+        print(f"guidance {guidance}: {prompt}: {right[guidance, prompt]} of {count} seeds match")
     print(f"all: {sum(right.values())} of {sum(drawn.values())}")
 
 

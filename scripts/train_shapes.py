@@ -287,10 +287,10 @@ def train_vae(vae: AutoencoderTiny, images: np.ndarray, steps: int, batch: int, 
 
 
 @torch.no_grad()
-def encode_all(vae: AutoencoderTiny, images: np.ndarray) -> torch.Tensor:
-    """The latents of every image, unscaled."""
-    chunks = [images[i : i + 256] for i in range(0, len(images), 256)]
-    return torch.cat([vae.encode(to_unit(chunk)).latents for chunk in chunks])
+def encode_all(vae: AutoencoderTiny | AutoencoderKL, images: np.ndarray) -> torch.Tensor:
+    """The latents of every image, unscaled (an AutoencoderKL's: its posterior mean)."""
+    chunks = [vae.encode(to_unit(images[i : i + 256])) for i in range(0, len(images), 256)]
+    return torch.cat([c.latents if hasattr(c, "latents") else c.latent_dist.mean for c in chunks])
 
 
 def train_denoiser(
@@ -421,9 +421,7 @@ def reconstruction_adherence(vae: AutoencoderTiny | AutoencoderKL) -> dict[str, 
         background = backgrounds[rng.integers(len(backgrounds))]
         cx, cy = rng.uniform(r + 3, SIZE - r - 3, size=2)
         pictures.append(draw(shape, colour, background, cx, cy, r))
-    encoded = vae.encode(to_unit(np.stack(pictures)))
-    latents = encoded.latents if hasattr(encoded, "latents") else encoded.latent_dist.mean
-    decoded = (vae.decode(latents).sample.clamp(-1, 1) + 1) * 127.5
+    decoded = (vae.decode(encode_all(vae, np.stack(pictures))).sample.clamp(-1, 1) + 1) * 127.5
     pixels = decoded.round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
     found = [measure(Image.fromarray(p)) for p in pixels]
     right = {"colour": np.mean([m.colour == s[1] for m, s in zip(found, subjects, strict=True)])}
