@@ -20,11 +20,10 @@ import json
 import tempfile
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from reprogrid.cli import main as cli
-from reprogrid.review.shapes import Measured, measure
+from reprogrid.review.shapes import centre_distance, measure
 
 SUBJECTS = ["a red circle", "a yellow star", "a blue square", "a purple triangle"]
 APPEND = ", on a green background"
@@ -43,13 +42,6 @@ def reprogrid(*args: str, cwd: Path) -> str:
 
 def images(cwd: Path) -> list[dict]:
     return json.loads(reprogrid("query", "--format", "json", cwd=cwd))
-
-
-def moved(parent: Measured, child: Measured) -> float:
-    """How far the shape's centre moved, in pixels (infinite when either has no shape)."""
-    if parent.centre is None or child.centre is None:
-        return float("inf")
-    return float(np.hypot(parent.centre[0] - child.centre[0], parent.centre[1] - child.centre[1]))
 
 
 def main() -> None:
@@ -77,7 +69,7 @@ def main() -> None:
             child_row = children[(row["prompt"] + APPEND, row["seed"])]
             parent = measure(Image.open(row["path"]))
             child = measure(Image.open(child_row["path"]))
-            distance = moved(parent, child)
+            distance = centre_distance(parent, child)
             green += child.background == "green"
             kept += child.shape == parent.shape
             placed += distance <= args.distance

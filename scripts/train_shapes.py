@@ -8,7 +8,9 @@ a word-level CLIP tokenizer for that vocabulary; then, in order,
 
 1. an AutoencoderTiny (TAESD's architecture: convolutions, no normalization)
    that maps 64x64 images to 16x16x4 latents, trained on L1 of the pixels and
-   of their neighbour differences, so that edges and star points stay sharper,
+   of their neighbour differences, so that edges and star points stay sharper
+   (with ``--silhouette``, an experiment: its first latent channel also held to
+   the shape's silhouette, whatever the colours),
 2. the latents of the whole data set and their scaling factor,
 3. a small CLIP text encoder and UNet2DConditionModel trained together on
    epsilon prediction, the caption dropped 10% of the time so that
@@ -24,6 +26,8 @@ a word-level CLIP tokenizer for that vocabulary; then, in order,
     python scripts/train_shapes.py --resume 600 --output DIR  # train DIR's UNet further
     python scripts/train_shapes.py --zero-snr --unet-steps 3000 --output DIR
         # the zero-SNR experiment: follows background words, draws blobs (README)
+    python scripts/train_shapes.py --silhouette --output DIR
+        # the silhouette experiment: keeps refined shapes in place, draws few stars (README)
 
 Every random draw is seeded, so the same library versions and thread count
 should give the same weights.
@@ -66,6 +70,7 @@ from reprogrid.review.shapes import (
     caption,
     draw,
     measure,
+    silhouette,
 )
 
 TARGET = Path(__file__).resolve().parent.parent / "reprogrid" / "builtin" / "shapes"
@@ -88,14 +93,15 @@ class Settings:
 FULL = Settings(images=8000, vae_steps=6000, unet_steps=3500, offset_steps=600)
 QUICK = Settings(images=2000, vae_steps=300, unet_steps=300, offset_steps=100)
 OFFSET_NOISE = 0.1
+SILHOUETTE = 2.0  # latent channel 0: this inside the shape, minus this outside
 
 
 # 1. The data set ------------------------------------------------------------------------------
 
 
-def make_dataset(count: int, rng: np.random.Generator) -> tuple[np.ndarray, list[str]]:
-    """``count`` pictures (N, 64, 64, 3 uint8) and their captions."""
-    images, captions = [], []
+def make_dataset(count: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """``count`` pictures (N, 64, 64, 3 uint8), their silhouettes (N, 16, 16) and captions."""
+    images, silhouettes, captions = [], [], []
     colours, backgrounds = list(SHAPE_COLOURS), list(BACKGROUND_COLOURS)
     for _ in range(count):
         shape = SHAPES[rng.integers(len(SHAPES))]
@@ -106,10 +112,11 @@ def make_dataset(count: int, rng: np.random.Generator) -> tuple[np.ndarray, list
         r = RADII[rng.integers(len(RADII))]
         cx, cy = rng.uniform(r + 3, SIZE - r - 3, size=2)
         images.append(draw(shape, colour, background, cx, cy, r))
+        silhouettes.append(silhouette(images[-1], colour, background))
         style = rng.random()
         named = caption(colour, shape, background, comma=style < 0.3)
         captions.append(named if style < 0.75 else caption(colour, shape))
-    return np.stack(images), captions
+    return np.stack(images), np.stack(silhouettes), captions
 
 
 # 2. The tokenizer: CLIP's BPE with merges that make each vocabulary word one token ------------
@@ -262,21 +269,36 @@ def neighbour_differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return x[..., 1:, :] - x[..., :-1, :], x[..., :, 1:] - x[..., :, :-1]
 
 
-def train_vae(vae: AutoencoderTiny, images: np.ndarray, steps: int, batch: int, gen) -> None:
+def train_vae(
+    vae: AutoencoderTiny,
+    images: np.ndarray,
+    silhouettes: np.ndarray | None,
+    steps: int,
+    batch: int,
+    gen: torch.Generator,
+) -> None:
     """L1 of the pixels and of their neighbour differences, latents slightly noised; AdamW.
 
     The noise makes the decoder tolerate the small errors of a sampled latent.
+    Given ``silhouettes``, latent channel 0 is also held (squared error) to the
+    shape's silhouette, ``SILHOUETTE`` inside and minus it outside, whatever the
+    colours, so that where a seed's noise puts the shape does not depend on the
+    colours a caption asks for (the README's silhouette experiment).
     """
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     started, running = time.time(), 0.0
     for step in range(1, steps + 1):
-        x = to_unit(images[torch.randint(len(images), (batch // 2,), generator=gen).numpy()])
+        pick = torch.randint(len(images), (batch // 2,), generator=gen).numpy()
+        x = to_unit(images[pick])
         z = vae.encode(x).latents
         decoded = vae.decode(z + 0.05 * torch.randn(z.shape, generator=gen)).sample
         edges = zip(neighbour_differences(decoded), neighbour_differences(x), strict=True)
         loss = (decoded - x).abs().mean() + sum((d - e).abs().mean() for d, e in edges)
         loss = loss + 1e-4 * (z**2).mean()
+        if silhouettes is not None:
+            held = SILHOUETTE * (2 * torch.from_numpy(silhouettes[pick]) - 1)
+            loss = loss + ((z[:, 0] - held) ** 2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -435,18 +457,26 @@ def reconstruction_adherence(vae: AutoencoderTiny | AutoencoderKL) -> dict[str, 
 
 
 def first_stages(
-    images: np.ndarray, settings: Settings, gen: torch.Generator, zero_snr: bool
+    images: np.ndarray,
+    silhouettes: np.ndarray | None,
+    settings: Settings,
+    gen: torch.Generator,
+    zero_snr: bool,
 ) -> tuple[StableDiffusionPipeline, torch.Tensor]:
     """The tokenizer and trained VAE in a pipeline with a new text encoder and UNet; the latents."""
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = word_tokenizer(Path(tmp))
     vae = new_vae()
-    train_vae(vae, images, settings.vae_steps, settings.batch, gen)
+    train_vae(vae, images, silhouettes, settings.vae_steps, settings.batch, gen)
     vae.eval().requires_grad_(False)
     latents = encode_all(vae, images)
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
     latents = latents * vae.config.scaling_factor
-    print(f"latents: mean {latents.mean():.3f}, scaling factor {vae.config.scaling_factor:.4f}")
+    spread = ", ".join(f"{s:.2f}" for s in latents.std(dim=(0, 2, 3)))
+    print(
+        f"latents: mean {latents.mean():.3f}, scaling factor {vae.config.scaling_factor:.4f},"
+        f" channel spreads {spread}"
+    )
     pipeline = pipeline_of(vae, new_text_encoder(tokenizer), tokenizer, new_unet(), zero_snr)
     return pipeline, latents
 
@@ -467,6 +497,12 @@ def main() -> None:
         action="store_true",
         help="zero-terminal-SNR schedule and v-prediction (an experiment: see the README)",
     )
+    parser.add_argument(
+        "--silhouette",
+        action="store_true",
+        help="hold the VAE's first latent channel to the shape's silhouette (an experiment: see"
+        " the README)",
+    )
     parser.add_argument("--unet-steps", type=int, help="instead of the settings' UNet steps")
     parser.add_argument(
         "--offset-noise",
@@ -481,7 +517,7 @@ def main() -> None:
     torch.manual_seed(SEED)
     started = time.time()
 
-    images, captions = make_dataset(settings.images, np.random.default_rng(SEED))
+    images, silhouettes, captions = make_dataset(settings.images, np.random.default_rng(SEED))
     print(f"data set: {len(images)} images ({time.time() - started:.0f}s)", flush=True)
     if args.resume:
         pipeline = StableDiffusionPipeline.from_pretrained(args.output)
@@ -490,7 +526,8 @@ def main() -> None:
         phases = [(args.resume, args.offset_noise)]
     else:
         gen = torch.Generator().manual_seed(SEED)
-        pipeline, latents = first_stages(images, settings, gen, args.zero_snr)
+        held = silhouettes if args.silhouette else None
+        pipeline, latents = first_stages(images, held, settings, gen, args.zero_snr)
         # Offset noise only at the end: trained with it from the start, the model drew
         # another picture when a refined prompt kept the seed (README).
         phases = [

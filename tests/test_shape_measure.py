@@ -12,8 +12,10 @@ from reprogrid.review.shapes import (
     SHAPE_COLOURS,
     SHAPES,
     SIZE,
+    centre_distance,
     draw,
     measure,
+    silhouette,
 )
 
 
@@ -59,3 +61,23 @@ def test_a_speck_away_from_the_shape_does_not_change_its_kind():
 def test_a_flat_picture_has_no_shape():
     found = measure(Image.new("RGB", (SIZE, SIZE), BACKGROUND_COLOURS["gray"]))
     assert (found.background, found.shape, found.colour, found.centre) == ("gray", None, None, None)
+
+
+def test_a_silhouette_covers_the_shapes_area_in_4x4_blocks_whatever_its_colours():
+    drawn = {
+        pair: silhouette(draw("square", *pair, 30, 34, 9), *pair)
+        for pair in [("red", "blue"), ("yellow", "black"), ("purple", "white")]
+    }
+    first = drawn["red", "blue"]
+    assert first.shape == (SIZE // 4, SIZE // 4)
+    assert first.sum() * 16 == pytest.approx(18 * 18, rel=0.05)
+    assert first[7, 6] == 1.0 and first[0, 0] == 0.0
+    for other in drawn.values():
+        np.testing.assert_allclose(other, first, atol=0.02)
+
+
+def test_the_centre_distance_is_infinite_when_a_picture_has_no_shape():
+    shape = measure(picture("circle", "red", "blue"))
+    flat = measure(Image.new("RGB", (SIZE, SIZE), BACKGROUND_COLOURS["blue"]))
+    assert centre_distance(shape, shape) == 0.0
+    assert centre_distance(shape, flat) == float("inf")

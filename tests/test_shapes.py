@@ -21,6 +21,7 @@ from reprogrid.review.shapes import (
     SHAPES,
     Measured,
     caption,
+    centre_distance,
     measure,
 )
 from reprogrid.scheduler.grid import expand
@@ -124,9 +125,7 @@ def test_higher_guidance_follows_the_prompt_better(guided, unguided):
 def moved_or_recoloured(a: Measured, b: Measured) -> bool:
     """The shape is elsewhere (over 3 pixels away) or the background changed."""
     assert a.centre is not None and b.centre is not None
-    return np.hypot(a.centre[0] - b.centre[0], a.centre[1] - b.centre[1]) > 3 or (
-        a.background != b.background
-    )
+    return centre_distance(a, b) > 3 or a.background != b.background
 
 
 def test_two_seeds_give_two_different_pictures_of_the_same_subject(guided):
@@ -181,3 +180,40 @@ def test_the_readme_first_command_runs_its_example_on_builtin_shapes(cli, tmp_pa
     assert [Path(s).name for s in sheets] == [
         "sheet-guidance_scale=1.0.png", "sheet-guidance_scale=4.0.png",
     ]  # fmt: skip
+
+
+REFINED_SUBJECTS = ["a red circle", "a yellow star", "a blue square", "a purple triangle"]
+GREEN = ", on a green background"
+
+
+@pytest.fixture
+def refined(cli) -> list[tuple[Measured, Measured]]:
+    """The README's refine example on 4 subjects x 4 seeds: (image, refined child), measured."""
+    prompts = [flag for subject in REFINED_SUBJECTS for flag in ("--prompt", subject)]
+    cli("run", "--model", "builtin:shapes", *prompts, "--seeds", "0-3", "--steps", "12",
+        "--guidance-scale", "4.0")  # fmt: skip
+    parents = json.loads(cli("query", "--format", "json").stdout)
+    for row in parents:
+        cli("refine", str(row["image_id"]), "--append", GREEN, "--run")
+    rows = json.loads(cli("query", "--format", "json").stdout)
+    children = {(r["prompt"], r["seed"]): r["path"] for r in rows}
+    return [
+        (
+            measure(Image.open(row["path"])),
+            measure(Image.open(children[row["prompt"] + GREEN, row["seed"]])),
+        )
+        for row in parents
+    ]
+
+
+def test_refining_to_a_green_background_repaints_it_and_keeps_the_shape_within_6_pixels(refined):
+    assert [child.background for _, child in refined] == ["green"] * len(refined)
+    assert np.mean([parent.shape == child.shape for parent, child in refined]) >= 0.75
+    assert np.mean([centre_distance(a, b) <= 6 for a, b in refined]) > 0.5
+
+
+# Measured with the shipped weights: 5 of 16 within 4 pixels (11 within 6). Strict, so a
+# checkpoint that keeps most shapes in place makes it fail until the mark goes.
+@pytest.mark.xfail(strict=True, reason="measured: 5 of 16 shapes within 4 pixels of their place")
+def test_refining_to_a_green_background_keeps_most_shapes_within_4_pixels(refined):
+    assert np.mean([centre_distance(a, b) <= 4 for a, b in refined]) > 0.5

@@ -3,9 +3,9 @@
 ``builtin:shapes`` is trained (``scripts/train_shapes.py``) on flat coloured
 shapes on flat backgrounds. This module names that world (colours with their
 RGB values, shapes, background colours, how captions read), draws its
-pictures as the training data set does, and measures an image of it without
-a classifier: the background is the named colour nearest
-the median of the image's border, the shape is every pixel far from that
+pictures as the training data set does, with their silhouettes, and
+measures an image of it without a classifier: the background is the named
+colour nearest the median of the image's border, the shape is every pixel far from that
 median, its colour is the named hue closest to the shape pixels' median hue,
 and its kind follows from its outline (halfway between background and shape
 colour, its largest piece): a star when it has dents (it fills less than
@@ -93,6 +93,21 @@ def draw(shape: str, colour: str, background: str, cx: float, cy: float, r: floa
     else:
         pen.polygon(points, fill=fill)
     return np.asarray(big.resize((SIZE, SIZE), Image.Resampling.BOX))
+
+
+def silhouette(picture: np.ndarray, colour: str, background: str) -> np.ndarray:
+    """How much of each 4x4 block of a drawn picture its shape covers: 16x16, 0 to 1.
+
+    Each pixel of ``draw``'s picture is a mix of the two colours; its share of the
+    shape colour, averaged over the block (a latent pixel's worth of pixels).
+    """
+    fg, bg = (
+        np.array(c, dtype=np.float32)
+        for c in (SHAPE_COLOURS[colour], BACKGROUND_COLOURS[background])
+    )
+    share = (picture.astype(np.float32) - bg) @ (fg - bg) / ((fg - bg) @ (fg - bg))
+    blocks = np.clip(share, 0, 1).reshape(SIZE // 4, 4, SIZE // 4, 4)
+    return blocks.mean(axis=(1, 3))
 
 
 @dataclass(frozen=True)
@@ -207,3 +222,10 @@ def _half_hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def _cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
     return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+
+def centre_distance(a: Measured, b: Measured) -> float:
+    """How far apart two measured shapes' centres are, in pixels (infinite without a shape)."""
+    if a.centre is None or b.centre is None:
+        return float("inf")
+    return float(np.hypot(a.centre[0] - b.centre[0], a.centre[1] - b.centre[1]))
