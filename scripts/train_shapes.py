@@ -26,7 +26,7 @@ a word-level CLIP tokenizer for that vocabulary; then, in order,
     python scripts/train_shapes.py --resume 600 --output DIR  # train DIR's UNet further
     python scripts/train_shapes.py --zero-snr --unet-steps 3000 --output DIR
         # the zero-SNR experiment: follows background words, draws blobs (README)
-    python scripts/train_shapes.py --silhouette --output DIR
+    python scripts/train_shapes.py --silhouette 2 --output DIR
         # the silhouette experiment: keeps refined shapes in place, draws few stars (README)
 
 Every random draw is seeded, so the same library versions and thread count
@@ -93,7 +93,6 @@ class Settings:
 FULL = Settings(images=8000, vae_steps=6000, unet_steps=3500, offset_steps=600)
 QUICK = Settings(images=2000, vae_steps=300, unet_steps=300, offset_steps=100)
 OFFSET_NOISE = 0.1
-SILHOUETTE = 2.0  # latent channel 0: this inside the shape, minus this outside
 
 
 # 1. The data set ------------------------------------------------------------------------------
@@ -272,7 +271,7 @@ def neighbour_differences(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def train_vae(
     vae: AutoencoderTiny,
     images: np.ndarray,
-    silhouettes: np.ndarray | None,
+    held: np.ndarray | None,
     steps: int,
     batch: int,
     gen: torch.Generator,
@@ -280,10 +279,10 @@ def train_vae(
     """L1 of the pixels and of their neighbour differences, latents slightly noised; AdamW.
 
     The noise makes the decoder tolerate the small errors of a sampled latent.
-    Given ``silhouettes``, latent channel 0 is also held (squared error) to the
-    shape's silhouette, ``SILHOUETTE`` inside and minus it outside, whatever the
-    colours, so that where a seed's noise puts the shape does not depend on the
-    colours a caption asks for (the README's silhouette experiment).
+    Given ``held`` (N, 16, 16: each picture's silhouette, an amplitude inside and
+    minus it outside), latent channel 0 is also held to it (squared error),
+    whatever the colours, so that where a seed's noise puts the shape does not
+    depend on the colours a caption asks for (the README's silhouette experiment).
     """
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -296,9 +295,8 @@ def train_vae(
         edges = zip(neighbour_differences(decoded), neighbour_differences(x), strict=True)
         loss = (decoded - x).abs().mean() + sum((d - e).abs().mean() for d, e in edges)
         loss = loss + 1e-4 * (z**2).mean()
-        if silhouettes is not None:
-            held = SILHOUETTE * (2 * torch.from_numpy(silhouettes[pick]) - 1)
-            loss = loss + ((z[:, 0] - held) ** 2).mean()
+        if held is not None:
+            loss = loss + ((z[:, 0] - torch.from_numpy(held[pick])) ** 2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -458,7 +456,7 @@ def reconstruction_adherence(vae: AutoencoderTiny | AutoencoderKL) -> dict[str, 
 
 def first_stages(
     images: np.ndarray,
-    silhouettes: np.ndarray | None,
+    held: np.ndarray | None,
     settings: Settings,
     gen: torch.Generator,
     zero_snr: bool,
@@ -467,7 +465,7 @@ def first_stages(
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer = word_tokenizer(Path(tmp))
     vae = new_vae()
-    train_vae(vae, images, silhouettes, settings.vae_steps, settings.batch, gen)
+    train_vae(vae, images, held, settings.vae_steps, settings.batch, gen)
     vae.eval().requires_grad_(False)
     latents = encode_all(vae, images)
     vae.register_to_config(scaling_factor=float(1.0 / latents.std()))
@@ -499,9 +497,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--silhouette",
-        action="store_true",
-        help="hold the VAE's first latent channel to the shape's silhouette (an experiment: see"
-        " the README)",
+        type=float,
+        metavar="AMPLITUDE",
+        help="hold the VAE's first latent channel to the shape's silhouette, AMPLITUDE inside"
+        " and minus it outside (an experiment: see the README)",
     )
     parser.add_argument("--unet-steps", type=int, help="instead of the settings' UNet steps")
     parser.add_argument(
@@ -526,7 +525,7 @@ def main() -> None:
         phases = [(args.resume, args.offset_noise)]
     else:
         gen = torch.Generator().manual_seed(SEED)
-        held = silhouettes if args.silhouette else None
+        held = args.silhouette * (2 * silhouettes - 1) if args.silhouette else None
         pipeline, latents = first_stages(images, held, settings, gen, args.zero_snr)
         # Offset noise only at the end: trained with it from the start, the model drew
         # another picture when a refined prompt kept the seed (README).
