@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import Cli
 from PIL import Image
 
 from reprogrid.review.shapes import (
@@ -186,9 +187,14 @@ REFINED_SUBJECTS = ["a red circle", "a yellow star", "a blue square", "a purple 
 GREEN = ", on a green background"
 
 
-@pytest.fixture
-def refined(cli) -> list[tuple[Measured, Measured]]:
-    """The README's refine example on 4 subjects x 4 seeds: (image, refined child), measured."""
+@pytest.fixture(scope="module")
+def refined(tmp_path_factory) -> list[tuple[Measured, Measured]]:
+    """The README's refine example on 4 subjects x 4 seeds: (image, refined child), measured.
+
+    Module-scoped, so both refine tests read one run of the 32 images.
+    """
+    folder = tmp_path_factory.mktemp("refine")
+    cli = Cli(f"sqlite:///{folder / 'reprogrid.db'}", folder / "store", folder)
     prompts = [flag for subject in REFINED_SUBJECTS for flag in ("--prompt", subject)]
     cli("run", "--model", "builtin:shapes", *prompts, "--seeds", "0-3", "--steps", "12",
         "--guidance-scale", "4.0")  # fmt: skip

@@ -5,8 +5,8 @@ shapes on flat backgrounds. This module names that world (colours with their
 RGB values, shapes, background colours, how captions read), draws its
 pictures as the training data set does, with their silhouettes, and
 measures an image of it without a classifier: the background is the named
-colour nearest the median of the image's border, the shape is every pixel far from that
-median, its colour is the named hue closest to the shape pixels' median hue,
+colour nearest the median of the image's border, the shape is every pixel far
+from that median, its colour is the named hue closest to the shape pixels' median hue,
 and its kind follows from its outline (halfway between background and shape
 colour, its largest piece): a star when it has dents (it fills less than
 0.735 of its convex hull: a drawn star 0.54, the other shapes 0.93 or more),
