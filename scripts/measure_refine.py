@@ -23,10 +23,7 @@ from pathlib import Path
 from PIL import Image
 
 from reprogrid.cli import main as cli
-from reprogrid.review.shapes import centre_distance, measure
-
-SUBJECTS = ["a red circle", "a yellow star", "a blue square", "a purple triangle"]
-APPEND = ", on a green background"
+from reprogrid.review.shapes import REFINE_APPEND, REFINE_SUBJECTS, centre_distance, measure
 
 
 def reprogrid(*args: str, cwd: Path) -> str:
@@ -54,7 +51,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cwd = Path(tmp)
-        prompts = [flag for subject in SUBJECTS for flag in ("--prompt", subject)]
+        prompts = [flag for subject in REFINE_SUBJECTS for flag in ("--prompt", subject)]
         reprogrid(
             "run", "--model", args.model, *prompts, "--seeds", args.seeds, "--threads", "1",
             "--steps", args.steps, "--guidance-scale", args.guidance_scale, cwd=cwd,
@@ -62,11 +59,12 @@ def main() -> None:
         parents = images(cwd)
         for row in parents:
             image = str(row["image_id"])
-            reprogrid("refine", image, "--append", APPEND, "--run", "--threads", "1", cwd=cwd)
+            refine = ("refine", image, "--append", REFINE_APPEND, "--run", "--threads", "1")
+            reprogrid(*refine, cwd=cwd)
         children = {(r["prompt"], r["seed"]): r for r in images(cwd)}
         green = kept = placed = 0
         for row in parents:
-            child_row = children[(row["prompt"] + APPEND, row["seed"])]
+            child_row = children[(row["prompt"] + REFINE_APPEND, row["seed"])]
             parent = measure(Image.open(row["path"]))
             child = measure(Image.open(child_row["path"]))
             distance = centre_distance(parent, child)

@@ -18,6 +18,8 @@ from PIL import Image
 
 from reprogrid.review.shapes import (
     BACKGROUND_COLOURS,
+    REFINE_APPEND,
+    REFINE_SUBJECTS,
     SHAPE_COLOURS,
     SHAPES,
     Measured,
@@ -183,10 +185,6 @@ def test_the_readme_first_command_runs_its_example_on_builtin_shapes(cli, tmp_pa
     ]  # fmt: skip
 
 
-REFINED_SUBJECTS = ["a red circle", "a yellow star", "a blue square", "a purple triangle"]
-GREEN = ", on a green background"
-
-
 @pytest.fixture(scope="module")
 def refined(tmp_path_factory) -> list[tuple[Measured, Measured]]:
     """The README's refine example on 4 subjects x 4 seeds: (image, refined child), measured.
@@ -195,18 +193,18 @@ def refined(tmp_path_factory) -> list[tuple[Measured, Measured]]:
     """
     folder = tmp_path_factory.mktemp("refine")
     cli = Cli(f"sqlite:///{folder / 'reprogrid.db'}", folder / "store", folder)
-    prompts = [flag for subject in REFINED_SUBJECTS for flag in ("--prompt", subject)]
+    prompts = [flag for subject in REFINE_SUBJECTS for flag in ("--prompt", subject)]
     cli("run", "--model", "builtin:shapes", *prompts, "--seeds", "0-3", "--steps", "12",
         "--guidance-scale", "4.0")  # fmt: skip
     parents = json.loads(cli("query", "--format", "json").stdout)
     for row in parents:
-        cli("refine", str(row["image_id"]), "--append", GREEN, "--run")
+        cli("refine", str(row["image_id"]), "--append", REFINE_APPEND, "--run")
     rows = json.loads(cli("query", "--format", "json").stdout)
     children = {(r["prompt"], r["seed"]): r["path"] for r in rows}
     return [
         (
             measure(Image.open(row["path"])),
-            measure(Image.open(children[row["prompt"] + GREEN, row["seed"]])),
+            measure(Image.open(children[row["prompt"] + REFINE_APPEND, row["seed"]])),
         )
         for row in parents
     ]

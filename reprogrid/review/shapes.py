@@ -40,6 +40,10 @@ BACKGROUND_COLOURS: dict[str, tuple[int, int, int]] = SHAPE_COLOURS | {
 SHAPES = ("circle", "square", "triangle", "star")
 SIZE = 64  # pixels a side
 RADII = (9, 13, 17)  # half a shape's width: small, medium, large
+# The README's refine example, as measure_refine.py and tests/test_shapes.py run it: each
+# subject refined with this text appended, which should repaint only the background.
+REFINE_SUBJECTS = ("a red circle", "a yellow star", "a blue square", "a purple triangle")
+REFINE_APPEND = ", on a green background"
 SUPERSAMPLE = 4  # drawn this many times larger, then reduced, for smooth edges
 # Each shape as the training script draws it at 64x64, averaged over its three sizes: the
 # fraction of its bounding box it fills (antialiased edges make a triangle fuller than 0.5),
