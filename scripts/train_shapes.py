@@ -8,26 +8,30 @@ a word-level CLIP tokenizer for that vocabulary; then, in order,
 
 1. an AutoencoderTiny (TAESD's architecture: convolutions, no normalization)
    that maps 64x64 images to 16x16x4 latents, trained on L1 of the pixels and
-   of their neighbour differences, so that edges and star points stay sharper
-   (with ``--silhouette``, an experiment: its first latent channel also held to
-   the shape's silhouette, whatever the colours),
+   of their neighbour differences, so that edges and star points stay sharper;
+   with ``--silhouette``, its first latent channel also held to the shape's
+   silhouette, whatever the colours, so that a refined prompt that changes the
+   colours finds the shape where the seed put it,
 2. the latents of the whole data set and their scaling factor,
 3. a small CLIP text encoder and UNet2DConditionModel trained together on
    epsilon prediction, the caption dropped 10% of the time so that
-   classifier-free guidance works; then 600 steps more with offset noise
-   (0.1) so that the caption, not the starting noise, sets the background,
+   classifier-free guidance works (with ``--detail-weight``, the error on
+   latent channels 1-3 weighed more than on the silhouette's); then 600 steps
+   more with offset noise (0.1) so that the caption, not the starting noise,
+   sets the background,
 4. a StableDiffusionPipeline (Euler sampler) saved with ``save_pretrained``,
 5. what it measured: losses, time, prompt adherence at two guidance scales, named
    backgrounds, and how often the VAE gives a picture back with its colour and shape
    (``reprogrid.review.shapes`` names each image's colour and shape).
 
-    python scripts/train_shapes.py --threads 2   # the shipped weights (README: how long)
+    python scripts/train_shapes.py --silhouette 1 --detail-weight 3 --threads 1
+        # the shipped weights (README: how long)
     python scripts/train_shapes.py --quick --output DIR   # a few minutes, to try a change
     python scripts/train_shapes.py --resume 600 --output DIR  # train DIR's UNet further
     python scripts/train_shapes.py --zero-snr --unet-steps 3000 --output DIR
         # the zero-SNR experiment: follows background words, draws blobs (README)
     python scripts/train_shapes.py --silhouette 2 --output DIR
-        # the silhouette experiment: keeps refined shapes in place, draws few stars (README)
+        # the silhouette alone: keeps refined shapes in place, draws few stars (README)
 
 Every random draw is seeded, so the same library versions and thread count
 should give the same weights.
@@ -282,7 +286,7 @@ def train_vae(
     Given ``held`` (N, 16, 16: each picture's silhouette, an amplitude inside and
     minus it outside), latent channel 0 is also held to it (squared error),
     whatever the colours, so that where a seed's noise puts the shape does not
-    depend on the colours a caption asks for (the README's silhouette experiment).
+    depend on the colours a caption asks for (README: the silhouette).
     """
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -325,14 +329,21 @@ def train_denoiser(
     gen: torch.Generator,
     progress: Callable[[], None],
     offset_noise: float = 0.0,
+    detail_weight: float = 1.0,
 ) -> None:
     """Min-SNR(5) weighted denoising; 10% of captions dropped to the empty one.
 
     ``offset_noise`` adds that much of a per-channel constant to the noise (offset
     noise), so that at the noisiest steps the picture's mean colour cannot be read
     from the noise and the model learns to set it from the caption.
+    ``detail_weight`` weighs the error on latent channels 1-3 that many times the
+    error on channel 0 (the four weights averaging 1): with ``--silhouette``,
+    channel 0 holds the silhouette and the others the colours and the details
+    (a star's points) the silhouette's coarse blocks blur.
     """
     target_of, weights = target_and_weights(noise_schedule)
+    channels = torch.tensor([1.0, detail_weight, detail_weight, detail_weight])
+    channels = (channels / channels.mean()).view(1, 4, 1, 1)
     params = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
     warmup = max(1, steps // 50)
@@ -352,7 +363,7 @@ def train_denoiser(
         noisy = noise_schedule.add_noise(x0, noise, t)
         predicted = unet(noisy, t, encoder_hidden_states=text_encoder(tokens)[0]).sample
         target = target_of(x0, noise, t)
-        loss = (weights[t] * ((predicted - target) ** 2).mean(dim=(1, 2, 3))).mean()
+        loss = (weights[t] * (((predicted - target) ** 2) * channels).mean(dim=(1, 2, 3))).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -500,9 +511,17 @@ def main() -> None:
         type=float,
         metavar="AMPLITUDE",
         help="hold the VAE's first latent channel to the shape's silhouette, AMPLITUDE inside"
-        " and minus it outside (an experiment: see the README)",
+        " and minus it outside (the shipped weights: 1)",
     )
     parser.add_argument("--unet-steps", type=int, help="instead of the settings' UNet steps")
+    parser.add_argument(
+        "--detail-weight",
+        type=float,
+        default=1.0,
+        metavar="W",
+        help="weigh the UNet's error on latent channels 1-3 W times that on channel 0 (with"
+        " --silhouette: the colours and details against the silhouette; the shipped weights: 3)",
+    )
     parser.add_argument(
         "--offset-noise",
         type=float,
@@ -557,6 +576,7 @@ def main() -> None:
             gen,
             progress,
             offset_noise,
+            args.detail_weight,
         )
     print(f"trained in {time.time() - started:.0f}s", flush=True)
 

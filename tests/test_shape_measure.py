@@ -58,6 +58,12 @@ def test_a_speck_away_from_the_shape_does_not_change_its_kind():
     assert measure(Image.fromarray(pixels)).shape == "square"
 
 
+def test_a_blurred_thin_shape_is_named_by_its_own_colour_not_its_edges():
+    # A star's arms are thin: blurred, most of its pixels mix yellow with the red around it.
+    blurred = picture("star", "yellow", "red", 9).filter(ImageFilter.GaussianBlur(1.0))
+    assert measure(blurred).colour == "yellow"
+
+
 def test_a_flat_picture_has_no_shape():
     found = measure(Image.new("RGB", (SIZE, SIZE), BACKGROUND_COLOURS["gray"]))
     assert (found.background, found.shape, found.colour, found.centre) == ("gray", None, None, None)

@@ -88,9 +88,9 @@ def adherence(results) -> float:
 
 
 # Measured with the shipped weights (guidance 4.0, 2 seeds x 4 shapes per colour or 6 colours per
-# shape): every colour word is followed; squares come out with round corners, which the measure
-# calls circles (1 of 12 right). Strict, so a better checkpoint that passes makes the test fail
-# until the mark goes.
+# shape): every colour word is followed; squares mostly come out with round corners, which the
+# measure calls circles (3 of 12 right). Strict, so a better checkpoint that passes makes the test
+# fail until the mark goes.
 UNDERTRAINED_COLOURS: set[str] = set()
 UNDERTRAINED_SHAPES = {"square"}
 # Trained with a last phase of offset noise, the checkpoint follows every background word.
@@ -115,7 +115,7 @@ def test_most_images_have_the_prompts_colour(guided):
 
 
 @pytest.mark.parametrize(
-    "shape", [known_weak(s, UNDERTRAINED_SHAPES, "measured: 1 of 12 right") for s in SHAPES]
+    "shape", [known_weak(s, UNDERTRAINED_SHAPES, "measured: 3 of 12 right") for s in SHAPES]
 )
 def test_each_shape_word_gives_that_shape_for_most_seeds(guided, shape):
     assert right_shapes(guided, shape) > 0.5
@@ -210,14 +210,10 @@ def refined(tmp_path_factory) -> list[tuple[Measured, Measured]]:
     ]
 
 
-def test_refining_to_a_green_background_repaints_it_and_keeps_the_shape_within_6_pixels(refined):
+def test_refining_to_a_green_background_repaints_it_and_keeps_most_shapes_kind(refined):
     assert [child.background for _, child in refined] == ["green"] * len(refined)
     assert np.mean([parent.shape == child.shape for parent, child in refined]) >= 0.75
-    assert np.mean([centre_distance(a, b) <= 6 for a, b in refined]) > 0.5
 
 
-# Measured with the shipped weights: 5 of 16 within 4 pixels (11 within 6). Strict, so a
-# checkpoint that keeps most shapes in place makes it fail until the mark goes.
-@pytest.mark.xfail(strict=True, reason="measured: 5 of 16 shapes within 4 pixels of their place")
 def test_refining_to_a_green_background_keeps_most_shapes_within_4_pixels(refined):
     assert np.mean([centre_distance(a, b) <= 4 for a, b in refined]) > 0.5

@@ -6,12 +6,13 @@ RGB values, shapes, background colours, how captions read), draws its
 pictures as the training data set does, with their silhouettes, and
 measures an image of it without a classifier: the background is the named
 colour nearest the median of the image's border, the shape is every pixel far
-from that median, its colour is the named hue closest to the shape pixels' median hue,
-and its kind follows from its outline (halfway between background and shape
-colour, its largest piece): a star when it has dents (it fills less than
-0.735 of its convex hull: a drawn star 0.54, the other shapes 0.93 or more),
-else the shape whose fill of its bounding box is nearest (square 0.99, circle
-0.78, triangle 0.53).
+from that median, and its outline (halfway between background and shape
+colour, its largest piece) gives the rest: its kind, a star when it has dents
+(it fills less than 0.735 of its convex hull: a drawn star 0.54, the other
+shapes 0.93 or more), else the shape whose fill of its bounding box is
+nearest (square 0.99, circle 0.78, triangle 0.53); its colour, the named hue
+closest to the median of its inner half (the pixels farthest from the
+background).
 Needs numpy and Pillow only.
 """
 
@@ -139,9 +140,11 @@ def measure(image: Image.Image) -> Measured:
     outline = distance > 0.5 * np.median(distance[far])
     ys, xs = np.nonzero(outline)
     centre = (float(xs.mean()), float(ys.mean()))
-    return Measured(
-        bg, _named_hue(pixels[far]), _shape_kind(_largest_piece(outline)), centre, count
-    )
+    piece = _largest_piece(outline)
+    # Its colour from its inner half: blurred edges mix in the background (a yellow star's
+    # edges on red are orange), and specks elsewhere are not the shape.
+    inner = piece & (distance >= np.median(distance[piece]))
+    return Measured(bg, _named_hue(pixels[inner]), _shape_kind(piece), centre, count)
 
 
 def _border_median(pixels: np.ndarray) -> np.ndarray:
