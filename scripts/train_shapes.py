@@ -336,14 +336,15 @@ def train_denoiser(
     ``offset_noise`` adds that much of a per-channel constant to the noise (offset
     noise), so that at the noisiest steps the picture's mean colour cannot be read
     from the noise and the model learns to set it from the caption.
-    ``detail_weight`` weighs the error on latent channels 1-3 that many times the
-    error on channel 0 (the four weights averaging 1): with ``--silhouette``,
-    channel 0 holds the silhouette and the others the colours and the details
-    (a star's points) the silhouette's coarse blocks blur.
+    ``detail_weight`` weighs the error on every latent channel after the first
+    that many times the error on channel 0 (the weights averaging 1): with
+    ``--silhouette``, channel 0 holds the silhouette and the others the colours
+    and the details (a star's points) the silhouette's coarse blocks blur.
     """
     target_of, weights = target_and_weights(noise_schedule)
-    channels = torch.tensor([1.0, detail_weight, detail_weight, detail_weight])
-    channels = (channels / channels.mean()).view(1, 4, 1, 1)
+    channels = torch.full((latents.shape[1],), detail_weight)
+    channels[0] = 1.0
+    channels = (channels / channels.mean()).view(1, -1, 1, 1)
     params = [*unet.parameters(), *text_encoder.parameters()]
     optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=1e-2)
     warmup = max(1, steps // 50)
