@@ -9,7 +9,9 @@ and a worker refuses a file whose bytes changed since (``AdapterChanged``).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -66,3 +68,24 @@ def check_unchanged(adapters: Sequence[dict[str, Any]]) -> None:
     changed = changed_adapters(adapters)
     if changed:
         raise AdapterChanged(f"adapters: changed since the record: {', '.join(changed)}")
+
+
+@functools.lru_cache(maxsize=64)
+def a1111_lora_hash(path: str, sha256: str) -> str:
+    """The short hash A1111 and Civitai know a LoRA file by (``Lora hashes``, AutoV3).
+
+    The ``sshs_model_hash`` its safetensors metadata names, else the SHA-256 of the
+    file after its safetensors header (A1111's ``addnet_hash_safetensors``); its
+    first 12 hex digits. ``sha256``, the whole file's, keys the cache: a changed
+    file is read again.
+    """
+    with open(path, "rb") as file:
+        header_length = int.from_bytes(file.read(8), "little")
+        header = json.loads(file.read(header_length) or b"{}")
+        recorded = header.get("__metadata__", {}).get("sshs_model_hash")
+        if recorded:
+            return recorded[:12]
+        digest = hashlib.sha256()
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:12]

@@ -24,8 +24,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy.engine import make_url
+
 from reprogrid.config import Settings, database_url
-from reprogrid.models import Database, Job, open_database
+from reprogrid.models import Database, DatabaseUnavailable, Job, open_database
 from reprogrid.models.queries import (
     CellFilter,
     NotFound,
@@ -124,9 +126,19 @@ class Reprogrid:
 
     @property
     def db(self) -> Database:
-        """The database, opened (and migrated) on first use."""
+        """The database, opened (and migrated) on first use.
+
+        Raises DatabaseUnavailable, also for a URL whose driver is not installed.
+        """
         if self._db is None:
-            self._db = open_database(self.settings.db_url)
+            try:
+                self._db = open_database(self.settings.db_url)
+            except ImportError as exc:  # e.g. mysql://: SQLAlchemy knows it, its driver is absent
+                url = make_url(self.settings.db_url).render_as_string(hide_password=True)
+                raise DatabaseUnavailable(
+                    f"database {url}: its driver is not installed ({exc}); reprogrid runs on"
+                    " SQLite and PostgreSQL"
+                ) from None
         return self._db
 
     def close(self) -> None:
@@ -253,9 +265,12 @@ class Reprogrid:
         )
 
     def progress(self, job_id: int | None = None) -> list[dict[str, Any]]:
-        """Per job (or for one): status, cell counts, throughput and ETA; raises NotFound."""
+        """Per job (or for one): status, cell counts, throughput and ETA, or ``stalled``
+        (no live worker consumes its queue); raises NotFound."""
+        from reprogrid.scheduler.control import with_stalls
+
         with self.db.reads() as session:
-            return job_progress(session, job_id)
+            return with_stalls(session, job_progress(session, job_id))
 
     def wait(
         self, job_id: int, timeout: float | None = None, poll_seconds: float = 1.0
@@ -336,7 +351,9 @@ class Reprogrid:
             yield row, Image.open(row["path"])
 
     def dataframe(self, job_id: int | None = None) -> pandas.DataFrame:
-        """The image rows as a pandas DataFrame (``pip install 'reprogrid[pandas]'``)."""
+        """The image rows as a pandas DataFrame (``pip install 'reprogrid[pandas]'``):
+        ``seed`` integers (int64, or uint64 where a seed is 2**63 or more), ``created_at``
+        UTC datetimes."""
         try:
             import pandas
         except ImportError:
@@ -345,7 +362,10 @@ class Reprogrid:
             ) from None
         from reprogrid.review.export import EXPORT_COLUMNS
 
-        return pandas.DataFrame.from_records(list(self.images(job_id)), columns=EXPORT_COLUMNS)
+        frame = pandas.DataFrame.from_records(list(self.images(job_id)), columns=EXPORT_COLUMNS)
+        frame["seed"] = pandas.to_numeric(frame["seed"])  # an empty frame's too
+        frame["created_at"] = pandas.to_datetime(frame["created_at"], utc=True, format="ISO8601")
+        return frame
 
     def record(self, image: str | int) -> dict[str, Any]:
         """Everything recorded about one image (an id or a hash prefix); raises NotFound."""

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from services import OwnRedis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -156,3 +157,12 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory):
         return built[name, seed]
 
     return get
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    """A Redis server of the test's own (its own port and folder): a fault test may kill it."""
+    server = OwnRedis(tmp_path)
+    server.start()
+    yield server
+    server.stop()

@@ -1,17 +1,17 @@
-"""A broker restarted empty mid-job, several times: the job finishes with no one acting.
+"""A broker restarted empty mid-job, several times, under an external supervisor.
 
-The test owns its Redis (own port, no persistence) and kills it. The worker
-notices the restart (the broker's run id changed), exits with code 3, and the
-test's loop restarts it as a supervisor would (Docker's ``restart:
-unless-stopped``); the scheduler re-sends the batches whose messages died with
-Redis once a worker consumes again.
+The test owns its Redis (own port, no persistence) and kills it. The worker,
+started with ``--exit-on-broker-loss``, notices the restart (the broker's run
+id changed), exits with code 3, and the test's loop restarts it as a
+supervisor would (Docker's ``restart: unless-stopped``); the scheduler
+re-sends the batches whose messages died with Redis once a worker consumes
+again. (A bare worker restarts itself: test_self_healing.py.)
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from processes import Fleet, all_done, images_by_cell, store_files
 from services import OwnRedis
 from sqlalchemy import func, select
@@ -25,14 +25,6 @@ from reprogrid.worker.broker_watch import (
 )
 
 GRID = ["--prompt", "a fox", "--steps", "2", "--width", "32", "--height", "32"]
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path):
-    server = OwnRedis(tmp_path)
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_a_job_finishes_through_broker_restarts_with_nobody_acting(
@@ -62,7 +54,7 @@ class Supervisor:
 
     def __init__(self, fleet: Fleet) -> None:
         self.fleet, self.restarts = fleet, 0
-        self.worker = fleet.worker("w1")
+        self.worker = fleet.worker("w1", "--exit-on-broker-loss")
 
     def wait(self, condition, what: str, timeout: float = 150) -> None:
         import time
@@ -75,7 +67,7 @@ class Supervisor:
             if code is not None:
                 assert code == EXIT_BROKER_RESTARTED, self.fleet.logs()
                 self.restarts += 1
-                self.worker = self.fleet.worker("w1")
+                self.worker = self.fleet.worker("w1", "--exit-on-broker-loss")
             time.sleep(0.1)
 
 

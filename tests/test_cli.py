@@ -92,7 +92,7 @@ def test_show_finds_an_image_by_hash_prefix_and_prints_the_whole_record(cli, fin
 
 def test_show_of_an_unknown_image_fails_with_one_line(cli, finished):
     result = cli("show", "ffffffffff")
-    assert result.exit_code == 1 and result.output.count("\n") == 1
+    assert result.exit_code == 2 and result.output.count("\n") == 1
 
 
 def test_status_reports_done_counts(cli, finished):

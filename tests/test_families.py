@@ -11,6 +11,8 @@ from __future__ import annotations
 import inspect
 import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -22,9 +24,10 @@ from reprogrid.scheduler.grid import expand
 from reprogrid.scheduler.spec import SpecError, validate_spec
 from reprogrid.worker.checkpoints import load_checkpoint
 from reprogrid.worker.generate import generate_batch
+from reprogrid.worker.pipeline_call import NOT_PIXEL_ARGUMENTS
 from reprogrid.worker.store import pixel_sha256
 
-# (checkpoint, family key, default size, a second sampler that fits it)
+# (checkpoint, family key, default size, a second sampler that fits it, if one does)
 FAMILY_CASES = [
     ("sd", "sd", 32, "DPMSolverMultistepScheduler"),
     ("sd2-v", "sd", 32, "DDIMScheduler"),
@@ -34,6 +37,17 @@ FAMILY_CASES = [
     ("flux-schnell", "flux", 256, "UniPCMultistepScheduler"),
     ("pixart", "pixart", 32, "EulerDiscreteScheduler"),
     ("pixart-sigma", "pixart", 32, "DDIMScheduler"),
+    ("sd35", "sd3", 32, "DPMSolverMultistepScheduler"),
+    ("qwen-image", "qwen-image", 128, "UniPCMultistepScheduler"),
+    ("flux2", "flux2", 128, "DPMSolverMultistepScheduler"),
+    ("flux2-klein", "flux2-klein", 128, "UniPCMultistepScheduler"),
+    ("z-image", "z-image", 1024, None),  # only FlowMatch* samplers take its list of sigmas
+    ("chroma", "chroma", 128, "UniPCMultistepScheduler"),
+    ("auraflow", "auraflow", 1024, "FlowMatchHeunDiscreteScheduler"),
+    ("sana", "sana", 1024, "UniPCMultistepScheduler"),
+    ("hunyuan-dit", "hunyuan-dit", 32, "DDIMScheduler"),
+    ("cogview4", "cogview4", 32, None),  # only FlowMatch* samplers take its timesteps
+    ("lumina2", "lumina2", 32, "UniPCMultistepScheduler"),
 ]
 # (checkpoint, a sampler that cannot run correctly on it)
 MISFITS = [
@@ -45,6 +59,19 @@ MISFITS = [
     ("flux-schnell", "DPMSolverMultistepScheduler"),  # refuses Flux's mu without dynamic shift
     ("pixart", "FlowMatchEulerDiscreteScheduler"),
     ("flux", "FlowMatchLCMScheduler"),  # its step noise would be unseeded in Flux's pipeline
+    ("chroma", "DPMSolverMultistepScheduler"),  # takes no custom sigmas, which Chroma passes
+    ("chroma", "FlowMatchHeunDiscreteScheduler"),
+    ("chroma", "FlowMatchLCMScheduler"),  # unseeded step noise
+    ("qwen-image", "DPMSolverMultistepScheduler"),
+    ("z-image", "FlowMatchHeunDiscreteScheduler"),
+    ("z-image", "UniPCMultistepScheduler"),
+    ("flux2", "FlowMatchHeunDiscreteScheduler"),
+    ("auraflow", "EulerDiscreteScheduler"),
+    ("sana", "DDIMScheduler"),  # a flow-matching checkpoint
+    ("cogview4", "DPMSolverMultistepScheduler"),
+    ("cogview4", "UniPCMultistepScheduler"),  # takes no custom timesteps
+    ("lumina2", "FlowMatchHeunDiscreteScheduler"),
+    ("hunyuan-dit", "FlowMatchEulerDiscreteScheduler"),
 ]
 
 
@@ -57,12 +84,21 @@ def first_recipe(job) -> dict:
 
 
 def run_and_verify(cli: Cli, *flags: str) -> list[dict]:
-    """Run a job, verify it identical, and return each image's whole record (``show``)."""
+    """Run a job, verify it identical in a fresh process, and return each image's whole
+    record (``show``)."""
     result = cli("run", "--prompt", "a red fox", "--seeds", "0", "--steps", "2", *flags)
     assert result.exit_code == 0, result.output
-    verified = cli("verify", "1", "--format", "json")
-    assert verified.exit_code == 0, verified.output
-    rows = json.loads(verified.output)
+    argv = [sys.executable, "-m", "reprogrid", "--db", cli.db_url, "--store", str(cli.store)]
+    verified = subprocess.run(
+        [*argv, "verify", "1", "--format", "json"],
+        cwd=cli.cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    rows = json.loads(verified.stdout)
     assert rows and {row["verdict"] for row in rows} == {"identical"}
     rows = json.loads(cli("query", "--format", "json").output)
     return [json.loads(cli("show", r["pixel_sha256"], "--format", "json").output) for r in rows]
@@ -79,6 +115,14 @@ def test_the_flow_match_samplers_take_sigmas_and_mu_as_listed():
         assert ("sigmas" in taken, "mu" in taken) == (sigmas, mu), name
 
 
+def test_the_samplers_listed_as_taking_custom_timesteps_take_them():
+    import diffusers
+
+    for name in [*families.FLOW_MATCH_SAMPLERS, *families.FLOW_CONFIGURABLE_SAMPLERS]:
+        taken = inspect.signature(getattr(diffusers, name).set_timesteps).parameters
+        assert ("timesteps" in taken) == (name in families.TAKES_TIMESTEPS), name
+
+
 def test_the_flow_configurable_samplers_have_flow_sigmas_and_take_mu():
     import diffusers
 
@@ -86,7 +130,9 @@ def test_the_flow_configurable_samplers_have_flow_sigmas_and_take_mu():
         cls = getattr(diffusers, name)
         init = inspect.signature(cls.__init__).parameters
         assert {"use_flow_sigmas", "flow_shift", "use_dynamic_shifting"} <= set(init), name
-        assert "mu" in inspect.signature(cls.set_timesteps).parameters, name
+        taken = inspect.signature(cls.set_timesteps).parameters
+        assert "mu" in taken, name
+        assert ("sigmas" in taken) == families.FLOW_CONFIGURABLE_SAMPLERS[name][0], name
 
 
 @pytest.mark.parametrize("option", ["schedule_type", "timestep_spacing", "solver_order"])
@@ -158,8 +204,13 @@ def test_a_negative_prompt_that_would_have_no_effect_is_refused(tiny_checkpoint)
         spec(tiny_checkpoint("flux"), negative_prompt="blurry")
     assert caught.value.field == "negative_prompt" and "guidance_scale 1" in str(caught.value)
     with pytest.raises(SpecError) as caught:
-        spec(tiny_checkpoint("sd"), negative_prompt="blurry", axes={"guidance_scale": [1.0, 5.0]})
+        spec(tiny_checkpoint("sd"), negative_prompt="blurry", axes={"guidance_scale": [0.5, 1.0]})
     assert caught.value.field == "negative_prompt"
+
+
+def test_a_guidance_axis_through_1_keeps_a_negative_prompt_the_other_cells_use(tiny_checkpoint):
+    job = spec(tiny_checkpoint("sd"), negative_prompt="blurry", axes={"guidance_scale": [1, 5]})
+    assert [json.loads(c.recipe)["negative_prompt"] for c in expand(job)] == ["blurry"] * 2
 
 
 def test_pixart_binning_and_caption_cleaning_are_off_and_recorded(tiny_checkpoint):
@@ -223,20 +274,49 @@ def test_a_sampler_option_changes_the_pixels(tiny_checkpoint):
 
 
 @pytest.mark.parametrize(("name", "family", "size", "sampler"), FAMILY_CASES)
-def test_every_family_runs_a_sampler_axis_with_guidance_and_verifies_identical(
+def test_every_family_runs_a_sampler_and_guidance_grid_that_verifies_and_records_its_call(
     tiny_checkpoint, cli, name, family, size, sampler
 ):
+    import diffusers
+    from tiny_families import plain_diffusers_call
+
     model = tiny_checkpoint(name)
     own = json.loads((model / "scheduler" / "scheduler_config.json").read_text())["_class_name"]
-    flags = ["--model", str(model), "--axis", f"sampler={own},{sampler}"]
-    flags += ["--guidance-scale", "4", "--negative-prompt", "blurry"]
+    samplers = [own] if sampler is None else [own, sampler]
+    flags = ["--model", str(model), "--axis", f"sampler={','.join(samplers)}"]
+    flags += ["--axis", "guidance_scale=2,6"]
+    if families.FAMILIES_BY_KEY[family].negative_prompt:
+        flags += ["--negative-prompt", "blurry"]
     if size != 32:
         flags += ["--width", "32", "--height", "32"]
     rows = run_and_verify(cli, *flags)
     recipes = [r["recipe"] for r in rows]
-    assert [r["sampler"] for r in recipes] == [own, sampler]
-    assert {(r["family"], r["width"], r["guidance_scale"]) for r in recipes} == {(family, 32, 4.0)}
-    assert rows[0]["pixel_sha256"] != rows[1]["pixel_sha256"]
+    assert [(r["sampler"], r["guidance_scale"]) for r in recipes] == [
+        (s, g) for s in samplers for g in (2.0, 6.0)
+    ]
+    assert {(r["family"], r["width"], r["height"]) for r in recipes} == {(family, 32, 32)}
+    assert {(r["width"], r["height"]) for r in rows} == {(32, 32)}
+    for low, high in zip(rows[::2], rows[1::2], strict=True):  # guidance changed the pixels
+        assert low["pixel_sha256"] != high["pixel_sha256"] or not (  # or never ran
+            low["call"]["classifier_free_guidance"] or high["call"]["classifier_free_guidance"]
+        )
+    assert len({r["pixel_sha256"] for r in rows[::2]}) == len(samplers)
+    # Every pixel-affecting __call__ argument, by diffusers' name, with the value used.
+    pipeline_class = getattr(diffusers, rows[0]["call"]["pipeline_class"])
+    taken = inspect.signature(pipeline_class.__call__).parameters
+    pixel_arguments = {
+        n
+        for n, p in taken.items()
+        if n != "self" and n not in NOT_PIXEL_ARGUMENTS and p.kind != p.VAR_KEYWORD
+    }
+    for row in rows:
+        assert set(row["call"]["arguments"]) == pixel_arguments
+        assert row["call"]["arguments"]["prompt"] == "a red fox"
+        assert row["call"]["sampler"]["class"] == row["recipe"]["sampler"]
+    # A plain diffusers call with exactly the recorded arguments makes the recorded pixels.
+    threads = rows[-1]["environment"]["threads"]
+    direct = plain_diffusers_call(model, rows[-1]["call"], threads)
+    assert pixel_sha256(direct) == rows[-1]["pixel_sha256"]
 
 
 def test_the_distilled_guidance_changes_flux_pixels(tiny_checkpoint):
@@ -311,6 +391,26 @@ def test_a_lora_scale_axis_gives_three_images_and_scale_0_is_the_base_checkpoint
     # The cached pipeline now holds the adapter: a batch without it still gets the base pixels.
     again = load_checkpoint(str(model), None, "float32", "cpu")
     assert again is loaded and np.array_equal(base, generate_batch(again, [plain], "cpu"))
+
+
+def test_a_lora_jobs_png_names_the_lora_and_its_hash_as_a1111_writes_them(
+    tiny_checkpoint, lora, cli, tmp_path
+):
+    import hashlib
+    import re
+
+    from PIL import Image
+
+    rows = run_and_verify(cli, lora_spec(tmp_path, tiny_checkpoint("sd"), lora))
+    data = lora.read_bytes()
+    after_header = data[8 + int.from_bytes(data[:8], "little") :]
+    short_hash = hashlib.sha256(after_header).hexdigest()[:12]  # A1111's addnet hash
+    prompt, settings = Image.open(rows[1]["path"]).text["parameters"].split("\n")
+    assert prompt == f"a red fox <lora:{lora.stem}:0.5>"
+    # A1111's own reading of the settings line (modules/infotext_utils.py re_param).
+    param = re.compile(r'\s*(\w[\w \-/]+):\s*("(?:\\.|[^\\"])+"|[^,]*)(?:,|$)')
+    fields = {k: json.loads(v) if v.startswith('"') else v for k, v in param.findall(settings)}
+    assert fields["Lora hashes"] == f"{lora.stem}: {short_hash}"
 
 
 def test_verify_names_an_adapter_file_that_changed(tiny_checkpoint, lora, cli, tmp_path):

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 import reprogrid
-from reprogrid.worker.infotext import a1111_sampler, quote
+from reprogrid.a1111 import a1111_sampler, parse_a1111_sampler
+from reprogrid.worker.infotext import quote
 
 BUILTIN_TINY = Path(reprogrid.__file__).parent / "builtin" / "tiny"
 PROMPT = 'a fox, "sly": at night'
@@ -118,20 +119,62 @@ def test_sd_parsers_reads_every_field_of_every_png_as_recorded(karras_job):
         assert info.metadata["Version"] == f"reprogrid {reprogrid.__version__}"
 
 
-def test_the_json_chunk_keeps_the_sampler_class_and_its_options(karras_job):
-    _, rows = karras_job
+def test_the_json_chunk_holds_the_call_with_the_sampler_as_built(karras_job):
+    grid, rows = karras_job
     metadata = json.loads(Image.open(rows[0]["path"]).text["reprogrid"])
-    assert metadata["sampler"]["class"] == "EulerDiscreteScheduler"
-    assert metadata["sampler"]["options"]["use_karras_sigmas"] is True
+    sampler = metadata["call"]["sampler"]
+    assert sampler["class"] == "EulerDiscreteScheduler"
+    assert sampler["config"]["use_karras_sigmas"] is True
+    assert metadata["call"]["arguments"]["guidance_scale"] == 6.5
+    recorded = grid.record(rows[0]["image_id"])["call"]
+    assert recorded["sampler"] == sampler  # one source: the record and the PNG agree
 
 
-def test_a1111_reads_back_a_model_reference_with_a_colon(tmp_path):
+def test_a1111_and_sd_parsers_read_back_a_builtin_checkpoint_by_its_name(tmp_path):
+    from sd_parsers import ParserManager
+
     grid = reprogrid.connect(db=tmp_path / "r.db", store=tmp_path / "store", threads=1)
     spec = {"prompts": ["an owl"], "seeds": "3", "steps": 2, "width": 64, "height": 64}
     (row,) = grid.images(grid.run(spec).job_id)
     prompt, settings = Image.open(row["path"]).text["parameters"].split("\n")
     assert prompt == "an owl"  # no "Negative prompt:" line when there is none, as A1111 writes
     fields = a1111_fields(settings)
-    assert fields["Model"] == "builtin:tiny" and fields["Sampler"] == "PLMS"
+    assert fields["Model"] == "tiny" and fields["Sampler"] == "PLMS"
     assert (fields["Seed"], fields["Steps"], fields["CFG scale"]) == ("3", "2", "7.5")
+    assert ParserManager().parse(row["path"]).samplers[0].model.name == "tiny"
+    grid.close()
+
+
+DPM = "DPMSolverMultistepScheduler"
+DPM_2M = {"algorithm_type": "dpmsolver++", "solver_order": 2}
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("Euler a", ("EulerAncestralDiscreteScheduler", {})),
+        ("DPM++ 2M", (DPM, DPM_2M)),
+        ("DPM++ 2M Karras", (DPM, DPM_2M | {"schedule_type": "karras"})),
+        (
+            "DPM++ 3M SDE Exponential",
+            (DPM, {"algorithm_type": "sde-dpmsolver++", "solver_order": 3,
+                   "schedule_type": "exponential"}),
+        ),
+        ("PLMS", ("PNDMScheduler", {})),
+        ("EulerDiscreteScheduler", None),
+    ],
+)  # fmt: skip
+def test_a1111_sampler_names_read_back_as_the_diffusers_sampler_and_options(name, expected):
+    assert parse_a1111_sampler(name) == expected
+
+
+def test_an_a1111_sampler_name_runs_what_a1111_means_and_is_written_back_the_same(tmp_path):
+    grid = reprogrid.connect(db=tmp_path / "r.db", store=tmp_path / "store", threads=1)
+    spec = {"prompts": ["an owl"], "steps": 2, "width": 64, "height": 64}
+    (row,) = grid.images(grid.run(spec | {"sampler": "DPM++ 2M Karras"}).job_id)
+    recipe = grid.record(row["image_id"])["recipe"]
+    assert recipe["sampler"] == "DPMSolverMultistepScheduler"
+    assert recipe["schedule_type"] == "karras"
+    fields = a1111_fields(Image.open(row["path"]).text["parameters"].split("\n")[-1])
+    assert (fields["Sampler"], fields["Schedule type"]) == ("DPM++ 2M", "Karras")
     grid.close()

@@ -130,6 +130,31 @@ def dummy_distribution(folder: Path, name: str, version: str) -> Path:
     return folder
 
 
+def test_differences_rank_the_numeric_stack_before_unrelated_packages():
+    from reprogrid.worker.environment import ranked
+
+    found = {
+        "hostname": ["a", "b"],
+        "torch": ["2.12.0", "2.13.0"],
+        "packages.jupyter": [None, "1.1"],
+        "packages.diffusers": ["0.41.0", "0.42.1"],
+        "packages.nvidia-cudnn-cu12": ["9.1", "9.5"],
+        "switches": [{"tf32": False}, {"tf32": True}],
+    }
+    found["packages.ftfy"] = ["6.1", "6.3"]
+    first, imported, rest = ranked(found, imported=frozenset({"ftfy", "torch"}))
+    assert set(first) == {"torch", "packages.diffusers", "packages.nvidia-cudnn-cu12", "switches"}
+    assert set(imported) == {"packages.ftfy"}
+    assert set(rest) == {"hostname", "packages.jupyter"}
+
+
+def test_the_imported_packages_are_those_whose_modules_are_loaded():
+    from reprogrid.worker.environment import imported_packages
+
+    found = imported_packages()
+    assert {"sqlalchemy", "pytest"} <= found and "jupyter" not in found
+
+
 def test_a_package_installed_since_the_run_is_named_in_the_verdict(
     cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
@@ -140,6 +165,9 @@ def test_a_package_installed_since_the_run_is_named_in_the_verdict(
     )
     result = fresh_process(cli, "regenerate", "1")
     assert result.returncode == 0, result.stderr
+    # Nothing imported it: counted, not listed, so a real cause would stand out.
+    assert "environment: differs from the original run in only 1 other package" in result.stdout
+    result = fresh_process(cli, "regenerate", "1", "--all")
     assert (
         "environment: differs from the original run in packages.caption-cleaner (absent -> 1.0)"
         in result.stdout

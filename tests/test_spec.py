@@ -231,3 +231,17 @@ def test_a_prompts_file_loses_its_utf8_byte_order_mark(tmp_path):
     (tmp_path / "prompts.txt").write_bytes("\ufeffa fox\r\nan owl\r\n".encode())
     job = validate_spec({"prompts_file": "prompts.txt"}, max_cells=10, base_dir=tmp_path)
     assert job.prompts == ("a fox", "an owl")
+
+
+def test_an_a1111_sampler_name_in_an_axis_that_also_sets_options_is_refused_naming_them():
+    raw = {"prompts": ["a fox"], "axes": {"sampler": ["Euler a", "DPM++ 2M Karras"]}}
+    with pytest.raises(SpecError) as caught:
+        validate_spec(raw, max_cells=10)
+    assert caught.value.field == "axes.sampler" and "schedule_type karras" in str(caught.value)
+
+
+def test_an_a1111_sampler_name_contradicting_a_sampler_option_is_refused():
+    raw = {"prompts": ["a fox"], "sampler": "DPM++ 2M Karras", "schedule_type": "exponential"}
+    with pytest.raises(SpecError) as caught:
+        validate_spec(raw, max_cells=10)
+    assert caught.value.field == "schedule_type"

@@ -10,6 +10,7 @@ the tiny SD checkpoint.
 
 from __future__ import annotations
 
+import inspect
 import string
 from collections.abc import Callable
 from pathlib import Path
@@ -165,20 +166,23 @@ def sdxl(workdir: Path) -> StableDiffusionXLPipeline:
     )
 
 
-def sd3(workdir: Path) -> StableDiffusion3Pipeline:
+def sd3(workdir: Path, **transformer_config: Any) -> StableDiffusion3Pipeline:
     tokenizer = clip_tokenizer(workdir / "clip")
     t5 = t5_tokenizer()
     transformer = SD3Transformer2DModel(
-        sample_size=16,
-        patch_size=1,
-        in_channels=4,
-        num_layers=1,
-        attention_head_dim=8,
-        num_attention_heads=4,
-        caption_projection_dim=HIDDEN,
-        joint_attention_dim=HIDDEN,
-        pooled_projection_dim=2 * HIDDEN,
-        out_channels=4,
+        **{
+            "sample_size": 16,
+            "patch_size": 1,
+            "in_channels": 4,
+            "num_layers": 1,
+            "attention_head_dim": 8,
+            "num_attention_heads": 4,
+            "caption_projection_dim": HIDDEN,
+            "joint_attention_dim": HIDDEN,
+            "pooled_projection_dim": 2 * HIDDEN,
+            "out_channels": 4,
+            **transformer_config,
+        }
     )
     return StableDiffusion3Pipeline(
         transformer=transformer,
@@ -191,6 +195,11 @@ def sd3(workdir: Path) -> StableDiffusion3Pipeline:
         text_encoder_3=t5_text_encoder(t5),
         tokenizer_3=t5,
     )
+
+
+def sd35(workdir: Path) -> StableDiffusion3Pipeline:
+    """SD3.5's transformer: query-key RMS norm and a dual-attention layer."""
+    return sd3(workdir, num_layers=2, dual_attention_layers=(0,), qk_norm="rms_norm")
 
 
 def flux(workdir: Path, guidance_embeds: bool = True) -> FluxPipeline:
@@ -273,6 +282,7 @@ FAMILIES: dict[str, Callable[[Path], Any]] = {
     "sd2-v": sd2_v,
     "sdxl": sdxl,
     "sd3": sd3,
+    "sd35": sd35,
     "flux": flux,
     "flux-schnell": flux_schnell,
     "pixart": pixart,
@@ -280,12 +290,43 @@ FAMILIES: dict[str, Callable[[Path], Any]] = {
 }
 
 
+def builders() -> dict[str, Callable[[Path], Any]]:
+    """Every tiny checkpoint's builder: these, and the newer families' in
+    tests/tiny_families_flow.py and tests/tiny_families_dit.py (which import this module)."""
+    import tiny_families_dit
+    import tiny_families_flow
+
+    return {**FAMILIES, **tiny_families_flow.FAMILIES, **tiny_families_dit.FAMILIES}
+
+
 def build(name: str, folder: Path, seed: int = 0) -> Path:
-    """Write the tiny checkpoint ``name`` (a key of FAMILIES) into ``folder``."""
+    """Write the tiny checkpoint ``name`` (a key of ``builders()``) into ``folder``."""
     torch.manual_seed(seed)
-    pipeline = FAMILIES[name](folder.parent / f".{folder.name}-work")
+    pipeline = builders()[name](folder.parent / f".{folder.name}-work")
     pipeline.save_pretrained(folder)
     return folder
+
+
+def plain_diffusers_call(model: Path, call: dict[str, Any], threads: int) -> Any:
+    """A plain diffusers call with exactly a recorded call's arguments and sampler config,
+    on the recorded thread count (a CPU's float sums depend on it); pixels as uint8."""
+    import diffusers
+    import numpy as np
+
+    torch.set_num_threads(threads)
+    pipeline = diffusers.DiffusionPipeline.from_pretrained(model, local_files_only=True)
+    sampler = call["sampler"]
+    pipeline.scheduler = getattr(diffusers, sampler["class"]).from_config(sampler["config"])
+    arguments = dict(call["arguments"])
+    seed = arguments.pop("generator")["seed"]
+    # JSON has no tuples: give back a tuple where the pipeline's own default is one.
+    defaults = inspect.signature(pipeline.__call__).parameters
+    for name, value in arguments.items():
+        if isinstance(value, list) and isinstance(defaults[name].default, tuple):
+            arguments[name] = tuple(value)
+    pipeline.set_progress_bar_config(disable=True)
+    images = pipeline(**arguments, generator=torch.Generator("cpu").manual_seed(seed)).images
+    return (np.asarray(images, dtype=np.float32) * 255).round().astype(np.uint8)[0]
 
 
 def tiny_lora(folder: Path, checkpoint: Path, rank: int = 4) -> Path:

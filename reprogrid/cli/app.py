@@ -13,10 +13,12 @@ from typing import Any
 
 import click
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DatabaseError as SQLAlchemyDatabaseError
 
 from reprogrid.api import Reprogrid
 from reprogrid.config import ConfigError, Settings, database_url
 from reprogrid.models import Database, DatabaseUnavailable
+from reprogrid.models.queries import NotFound
 
 
 class BadInput(click.ClickException):
@@ -112,11 +114,23 @@ class ReprogridGroup(click.Group):
         super().add_command(cmd, name)
 
     def invoke(self, ctx: click.Context) -> Any:
-        """Run the command; a database that cannot be opened is one line, exit 1."""
+        """Run the command. An unknown job or image is one line, exit 2; a database that
+        cannot be opened or fails midway (a damaged page, a lost server) is one line, exit 1."""
         try:
             return super().invoke(ctx)
+        except NotFound as exc:
+            raise BadInput(str(exc)) from None
         except DatabaseUnavailable as exc:
             raise click.ClickException(str(exc)) from None
+        except SQLAlchemyDatabaseError as exc:
+            raise click.ClickException(_database_failure(ctx, exc)) from None
+
+
+def _database_failure(ctx: click.Context, exc: SQLAlchemyDatabaseError) -> str:
+    """``database URL: what the driver said``, the password hidden, its first line only."""
+    url = make_url(ctx.find_object(App).settings.db_url).render_as_string(hide_password=True)
+    said = str(exc.orig or exc).strip().splitlines() or [type(exc).__name__]
+    return f"database {url}: {said[0]}"
 
 
 @click.group(

@@ -11,7 +11,7 @@ import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -21,6 +21,10 @@ from reprogrid.cli.output import WORKER_COLUMNS, print_table
 from reprogrid.cli.spec_flags import spec_flags, tokenized, validated_spec
 from reprogrid.models.queries import NotFound
 from reprogrid.scheduler.broker import DEFAULT_QUEUE
+
+if TYPE_CHECKING:
+    from reprogrid.scheduler.control import Stall
+    from reprogrid.scheduler.dispatch import DispatchLimits, Publish
 
 RELATIVE_TIME = re.compile(r"\+(\d+)([smhd])")
 UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -141,8 +145,8 @@ def scheduler_command(app: App, once: bool, interval: float, max_in_flight: int)
       REPROGRID_BROKER=redis://:secret@redis:6379/0 reprogrid scheduler
     """
     from reprogrid.models.queries import fleet_id
-    from reprogrid.scheduler.broker import celery_app, publish_batch
-    from reprogrid.scheduler.dispatch import DispatchLimits, dispatch_once, run_scheduler
+    from reprogrid.scheduler.broker import BrokerWatch, celery_app, publish_batch
+    from reprogrid.scheduler.dispatch import DispatchLimits, run_scheduler
 
     _log_to_stderr()
     settings = app.settings
@@ -155,13 +159,26 @@ def scheduler_command(app: App, once: bool, interval: float, max_in_flight: int)
         publish_batch(broker, batch_id, queue, fleet)
 
     if once:
-        report = dispatch_once(app.db, publish, limits)
-        click.echo(
-            f"published {report.published}, re-published {report.republished},"
-            f" failed {report.failed}, cancelled {report.cancelled}"
-        )
+        _dispatch_once(app, publish, limits)
         return
-    run_scheduler(app.db, publish, limits, interval, _stop_on_signals())
+    watch = BrokerWatch(settings.broker_url)
+    run_scheduler(app.db, publish, limits, interval, _stop_on_signals(), watch)
+
+
+def _dispatch_once(app: App, publish: Publish, limits: DispatchLimits) -> None:
+    """One pass; a broker or database outage is one line (exit 1)."""
+    from reprogrid.scheduler.dispatch import dispatch_once, outage_reason
+
+    try:
+        report = dispatch_once(app.db, publish, limits)
+    except Exception as exc:
+        if (reason := outage_reason(exc)) is None:
+            raise
+        raise click.ClickException(reason) from None
+    click.echo(
+        f"published {report.published}, re-published {report.republished},"
+        f" failed {report.failed}, cancelled {report.cancelled}"
+    )
 
 
 @main.command("worker")
@@ -176,6 +193,12 @@ def scheduler_command(app: App, once: bool, interval: float, max_in_flight: int)
 @click.option(
     "--threads", type=int, help="CPU threads for torch (recorded). [env: REPROGRID_THREADS]"
 )
+@click.option(
+    "--exit-on-broker-loss",
+    is_flag=True,
+    help="When the broker restarts, exit with code 3 for a supervisor (systemd, Docker)"
+    " to start the worker again, instead of restarting in place.",
+)
 @pass_app
 def worker_command(
     app: App,
@@ -184,8 +207,12 @@ def worker_command(
     name: str | None,
     gpu_locks: Path | None,
     threads: int | None,
+    exit_on_broker_loss: bool,
 ) -> None:
     """Run batches from a queue, one at a time, on one device (start one per GPU).
+
+    When the broker restarts, the worker finishes its batch and restarts itself
+    (same pid, one log line, a growing pause if it keeps happening).
 
     \b
     Example:
@@ -194,6 +221,12 @@ def worker_command(
       reprogrid worker --gpu-locks /run/reprogrid   # identical workers, one per GPU
     """
     queue = _queue_name(queue)
+    from reprogrid.worker.broker_watch import (
+        EXIT_BROKER_RESTARTED,
+        exit_for_supervisor,
+        restart_in_place,
+        restart_now,
+    )
     from reprogrid.worker.execute import pick_device
     from reprogrid.worker.gpus import NoFreeGpu, claim_free_gpu
     from reprogrid.worker.heartbeat import NameTaken
@@ -211,13 +244,17 @@ def worker_command(
     device = pick_device(device)
     name = name or f"{socket.gethostname()}-{device}"
     settings = app.settings.with_overrides(threads=threads)
+    give_up = exit_for_supervisor if exit_on_broker_loss else restart_now
     try:
-        code = serve(settings, app.db, device, queue, name)
+        code = serve(settings, app.db, device, queue, name, give_up)
     except NameTaken as exc:
         raise BadInput(f"name: {exc}") from None
     finally:
         if lock is not None:
             lock.close()
+    if code == EXIT_BROKER_RESTARTED and not exit_on_broker_loss:
+        app.db.dispose()
+        code = restart_in_place(_stop_on_signals())
     sys.exit(code)
 
 
@@ -229,6 +266,9 @@ def worker_command(
 def workers(app: App, fmt: str) -> None:
     """List live workers: device, queue, current job and batch, loaded checkpoints.
 
+    Below the table, each job that no live worker serves: "job 3 stalled: no
+    worker consuming queue default since 02:14".
+
     \b
     Example:
       reprogrid workers --format json
@@ -236,8 +276,17 @@ def workers(app: App, fmt: str) -> None:
     rows = app.api.workers()
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
-    else:
-        print_table(rows, WORKER_COLUMNS)
+        return
+    print_table(rows, WORKER_COLUMNS)
+    for job_id, stall in _stalls(app).items():
+        click.echo(f"job {job_id} {stall}")
+
+
+def _stalls(app: App) -> dict[int, Stall]:
+    from reprogrid.scheduler.control import stalled_jobs
+
+    with app.db.reads() as session:
+        return stalled_jobs(session)
 
 
 @main.command()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -31,6 +33,9 @@ from reprogrid.models.verifications import VERDICTS
 if TYPE_CHECKING:
     from rich.console import Group
     from rich.progress import Progress
+
+# Signals that stop a job run here as Ctrl-C does (SIGINT is Python's KeyboardInterrupt).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 RUN_OPTIONS: list[Callable[[Callable], Callable]] = [
     click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto."),
@@ -75,18 +80,52 @@ def run(
     run_here(app, job_id, job_spec.cell_count, device, threads, as_json)
 
 
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived: ``run`` stops as it does on Ctrl-C."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextmanager
+def stopped_by_signals() -> Iterator[None]:
+    """Turn SIGTERM and SIGHUP (``timeout``, systemd, Docker, a closed terminal) into
+    :class:`Stopped` while a job runs here, as SIGINT is a KeyboardInterrupt."""
+
+    def stop(signum: int, _frame: object) -> None:
+        raise Stopped(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_here(
     app: App, job_id: int, cells: int, device: str, threads: int | None, as_json: bool
 ) -> None:
-    """Execute a created job in this process and print its summary; exit 1 unless it is done."""
+    """Execute a created job in this process and print its summary; exit 1 unless it is done.
+
+    Ctrl-C, SIGTERM and SIGHUP give the claims back and exit 128 + the signal's
+    number; a failure that persists (see ``worker.embedded``) exits 1. Each says
+    in one line how many images are recorded and how to resume.
+    """
+    from reprogrid.worker.embedded import RunStopped
+
     try:
-        with JobProgress(job_id, cells, json_lines=as_json) as progress:
+        with stopped_by_signals(), JobProgress(job_id, cells, json_lines=as_json) as progress:
             result = app.api.run_job(
                 job_id, device=device, threads=threads, on_batch=progress.advance
             )
     except KeyboardInterrupt:
-        click.echo(f"job {job_id} interrupted; resume it with: reprogrid retry {job_id}", err=True)
-        sys.exit(130)
+        _stop(app, job_id, "interrupted", 128 + signal.SIGINT)
+    except Stopped as stop:
+        _stop(app, job_id, f"stopped by {stop}", 128 + stop.signum)
+    except RunStopped as failure:
+        _stop(app, job_id, f"stopped: {failure.error}", 1)
     if as_json:
         (counts,) = _progress_rows(app, job_id)
         summary = {
@@ -150,6 +189,19 @@ class JobProgress:
             click.echo(json.dumps(line), err=True)
 
 
+def _stop(app: App, job_id: int, why: str, exit_code: int) -> NoReturn:
+    """Say why the run ended, how far it got and how to resume it, in one line; exit."""
+    try:
+        (counts,) = app.api.progress(job_id)
+        recorded = f"{counts['done']} of {counts['cells']} images recorded"
+    except Exception:  # the database may be what failed
+        recorded = "images recorded: unknown"
+    click.echo(
+        f"job {job_id} {why}; {recorded}; resume it with: reprogrid retry {job_id}", err=True
+    )
+    sys.exit(exit_code)
+
+
 def _progress_bar(label: str, total: int) -> Progress:
     """A rich bar on stderr: images done, images/s, time left."""
     from rich.console import Console
@@ -177,7 +229,7 @@ def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
     try:
         return app.api.progress(job_id)
     except NotFound as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(f"job: {exc}") from None
 
 
 JOB_COLUMNS = [
@@ -240,7 +292,7 @@ def _status_tables(app: App, job: int | None) -> Group:
 
     rows = _progress_rows(app, job)
     for row in rows:
-        row["eta"] = duration_text(row["eta_seconds"])
+        row["eta"] = row["stalled"] or duration_text(row["eta_seconds"])
     workers = app.api.workers()
     tables = [table_of(rows, JOB_COLUMNS)]
     if workers:
@@ -373,7 +425,7 @@ def show(app: App, image: str, fmt: str) -> None:
     try:
         record = app.api.record(image)
     except NotFound as exc:
-        raise click.ClickException(str(exc)) from None
+        raise BadInput(f"image: {exc}") from None
     if fmt == "json":
         click.echo(json.dumps(record, indent=2))
     else:

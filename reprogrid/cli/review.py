@@ -23,13 +23,11 @@ from reprogrid.scheduler.spec import SpecError
 
 @contextlib.contextmanager
 def _review_errors() -> Iterator[None]:
-    """Bad options exit 2 (``Error: field: message``); a missing job or image exits 1."""
+    """Bad options and a missing job or image: one line, exit 2."""
     try:
         yield
-    except (ReviewError, SpecError) as exc:
+    except (ReviewError, SpecError, NotFound) as exc:
         raise BadInput(str(exc)) from None
-    except NotFound as exc:
-        raise click.ClickException(str(exc)) from None
 
 
 @main.command()
@@ -187,11 +185,12 @@ def export(
         raise BadInput("job: give a job id or --all (not both)")
     with app.db.reads() as session:
         if job is not None and session.get(Job, job) is None:
-            raise click.ClickException(f"no job {job}")
+            raise BadInput(f"job: no job {job}")
         total = count_images(session, job)
         to_terminal = output is None and sys.stdout.isatty()
         opened = _opened(output) if output else None
         with (
+            _written(output),
             opened or contextlib.nullcontext() as out,
             JobProgress(job, total, enabled=not to_terminal, json_lines=as_json) as progress,
         ):
@@ -200,6 +199,16 @@ def export(
                 write_csv(rows, EXPORT_COLUMNS, out)
             else:
                 write_json_lines(rows, out)
+
+
+@contextlib.contextmanager
+def _written(output: Path | None) -> Iterator[None]:
+    """A write that fails midway (a full disk, ``/dev/full``): one line, exit 1."""
+    try:
+        yield
+    except OSError as exc:
+        where = "stdout" if output is None else repr(str(output))
+        raise click.ClickException(f"output: cannot write {where}: {exc.strerror}") from None
 
 
 def _opened(output: Path) -> TextIO:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from reprogrid.cli.output import print_table, write_json_array
 from reprogrid.models.queries import NotFound
 from reprogrid.models.verifications import (
     DEFAULT_TOLERANCE,
+    FILE_VERDICTS,
     IDENTICAL,
     PASSING,
     REGENERATION_VERDICTS,
@@ -85,10 +86,19 @@ def _replay(flags: dict[str, Any]) -> Any:
 )
 @replay_options
 @click.option(
+    "--all",
+    "everything",
+    is_flag=True,
+    help="List every environment difference (default: the numeric stack, the packages the"
+    " pipeline imported, and a count of the rest).",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 @pass_reader
-def regenerate(app: App, image: str, out: Path | None, fmt: str, **replay_flags: Any) -> None:
+def regenerate(
+    app: App, image: str, out: Path | None, everything: bool, fmt: str, **replay_flags: Any
+) -> None:
     """Rebuild one image from its record alone and say whether it is the same.
 
     IMAGE is an id or sha:PREFIX of a hash. By default the image's whole original batch
@@ -119,12 +129,12 @@ def regenerate(app: App, image: str, out: Path | None, fmt: str, **replay_flags:
         row = {**result.verification_row(None), "environment": result.environment}
         click.echo(json.dumps(row, indent=2))
     else:
-        for line in _regeneration_lines(result, out):
+        for line in _regeneration_lines(result, out, everything):
             click.echo(line)
     sys.exit(0 if result.verdict in PASSING else 1)
 
 
-def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
+def _regeneration_lines(result: Any, out: Path | None, everything: bool = False) -> list[str]:
     from reprogrid.worker.regenerate import describe_changes
 
     image, env = result.image, result.environment
@@ -135,7 +145,9 @@ def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
             f"its original batch {image.batch_id}: {result.batch_size} images,"
             f" this one at position {image.index_in_batch + 1}"
         )
-    differences = describe_differences(result.environment_differences)
+    differences = describe_differences(
+        result.environment_differences, result.imported_differences, everything
+    )
     lines = [
         f"image {image.image_id}: {result.verdict}{_metrics(result.comparison, result.tolerance)}",
         f"  replayed: {how}",
@@ -151,18 +163,41 @@ def _regeneration_lines(result: Any, out: Path | None) -> list[str]:
             if result.checkpoint_changes
             else "as recorded"
         ),
+        "  pipeline call: "
+        + ("; ".join(result.call_differences) if result.call_differences else "as recorded"),
     ]
     if out is not None:
         lines.append(f"  written to: {out}")
     return lines
 
 
-def describe_differences(differences: dict[str, list[Any]]) -> str:
-    """Environment differences as ``name (before -> after)``, a missing package as ``absent``."""
-    return ", ".join(
-        f"{name} ({_value(before)} -> {_value(after)})"
-        for name, (before, after) in differences.items()
-    )
+def describe_differences(
+    differences: dict[str, list[Any]], imported: Iterable[str] = (), everything: bool = False
+) -> str:
+    """Environment differences as ``name (before -> after)``, a missing package as ``absent``:
+    first what changes every pipeline's numbers (torch, diffusers, the CUDA stack, torch's
+    switches...), then the differing packages the regenerating process had imported
+    (``imported``: their ``packages.NAME`` keys), then the rest, only counted unless
+    ``everything``."""
+    from reprogrid.worker.environment import ranked
+
+    packages = frozenset(name.removeprefix("packages.") for name in imported)
+    first, used, rest = ranked(differences, packages)
+    shown = {**first, **used, **(rest if everything else {})}
+    listed = ", ".join(f"{k} ({_value(old)} -> {_value(new)})" for k, (old, new) in shown.items())
+    if not rest or everything:
+        return listed
+    more = f"{len(rest)} other package{'s' * (len(rest) != 1)} or field{'s' * (len(rest) != 1)}"
+    return f"{listed}, and {more} (--all lists them)" if listed else f"only {more} (--all)"
+
+
+def _ranked_names(found: dict[str, list[Any]]) -> str:
+    """The names of the numeric differences, and a count of the rest."""
+    from reprogrid.worker.environment import ranked
+
+    first = ranked(found)[0]
+    more = len(found) - len(first)
+    return ", ".join([*first, *([f"and {more} more (--all)"] if more else [])])
 
 
 def _value(value: Any) -> str:
@@ -197,7 +232,7 @@ def _metrics(comparison: Any, tolerance: int) -> str:
 @click.option(
     "--files-only",
     is_flag=True,
-    help="Only re-hash the stored PNGs against the record (fast; no torch).",
+    help="Only check the stored PNGs, bytes and decoded pixels, against the record (no torch).",
 )
 @click.option(
     "--queue", "to_queue", is_flag=True, help="Leave the regeneration to workers: queue batches."
@@ -224,8 +259,12 @@ def verify(
     Checks a JOB's images, or those given with --image. Each original batch is
     replayed once, as recorded (see regenerate). Prints a summary; exit code 0
     when every image is identical or close (within --tolerance; --tolerance 0
-    asks for identical), 1 otherwise. --files-only re-hashes the stored PNGs
-    instead and tells pixels changed from file changed (metadata) and missing.
+    asks for identical), 1 otherwise. Each image's stored file is checked too:
+    a verdict names every broken link (file missing, file changed, record
+    changed, pixels differ), and a damaged file is never identical.
+    --files-only checks the stored PNGs alone (their bytes and decoded pixels
+    against the record) and tells pixels changed from file changed (metadata),
+    record changed and missing.
     --queue and --worker publish verify batches for the fleet's workers, which
     record their verdicts as they run (see reprogrid verifications); the
     regeneration options go with them, except --device: a worker uses its own.
@@ -295,15 +334,17 @@ def _queue(
         )
 
 
-FILE_COLUMNS = ["image_id", "verdict", "path", "error"]
+FILE_COLUMNS = ["image_id", "verdict", "broken", "path", "error"]
 REGENERATION_COLUMNS = [
     "image_id",
     "verdict",
+    "broken",
     "max_abs_diff",
     "mean_abs_diff",
     "psnr",
     "differs_in",
     "checkpoint_changes",
+    "call_differences",
     "error",
 ]
 
@@ -318,9 +359,13 @@ def _report(rows: list[dict[str, Any]], fmt: str, files_only: bool, tolerance: i
     passed = sum(row["verdict"] in PASSING for row in rows)
     if files_only:
         if flagged:
-            print_table([{**row, **row["details"]} for row in flagged], FILE_COLUMNS)
+            print_table([_flagged_row(row) for row in flagged], FILE_COLUMNS)
         click.echo(f"{passed} of {len(rows)} files as recorded")
         return
+    # An identical image whose call differs is shown too: the difference had no effect here.
+    flagged += [
+        r for r in rows if r["verdict"] == IDENTICAL and r["details"].get("call_differences")
+    ]
     if flagged:
         print_table([_regeneration_row(row) for row in flagged], REGENERATION_COLUMNS)
     click.echo(f"{passed} of {len(rows)} images identical or within {tolerance} levels")
@@ -332,13 +377,21 @@ def _regeneration_row(row: dict[str, Any]) -> dict[str, Any]:
 
     details = row["details"]
     return {
-        **row,
-        **details,
+        **_flagged_row(row),
         "mean_abs_diff": _rounded(row["mean_abs_diff"], 4),
         "psnr": _rounded(row["psnr"], 1),
-        "differs_in": describe_differences(details.get("environment_differences", {})),
+        "differs_in": describe_differences(
+            details.get("environment_differences", {}), details.get("imported_differences", ())
+        ),
         "checkpoint_changes": describe_changes(details.get("checkpoint_changes", {})),
+        "call_differences": "; ".join(details.get("call_differences", [])),
     }
+
+
+def _flagged_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A verification row and its details as one flat row, its broken links as text."""
+    details = row["details"]
+    return {**row, **details, "broken": ", ".join(details.get("broken", []))}
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
@@ -350,8 +403,9 @@ def _rounded(value: float | None, digits: int) -> float | None:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
+@click.option("--all", "everything", is_flag=True, help="List every environment difference.")
 @pass_reader
-def verifications(app: App, job: int | None, fmt: str) -> None:
+def verifications(app: App, job: int | None, fmt: str, everything: bool) -> None:
     """Reproducibility report: verdicts per pair of environments (original run, verifier).
 
     Each image counts once per verifier environment and mode (batch or alone),
@@ -374,12 +428,14 @@ def verifications(app: App, job: int | None, fmt: str) -> None:
         verifier = details[row["verifier_env"]]
         row["original_device"] = original["device_name"]
         row["verifier_device"] = verifier["device_name"]
-        row["differs_in"] = ", ".join(differences(original, verifier))
+        found = differences(original, verifier)
+        row["differs_in"] = ", ".join(found) if everything else _ranked_names(found)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))
         return
     if not rows:
         click.echo("no regenerations recorded yet (run reprogrid verify)")
         return
-    columns = ["original_env", "verifier_env", "mode", *REGENERATION_VERDICTS, "differs_in"]
+    found = [v for v in FILE_VERDICTS if any(row.get(v) for row in rows)]  # a damaged file
+    columns = ["original_env", "verifier_env", "mode", *REGENERATION_VERDICTS, *found, "differs_in"]
     print_table(rows, columns)

@@ -1,6 +1,15 @@
 """Engines and sessions for SQLite and PostgreSQL, migrated to the latest schema on open.
 
 A forked child never reuses its parent's pooled connections.
+A PostgreSQL engine keeps at most one idle connection (``POOL_SIZE``): the
+connections a busy worker's threads open besides it are closed as soon as
+they are returned, so an idle worker or scheduler holds one connection. A
+connection is checked before use (pre-ping) and replaced after
+``POOL_RECYCLE_SECONDS``, so one that a server restart, ``idle_session_timeout``
+or PgBouncer closed is reconnected, never an error. psycopg never prepares
+statements on the server (``prepare_threshold=None``), which PgBouncer's
+transaction pooling would hand to another client's connection, and a pooler
+that refuses the ``options`` startup parameter gets connections without it.
 SQLite runs in WAL mode with a busy timeout and ``BEGIN IMMEDIATE`` transactions,
 so several local processes (the CLI, workers, a scheduler) can share one file:
 a writer waits for the lock instead of failing half-way through a transaction.
@@ -19,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, Engine, Table, create_engine, event, inspect, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -35,6 +44,9 @@ BULK_CHUNK = 20_000
 BULK_CACHE_KIB = 64 * 1024
 # An arbitrary constant: the PostgreSQL advisory lock taken while migrating.
 MIGRATION_LOCK_ID = 7_346_221_901
+POOL_SIZE = 1
+POOL_RECYCLE_SECONDS = 300
+STARTUP_PARAMETER_REFUSED = "unsupported startup parameter"
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -75,7 +87,15 @@ def create_db_engine(url: str) -> Engine:
         # streaming a million rows: 100-200 ms before the first row, never paid back
         # by reprogrid's queries. Off, unless the URL sets its own options.
         options = {} if "options" in make_url(url).query else {"options": "-c jit=off"}
-        return create_engine(url, pool_pre_ping=True, connect_args=options)
+        engine = create_engine(
+            url,
+            pool_size=POOL_SIZE,
+            pool_recycle=POOL_RECYCLE_SECONDS,
+            pool_pre_ping=True,
+            connect_args={**options, "prepare_threshold": None},
+        )
+        event.listen(engine, "do_connect", _connect_without_refused_options)
+        return engine
     database = make_url(url).database
     if database and database != ":memory:":
         Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
@@ -83,6 +103,20 @@ def create_db_engine(url: str) -> Engine:
     event.listen(engine, "connect", _configure_sqlite_connection)
     event.listen(engine, "begin", _begin_sqlite_transaction)
     return engine
+
+
+def _connect_without_refused_options(
+    dialect: Dialect, _record: object, cargs: list[Any], cparams: dict[str, Any]
+) -> Any:
+    """Connect; if a pooler refuses the ``options`` startup parameter (PgBouncer does,
+    unless told to ignore it), connect without it, JIT then as the server has it."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except dialect.loaded_dbapi.OperationalError as exc:
+        if "options" not in cparams or STARTUP_PARAMETER_REFUSED not in str(exc):
+            raise
+        del cparams["options"]  # the engine's own parameters: later connections too
+        return dialect.connect(*cargs, **cparams)
 
 
 def _configure_sqlite_connection(dbapi_connection, _record) -> None:
@@ -114,7 +148,7 @@ def open_database(url: str, migrate: bool = True) -> Database:
         if migrate:
             upgrade(engine)
     except (SQLAlchemyError, OSError) as exc:
-        raise DatabaseUnavailable(f"database {_shown(url)}: {_first_line(exc)}") from exc
+        raise DatabaseUnavailable(f"database {_shown(url)}: {first_line(exc)}") from exc
     reader = engine.execution_options(**{READ_ONLY_OPTION: True})
     return Database(
         engine,
@@ -155,7 +189,7 @@ def _shown(url: str) -> str:
         return repr(url)
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     """The driver's own message when there is one, on one line."""
     reason = getattr(exc, "orig", None) or exc
     lines = [line.strip() for line in str(reason).splitlines() if line.strip()]

@@ -5,6 +5,7 @@ Rows come back as plain dicts ready for JSON, CSV or a table.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from reprogrid.models.calls import for_image
 from reprogrid.models.recipes import recipe_of
 from reprogrid.models.tables import (
     FINISHED,
@@ -43,6 +45,7 @@ from reprogrid.models.tables import (
     Image,
     Job,
     JobPrompt,
+    PipelineCall,
     PromptTokens,
     Verification,
     Worker,
@@ -491,6 +494,16 @@ def _prompt_tokens(session: Session, cell: Cell, recipe: dict[str, Any]) -> dict
     }
 
 
+def _call_of(
+    session: Session, image: Image, cell: Cell, recipe: dict[str, Any]
+) -> dict[str, Any] | None:
+    """The call that made the image, as the image received it (its prompt and seed filled in)."""
+    if image.call_id is None:
+        return None
+    stored = session.get(PipelineCall, image.call_id)
+    return for_image(json.loads(stored.call), {**recipe, "prompt": cell.prompt, "seed": cell.seed})
+
+
 def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
     """Everything recorded about one image: cell, recipe, batch, environment, checkpoint."""
     cell = image.cell
@@ -529,6 +542,8 @@ def image_record(session: Session, image: Image, store: Path) -> dict[str, Any]:
         "batch_warnings": batch.warnings or [],
         "created_at": image.created_at.isoformat(),
         "environment": {"environment_id": image.environment_id, **image.environment.details},
+        # None for images recorded before calls were (migration 0010)
+        "call": _call_of(session, image, cell, recipe),
         "checkpoint": {
             "checkpoint_id": image.checkpoint_id,
             "model": image.checkpoint.model,

@@ -247,6 +247,23 @@ class Checkpoint(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class PipelineCall(Base):
+    """A pipeline call as the pipeline received it, once per distinct call (JSON in ``call``).
+
+    Its pixel-affecting ``__call__`` arguments by diffusers' names (passed or
+    the pipeline's defaults), the per-image ones named, the sampler's class and
+    config as built, and whether classifier-free guidance ran
+    (``reprogrid/worker/pipeline_call.py``).
+    """
+
+    __tablename__ = "pipeline_call"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    call: Mapped[str] = mapped_column(Text)  # canonical JSON
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Image(Base):
     """The result of one cell: hashes, file, and the conditions it was made in."""
 
@@ -269,6 +286,9 @@ class Image(Base):
     height: Mapped[int] = mapped_column(Integer)
     environment_id: Mapped[int] = mapped_column(ForeignKey("environment.id"), index=True)
     checkpoint_id: Mapped[int] = mapped_column(ForeignKey("checkpoint.id"), index=True)
+    # the pipeline_call row of the call that made it (NULL for images recorded
+    # before migration 0010); no foreign key, so adding it copies no table
+    call_id: Mapped[int | None] = mapped_column(Integer, index=True)
     worker: Mapped[str | None] = mapped_column(String(200))
     generate_seconds: Mapped[float] = mapped_column(Float)
     # the checkpoint's safety checker flagged it (and blacked it out); None: no checker ran

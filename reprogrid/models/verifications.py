@@ -25,14 +25,17 @@ BATCH, ALONE, FILES = "batch", "alone", "files"
 
 # Verdicts of a regeneration.
 IDENTICAL, CLOSE, DIFFERENT, ERROR = "identical", "close", "different", "error"
-# Verdicts of a file re-hash, besides IDENTICAL (the file still hashes to png_sha256).
-FILE_CHANGED, PIXELS_CHANGED, MISSING, UNREADABLE = (
+# Verdicts of a stored file's check, besides IDENTICAL (every link holds): see
+# worker/files_check.py. A regeneration whose stored file fails its check gets these too.
+FILE_CHANGED, PIXELS_CHANGED, MISSING, UNREADABLE, RECORD_CHANGED = (
     "file-changed",
     "pixels-changed",
     "missing",
     "unreadable",
+    "record-changed",
 )
-VERDICTS = (IDENTICAL, CLOSE, DIFFERENT, ERROR, FILE_CHANGED, PIXELS_CHANGED, MISSING, UNREADABLE)
+FILE_VERDICTS = (FILE_CHANGED, PIXELS_CHANGED, MISSING, UNREADABLE, RECORD_CHANGED)
+VERDICTS = (IDENTICAL, CLOSE, DIFFERENT, ERROR, *FILE_VERDICTS)
 PASSING = frozenset({IDENTICAL, CLOSE})
 REGENERATION_VERDICTS = (IDENTICAL, CLOSE, DIFFERENT, ERROR)
 

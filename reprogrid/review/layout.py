@@ -53,6 +53,7 @@ _TILE_COLUMNS = {
     "environment_id": Image.environment_id,
     "device": Environment.device_name,
     "checkpoint_sha256": Checkpoint.sha256,
+    "call_id": Image.call_id,  # the report lists each distinct call once
     "error": Cell.error,
     "truncated": Cell.truncated,
     "stored_recipe": Cell.recipe,  # these two make the recipe (models/recipes.py)

@@ -47,6 +47,7 @@ from reprogrid.models import (
     Environment,
     Image,
     Job,
+    PipelineCall,
     Verification,
     utcnow,
 )
@@ -211,6 +212,7 @@ def write_report(
         out.write(summary_html(job, job_summary(session, job_id)) + "\n")
         write_pages_table(out, grid_pages(sheets, page_tiles))
         write_failures(out, session, job_id, store)
+        write_calls(out, session, job_id)
         write_warnings(out, session, job_id)
         write_verifications(out, session, job_id)
         out.write(spec_html(job) + "\n</body></html>\n")
@@ -419,7 +421,7 @@ def _tile_details(tile: Tile) -> str:
     """The tile's hashes and fields, then its recipe as recorded."""
     recipe = tile["recipe"]
     fields = ["status", "pixel_sha256", "png_sha256", "recipe_sha256", "checkpoint_sha256"]
-    fields += ["environment_id", "device", "nsfw", "truncated", "error"]
+    fields += ["call_id", "environment_id", "device", "nsfw", "truncated", "error"]
     lines = [f"{k}: {tile[k]}" for k in fields if tile.get(k)]
     # a field a line; json.dumps(indent=...) would take the pure-Python encoder, whose
     # closures leave a reference cycle per call for the garbage collector
@@ -449,6 +451,24 @@ def write_failures(out: TextIO, session: Session, job_id: int, store: Path) -> N
             f'<td class="failed"><pre>{escape(t["error"] or "")}</pre></td></tr>\n'
         )
     out.write("</table>\n")
+
+
+def write_calls(out: TextIO, session: Session, job_id: int) -> None:
+    """Each distinct pipeline call the job's images were made by, as the pipeline received
+    it (a tile's details name its ``call_id``); the per-image arguments are in the tiles."""
+    used = select(Image.call_id).join(Cell, Cell.id == Image.cell_id).where(Cell.job_id == job_id)
+    calls = session.execute(
+        select(PipelineCall.id, PipelineCall.call)
+        .where(PipelineCall.id.in_(used.distinct()))
+        .order_by(PipelineCall.id)
+    ).all()
+    out.write(f'<h2 id="calls">Pipeline calls ({len(calls)})</h2>\n')
+    if not calls:
+        out.write("<p>No image of this job has a recorded call.</p>\n")
+    for call_id, call in calls:
+        shown = json.dumps(json.loads(call), indent=1, ensure_ascii=False)
+        out.write(f"<details><summary>call_id {call_id}</summary><pre>{escape(shown)}</pre>")
+        out.write("</details>\n")
 
 
 def _batch_warnings(session: Session, job_id: int) -> Iterator[tuple[int, dict[str, Any]]]:

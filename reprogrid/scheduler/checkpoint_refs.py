@@ -4,6 +4,12 @@ A model is ``builtin:NAME`` (shipped in ``reprogrid/builtin``), a local
 directory written by ``save_pretrained``, or a hub id whose files are in the
 local Hugging Face cache. Reading its JSON configs is enough to know the kind
 of pipeline, its default sampler and its default image size.
+
+A folder is only taken when it is complete: every component ``model_index.json``
+names has its folder, its config (``config.json`` for a model, the scheduler's,
+tokenizer's or processor's own config otherwise) and, for a model, a weights
+file (every shard a ``*.index.json`` lists). A partial copy or download is
+refused when the spec is validated, not discovered by a worker at run time.
 """
 
 from __future__ import annotations
@@ -17,10 +23,22 @@ from reprogrid.families import CheckpointConfigs, Family, default_size, family_f
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
 BUILTIN_PREFIX = "builtin:"
 DENOISER_FOLDERS = ("unet", "transformer")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".msgpack", ".pt", ".pth", ".ckpt", ".gguf")
+# The config a component that is not a model keeps, by a part of its class name.
+OTHER_CONFIGS = {
+    "Scheduler": ("scheduler_config.json",),
+    "Tokenizer": ("tokenizer_config.json", "tokenizer.json"),
+    "Processor": ("preprocessor_config.json",),
+    "FeatureExtractor": ("preprocessor_config.json",),
+}
 
 
 class CheckpointNotFound(ValueError):
     """The model names nothing that exists on this machine."""
+
+
+class CheckpointIncomplete(CheckpointNotFound):
+    """The model's folder lacks a component's config or weights: it cannot load."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +84,7 @@ def resolve_checkpoint(model: str, revision: str | None = None) -> CheckpointRef
     For a hub id the returned ``revision`` is the snapshot's commit hash.
     """
     path, pinned = _locate(model, revision)
+    check_complete(model, path)
     return read_checkpoint(model, pinned, path)
 
 
@@ -111,6 +130,54 @@ def _hub_cache_dir(model: str, revision: str | None) -> Path:
         f"{model!r} at revision {revision} is not in the local Hugging Face cache"
         f" (download it first: hf download {model} --revision {revision})"
     )
+
+
+def check_complete(model: str, path: Path) -> None:
+    """Raise CheckpointIncomplete naming each component of ``path`` that cannot load."""
+    index = _read_json(path / "model_index.json")
+    problems = [
+        problem
+        for name, entry in sorted(index.items())
+        if _is_component(name, entry) and (problem := _component_problem(path / name, entry[1]))
+    ]
+    if problems:
+        raise CheckpointIncomplete(
+            f"{model!r} is incomplete: {'; '.join(problems)} (copy or download it again)"
+        )
+
+
+def _is_component(name: str, entry: object) -> bool:
+    """A ``model_index.json`` entry that names a component to load: ``[library, class]``."""
+    return (
+        not name.startswith("_")
+        and isinstance(entry, list)
+        and len(entry) == 2
+        and all(isinstance(part, str) for part in entry)
+    )
+
+
+def _component_problem(folder: Path, class_name: str) -> str | None:
+    """What keeps the component in ``folder`` from loading, or None."""
+    if not folder.is_dir():
+        return f"{folder.name}/ is missing"
+    configs = next((c for part, c in OTHER_CONFIGS.items() if part in class_name), None)
+    if configs is not None:
+        found = any((folder / config).is_file() for config in configs)
+        return None if found else f"{folder.name}/{configs[0]} is missing"
+    if not (folder / "config.json").is_file():
+        return f"{folder.name}/config.json is missing"
+    return _weights_problem(folder)
+
+
+def _weights_problem(folder: Path) -> str | None:
+    """None when ``folder`` holds weights, and every shard its indexes list."""
+    for index in folder.glob("*.index.json"):
+        shards = set(_read_json(index).get("weight_map", {}).values())
+        if missing := sorted(s for s in shards if not (folder / s).is_file()):
+            return f"{folder.name}/{missing[0]} is missing ({index.name} lists it)"
+    if any(p.suffix in WEIGHT_SUFFIXES and p.is_file() for p in folder.iterdir()):
+        return None
+    return f"{folder.name}/ holds no weights file"
 
 
 def has_safety_checker(path: Path) -> bool:

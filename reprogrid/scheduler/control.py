@@ -1,8 +1,10 @@
-"""A job's life after submission: cancel, retry, and its final status.
+"""A job's life after submission: cancel, retry, its final status, and whether it is stalled.
 
 The same functions serve embedded and distributed jobs: they only change
 rows. A running batch notices its job's cancellation between denoising steps
-(the worker's lease check reads the job's status) and stops there.
+(the worker's lease check reads the job's status) and stops there. A submitted
+job is stalled while no live worker consumes its queue: ``status``,
+``workers`` and the scheduler's log say so, since when, instead of an ETA.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import os
 import socket
 from collections.abc import Collection
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -26,9 +30,10 @@ from reprogrid.models import (
     Batch,
     Cell,
     Job,
+    Worker,
     utcnow,
 )
-from reprogrid.models.queries import NotFound
+from reprogrid.models.queries import LIVE_WORKER_SECONDS, NotFound
 
 CANCELLED_ERROR = "job cancelled"
 EMBEDDED_RUN_PREFIX = "run-"
@@ -42,6 +47,67 @@ class JobChange:
     status: str
     cells: int  # cells cancelled, or re-queued
     running_batches: int  # batches still running, told to stop (cancel only)
+
+
+@dataclass(frozen=True)
+class Stall:
+    """A job's queue that no live worker consumes, since the last sign of one."""
+
+    queue: str
+    since: datetime
+
+    def __str__(self) -> str:
+        return f"stalled: no worker consuming queue {self.queue} since {_clock(self.since)}"
+
+
+def _clock(when: datetime) -> str:
+    """Local time, ``14:02``; with the date when it is not within the last day."""
+    local = when.astimezone()
+    recent = utcnow() - when < timedelta(days=1)
+    return local.strftime("%H:%M" if recent else "%Y-%m-%d %H:%M")
+
+
+def stalled_jobs(session: Session) -> dict[int, Stall]:
+    """Submitted jobs with work to do whose queue no live worker consumes, by id."""
+    now = utcnow()
+    consuming = select(Worker.queue).where(
+        Worker.heartbeat_at >= now - timedelta(seconds=LIVE_WORKER_SECONDS),
+        Worker.state.is_(None),
+    )
+    jobs = session.execute(
+        select(Job.id, Job.queue, Job.created_at, Job.not_before).where(
+            Job.queue.is_not(None),
+            Job.status.in_([QUEUED, RUNNING]),
+            or_(Job.not_before.is_(None), Job.not_before <= now),
+            Job.queue.not_in(consuming),
+        )
+    ).all()
+    return {
+        job_id: Stall(queue, _last_served(session, job_id, queue, created_at, not_before))
+        for job_id, queue, created_at, not_before in jobs
+    }
+
+
+def _last_served(session: Session, job_id: int, queue: str, *since: datetime | None) -> datetime:
+    """The last sign of a worker serving the job: a consuming worker's beat on its queue,
+    a batch of it finished, or else when it was submitted or became due."""
+    beat = session.scalar(
+        select(func.max(Worker.heartbeat_at)).where(Worker.queue == queue, Worker.state.is_(None))
+    )
+    finished = session.scalar(select(func.max(Batch.finished_at)).where(Batch.job_id == job_id))
+    return max(when for when in (beat, finished, *since) if when is not None)
+
+
+def with_stalls(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Progress rows (``job_progress``) with ``stalled``: the stall's text, or None; a
+    stalled job has no ETA."""
+    stalls = stalled_jobs(session)
+    for row in rows:
+        stall = stalls.get(row["job_id"])
+        row["stalled"] = str(stall) if stall else None
+        if stall:
+            row["eta_seconds"] = None
+    return rows
 
 
 def update_job_status(session: Session, job_id: int) -> str:

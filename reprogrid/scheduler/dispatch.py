@@ -20,19 +20,23 @@ A job row is locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's
 ``BEGIN IMMEDIATE`` serializes writers anyway) while its batches are formed,
 so two schedulers never form two batches from the same cells. Messages are
 sent after the commit: a scheduler killed in between leaves queued batches
-that step 1 re-sends.
+that step 1 re-sends. Each message says the batch's job and cell count
+besides its id (``broker.BatchId``), for Flower and ``celery inspect``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from reprogrid.models import (
@@ -48,18 +52,48 @@ from reprogrid.models import (
     Worker,
     utcnow,
 )
+from reprogrid.models.db import DatabaseUnavailable, first_line
 from reprogrid.models.queries import LIVE_WORKER_SECONDS
 from reprogrid.models.verifications import VERIFY_KIND
-from reprogrid.scheduler.control import CANCELLED_ERROR, finish_batch, update_job_status
+from reprogrid.scheduler.broker import RESTARTED, UNREACHABLE, BatchId, BrokerWatch
+from reprogrid.scheduler.control import (
+    CANCELLED_ERROR,
+    finish_batch,
+    stalled_jobs,
+    update_job_status,
+)
 from reprogrid.scheduler.jobs import form_batches
 
 log = logging.getLogger(__name__)
 
-Publish = Callable[[int, str], None]  # (batch id, queue name)
+Publish = Callable[[int, str], None]  # (batch id, a BatchId; queue name)
 RECOVER_CHUNK = 500
+MAX_BACKOFF_SECONDS = 60.0
+STALL_LOG_SECONDS = 60.0
 # Batches the scheduler looks after: those of submitted jobs (a job made by
 # `run` has no queue), and verify batches whatever their job.
 FLEET_BATCH = or_(Job.queue.is_not(None), Batch.kind == VERIFY_KIND)
+
+
+class Outgoing(NamedTuple):
+    """A batch to send: its id and queue, and its job and cell count for the message."""
+
+    batch_id: int
+    queue: str
+    job_id: int
+    cells: int
+
+    @classmethod
+    def of(cls, batch_id: int, queue: str, job_id: int, cell_ids: list[int] | None) -> Outgoing:
+        return cls(batch_id, queue, job_id, len(cell_ids or ()))
+
+    def message_id(self) -> BatchId:
+        """The id to publish, carrying the job and cell count."""
+        return BatchId(self.batch_id, self.job_id, self.cells)
+
+
+# The columns an ``Outgoing`` is made of, in ``Outgoing.of``'s order.
+OUTGOING_COLUMNS = (Batch.id, Batch.queue, Batch.job_id, Batch.cell_ids)
 
 
 @dataclass(frozen=True)
@@ -119,34 +153,124 @@ def run_scheduler(
     limits: DispatchLimits,
     interval: float,
     stop: threading.Event,
+    broker: BrokerWatch | None = None,
 ) -> None:
-    """Dispatch every ``interval`` seconds until ``stop`` is set (by SIGTERM, say)."""
-    unserved: dict[str, int] = {}
+    """Dispatch every ``interval`` seconds until ``stop`` is set (by SIGTERM, say).
+
+    ``broker`` is looked at before each pass: while it cannot be used (down, a
+    wrong password) nothing is dispatched; after it restarted, the queued
+    batches' messages count as lost. An outage of the broker or the database
+    is one log line, and the passes back off while it lasts; stalled jobs are
+    logged once a minute.
+    """
+    backoff = Backoff(interval)
+    stalls = StallLog()
     while not stop.is_set():
         try:
+            _check_broker(db, broker)
             report = dispatch_once(db, publish, limits)
-        except Exception:  # a broker or database outage: keep going, try again
-            log.exception("dispatch pass failed; retrying in %.0f s", interval)
+        except Exception as exc:
+            backoff.failed(exc)
         else:
-            if report.unserved != unserved:
-                unserved = report.unserved
-                for queue, count in unserved.items():
-                    log.warning(
-                        "queue %s: %d batches wait and no live worker consumes it;"
-                        " not re-sending them until one does",
-                        queue,
-                        count,
-                    )
-            if report:
-                log.info(
-                    "published %d, re-published %d, failed %d, cancelled %d; in flight %s",
-                    report.published,
-                    report.republished,
-                    report.failed,
-                    report.cancelled,
-                    report.in_flight,
-                )
-        stop.wait(interval)
+            backoff.recovered()
+            _log_report(report)
+            stalls.log(db)
+        stop.wait(backoff.delay)
+
+
+class BrokerUnusable(RuntimeError):
+    """The broker cannot be reached or refuses this scheduler (a wrong password)."""
+
+
+def _check_broker(db: Database, broker: BrokerWatch | None) -> None:
+    """Raise ``BrokerUnusable`` while the broker cannot be used; after it restarted,
+    take its queued batches' messages as lost, to be sent again at once."""
+    state = broker.check() if broker is not None else None
+    if state == UNREACHABLE:
+        raise BrokerUnusable(f"broker {broker.shown_url}: {broker.error}")
+    if state == RESTARTED:
+        lost = _forget_messages(db)
+        log.warning("the broker restarted: re-sending %d queued batches", lost)
+        broker.accept_restart()
+
+
+def _forget_messages(db: Database) -> int:
+    """Mark every queued batch's message as never sent (the recovery step re-sends it
+    to a queue with an idle worker without waiting); return how many."""
+    with db.sessions() as session:
+        lost = session.execute(
+            update(Batch)
+            .where(Batch.status == QUEUED, Batch.queue.is_not(None))
+            .values(published_at=None)
+        ).rowcount
+        session.commit()
+    return lost
+
+
+def _log_report(report: DispatchReport) -> None:
+    if report:
+        log.info(
+            "published %d, re-published %d, failed %d, cancelled %d; in flight %s",
+            report.published,
+            report.republished,
+            report.failed,
+            report.cancelled,
+            report.in_flight,
+        )
+
+
+class Backoff:
+    """The wait between passes: ``interval``, doubled after each failed pass up to a
+    minute. An outage (broker, database) is one line when it starts or its reason
+    changes, and one when it ends; any other error is logged with its traceback."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = self.delay = interval
+        self.reason: str | None = None
+
+    def failed(self, exc: Exception) -> None:
+        self.delay = min(self.delay * 2, max(self.interval, MAX_BACKOFF_SECONDS))
+        reason = outage_reason(exc)
+        if reason is None:
+            log.exception("dispatch pass failed; retrying in %.0f s", self.delay)
+        elif reason != self.reason:
+            log.error("%s; retrying, at most every %.0f s", reason, MAX_BACKOFF_SECONDS)
+        self.reason = reason
+
+    def recovered(self) -> None:
+        if self.reason is not None:
+            log.info("dispatching again")
+        self.reason, self.delay = None, self.interval
+
+
+def outage_reason(exc: Exception) -> str | None:
+    """One line for an error of the broker or the database; None for anything else."""
+    from kombu.exceptions import OperationalError as BrokerError
+
+    if isinstance(exc, BrokerUnusable | DatabaseUnavailable):
+        return str(exc)
+    if isinstance(exc, BrokerError):
+        return f"broker: {first_line(exc)}"
+    if isinstance(exc, OperationalError):
+        return f"database: {first_line(exc)}"
+    return None
+
+
+class StallLog:
+    """Logs the stalled jobs (``control.stalled_jobs``) at most once a minute."""
+
+    def __init__(self) -> None:
+        self.last = -STALL_LOG_SECONDS
+
+    def log(self, db: Database) -> None:
+        if time.monotonic() - self.last < STALL_LOG_SECONDS:
+            return
+        with db.reads() as session:
+            stalls = stalled_jobs(session)
+        for job_id, stall in stalls.items():
+            log.warning("job %d %s", job_id, stall)
+        if stalls:
+            self.last = time.monotonic()
 
 
 def _runnable_jobs():
@@ -189,18 +313,18 @@ def _dispatch_job(
 
 def _queue_within_bound(
     session: Session,
-    pending: list[tuple[int, str]],
+    pending: list[Outgoing],
     limits: DispatchLimits,
     in_flight: Counter,
-) -> list[tuple[int, str]]:
+) -> list[Outgoing]:
     """Mark as queued the pending batches their queue's in-flight bound allows; return them."""
     chosen = []
-    for batch_id, queue in pending:
-        if in_flight[queue] < limits.max_in_flight:
-            chosen.append((batch_id, queue))
-            in_flight[queue] += 1
+    for batch in pending:
+        if in_flight[batch.queue] < limits.max_in_flight:
+            chosen.append(batch)
+            in_flight[batch.queue] += 1
     if chosen:
-        _stamp_published(session, [batch_id for batch_id, _ in chosen], status=QUEUED)
+        _stamp_published(session, [batch.batch_id for batch in chosen], status=QUEUED)
     return chosen
 
 
@@ -214,13 +338,15 @@ def _dispatch_verification(
     """
     with db.sessions() as session:
         pending = session.execute(
-            select(Batch.id, Batch.queue)
+            select(*OUTGOING_COLUMNS)
             .where(Batch.kind == VERIFY_KIND, Batch.status == PENDING)
             .order_by(Batch.id)
             .limit(RECOVER_CHUNK)
             .with_for_update(skip_locked=True)
         ).all()
-        chosen = _queue_within_bound(session, pending, limits, in_flight)
+        chosen = _queue_within_bound(
+            session, [Outgoing.of(*row) for row in pending], limits, in_flight
+        )
         session.commit()
     _publish_all(db, publish, chosen)
     return len(chosen)
@@ -240,10 +366,10 @@ def _has_active_batches(session: Session, job_id: int) -> bool:
     return session.scalar(query.limit(1)) is not None
 
 
-def _pending_batches(session: Session, job_id: int) -> list[tuple[int, str]]:
+def _pending_batches(session: Session, job_id: int) -> list[Outgoing]:
     """The job's generation batches waiting to be sent, once any retry backoff has passed."""
-    return session.execute(
-        select(Batch.id, Batch.queue)
+    rows = session.execute(
+        select(*OUTGOING_COLUMNS)
         .where(
             Batch.job_id == job_id,
             Batch.kind == "generate",
@@ -252,6 +378,7 @@ def _pending_batches(session: Session, job_id: int) -> list[tuple[int, str]]:
         )
         .order_by(Batch.id)
     ).all()
+    return [Outgoing.of(*row) for row in rows]
 
 
 def _stamp_published(session: Session, batch_ids: list[int], **values: str) -> None:
@@ -260,13 +387,13 @@ def _stamp_published(session: Session, batch_ids: list[int], **values: str) -> N
     )
 
 
-def _publish_all(db: Database, publish: Publish, batches: list[tuple[int, str]]) -> None:
+def _publish_all(db: Database, publish: Publish, batches: list[Outgoing]) -> None:
     """Send the messages; if the broker fails, put the unsent batches back to wait."""
-    for index, (batch_id, queue) in enumerate(batches):
+    for index, batch in enumerate(batches):
         try:
-            publish(batch_id, queue)
+            publish(batch.message_id(), batch.queue)
         except Exception:
-            unsent = [b for b, _ in batches[index:]]
+            unsent = [b.batch_id for b in batches[index:]]
             with db.sessions() as session:
                 session.execute(
                     update(Batch)
@@ -320,7 +447,7 @@ def _recover(
             .with_for_update(skip_locked=True, of=Batch)
         ).all()
         resend = [
-            (batch.id, batch.queue)
+            Outgoing.of(batch.id, batch.queue, batch.job_id, batch.cell_ids)
             for batch in lost
             if _settle_lost(session, batch, limits.max_attempts, report)
         ]
@@ -328,15 +455,16 @@ def _recover(
         # is cut short so that the claim can: a worker that was only slow finds
         # the batch gone at its next lease check and stops.
         if resend:
-            _stamp_published(session, [batch_id for batch_id, _ in resend])
+            resent = [batch.batch_id for batch in resend]
+            _stamp_published(session, resent)
             session.execute(
                 update(Batch)
-                .where(Batch.id.in_([b for b, _ in resend]), Batch.status == RUNNING)
+                .where(Batch.id.in_(resent), Batch.status == RUNNING)
                 .values(lease_until=now)
             )
         session.commit()
-    for batch_id, queue in resend:
-        publish(batch_id, queue)
+    for batch in resend:
+        publish(batch.message_id(), batch.queue)
     report.republished += len(resend)
 
 

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 
 from reprogrid.models.recipes import canonical_json, rebuilt_recipe
 from reprogrid.scheduler.seeds import SeedRanges
-from reprogrid.scheduler.spec import JobSpec
+from reprogrid.scheduler.spec import JobSpec, spec_sampler
 
 RECIPE_VERSION = 1
 _PROMPT = "@@reprogrid:prompt@@"
@@ -65,7 +65,7 @@ def base_recipe(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
         "pipeline": spec.pipeline,
         "model": spec.model,
         "revision": spec.revision,
-        "sampler": spec.sampler,
+        "sampler": spec_sampler(spec, params.get("model", spec.model)),
         "steps": spec.steps,
         "width": spec.width,
         "height": spec.height,

@@ -66,11 +66,13 @@ def create_job(
         )
         session.add(job)
         session.flush()
-        if tokens is not None:
-            session.add_all(_token_rows(job.id, tokens))
         bases: dict[str, str] = {}
         rows = _cell_rows(job.id, expand(spec), truncated_cells(spec, tokens), bases)
         connection = session.connection()
+        if tokens is not None:
+            bulk_insert(
+                connection, PromptTokens.__table__, TOKEN_COLUMNS, _token_rows(job.id, tokens)
+            )
         bulk_insert(connection, Cell.__table__, CELL_COLUMNS, rows)
         bulk_insert(
             connection,
@@ -102,18 +104,15 @@ CELL_COLUMNS = (
 )
 
 
-def _token_rows(job_id: int, tokens: TokenReport) -> list[PromptTokens]:
-    return [
-        PromptTokens(
-            job_id=job_id,
-            role=count.role,
-            text=count.text,
-            tokens=count.tokens,
-            limits=tokens.limits,
-            truncated=count.truncated,
-        )
-        for count in tokens.counts
-    ]
+TOKEN_COLUMNS = ("job_id", "role", "text", "tokens", "limits", "truncated")
+
+
+def _token_rows(job_id: int, tokens: TokenReport) -> Iterator[tuple]:
+    """``prompt_tokens`` rows in their stored form (JSON as text), one per distinct text:
+    a million prompts are a million tuples streamed to the driver, not ORM objects."""
+    limits = json.dumps(tokens.limits)
+    for count in tokens.counts:
+        yield job_id, count.role, count.text, json.dumps(count.tokens), limits, count.truncated
 
 
 def _cell_rows(

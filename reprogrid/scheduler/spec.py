@@ -9,14 +9,16 @@ imports torch.
 from __future__ import annotations
 
 import math
+import re
+import stat
 import tomllib
-import unicodedata
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from reprogrid import adapters, families
+from reprogrid.a1111 import parse_a1111_sampler
 from reprogrid.families import (
     SAMPLER_OPTIONS,
     SCHEDULE_TYPES,
@@ -134,6 +136,9 @@ class JobSpec:
     sampler_options: dict[str, Any] = field(default_factory=dict)
     family_fields: dict[str, Any] = field(default_factory=dict)
     adapters: tuple[dict[str, Any], ...] = ()  # {"path", "scale", "sha256"} (LoRA)
+    # A model axis over checkpoints whose own samplers differ, with no sampler
+    # set: each model's default sampler (its recipes name it).
+    model_samplers: dict[str, str | None] = field(default_factory=dict)
     # whether the checkpoint's safety checker runs; None: the checkpoint has none
     safety_checker: bool | None = None
 
@@ -163,18 +168,39 @@ class JobSpec:
         return cls(**values)
 
 
+# Input limits: what one spec may hold, refused before it can fill memory.
+MAX_SPEC_FILE_BYTES = 16 * 2**20
+MAX_PROMPTS_FILE_BYTES = 64 * 2**20
+MAX_PROMPT_LENGTH = 10_000  # characters
+
+
 def read_spec_file(path: Path) -> dict[str, Any]:
-    """Parse a TOML spec file into raw fields (not yet validated)."""
+    """Parse a TOML spec file into raw fields (not yet validated).
+
+    At most ``MAX_SPEC_FILE_BYTES`` are read; any reason the file cannot be read
+    or parsed is one SpecError naming ``spec``.
+    """
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        with path.open("rb") as stream:
+            data = stream.read(MAX_SPEC_FILE_BYTES + 1)
     except FileNotFoundError:
         raise SpecError("spec", f"no such file {str(path)!r}") from None
+    except OSError as exc:
+        raise SpecError("spec", f"cannot read {str(path)!r}: {exc.strerror}") from None
+    if len(data) > MAX_SPEC_FILE_BYTES:
+        raise SpecError("spec", f"{str(path)!r} is larger than {_size_text(MAX_SPEC_FILE_BYTES)}")
+    try:
+        return tomllib.loads(data.decode("utf-8-sig"))
     except UnicodeDecodeError:
         raise SpecError("spec", f"{str(path)!r} is not UTF-8 text") from None
-    try:
-        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SpecError("spec", f"TOML syntax error in {path.name}: {exc}") from None
+    except RecursionError:
+        raise SpecError("spec", f"{path.name} nests arrays or tables too deeply") from None
+
+
+def _size_text(size: int) -> str:
+    return f"{size // 2**20} MiB"
 
 
 def validate_spec(
@@ -197,6 +223,7 @@ def validate_spec(
     raw_axes = raw.get("axes", {})
     if not isinstance(raw_axes, dict):
         raise SpecError("axes", "expected a table of lists, e.g. guidance_scale = [5.0, 7.5]")
+    raw, raw_axes = _a1111_samplers(raw, raw_axes)
     checkpoints = _checkpoints(raw, raw_axes)
     checkpoint = checkpoints[0]
     family = checkpoint.family
@@ -236,10 +263,12 @@ def validate_spec(
         safety_checker=_safety_checker(raw, checkpoint),
     )
     _check_same_defaults(raw, checkpoints)
+    if "sampler" not in raw and "sampler" not in spec.axes:
+        spec = _with_model_samplers(spec, checkpoints)
     for other in checkpoints:
         _check_samplers(spec, other)
     _check_step_limit(spec, checkpoint)
-    _check_negative_prompt(spec)
+    _check_negative_prompt(spec, family)
     if "adapter_scale" in spec.axes and not spec.adapters:
         raise SpecError("axes.adapter_scale", "list adapters to sweep their scale")
     if spec.cell_count > max_cells:
@@ -274,6 +303,46 @@ def _axis_strings(axes: Mapping[str, Any], name: str) -> list[str] | None:
     return values
 
 
+def _a1111_samplers(
+    raw: Mapping[str, Any], axes: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The spec with A1111 sampler names (``DPM++ 2M Karras``, ``Euler a``) read as the
+    diffusers class and the sampler options they mean."""
+    raw = dict(raw)
+    name = raw.get("sampler")
+    parsed = parse_a1111_sampler(name) if isinstance(name, str) else None
+    if parsed is not None:
+        raw["sampler"], options = parsed
+        for option, value in options.items():
+            if raw.get(option, value) != value:
+                raise SpecError(
+                    option, f"{raw[option]!r} contradicts sampler {name!r}, which means {value!r}"
+                )
+            raw[option] = value
+    values = axes.get("sampler")
+    if isinstance(values, list):
+        axes = {**axes, "sampler": [_a1111_axis_sampler(v) for v in values]}
+    return raw, axes
+
+
+def _a1111_axis_sampler(value: Any) -> Any:
+    """A sampler axis value: an A1111 name that means a class alone becomes that class."""
+    parsed = parse_a1111_sampler(value) if isinstance(value, str) else None
+    if parsed is None:
+        return value
+    sampler, options = parsed
+    if options.get("schedule_type") or (
+        options and options != {"algorithm_type": "dpmsolver++", "solver_order": 2}
+    ):
+        set_here = ", ".join(f"{k} {v}" for k, v in options.items())
+        raise SpecError(
+            "axes.sampler",
+            f"{value!r} also sets {set_here}: sweep {sampler} with those options as their own"
+            " fields or axes",
+        )
+    return sampler
+
+
 def _check_same_defaults(raw: Mapping[str, Any], checkpoints: list[CheckpointRef]) -> None:
     """Checkpoints on one model axis share one family, and every default the spec relies on."""
     first = checkpoints[0]
@@ -284,8 +353,8 @@ def _check_same_defaults(raw: Mapping[str, Any], checkpoints: list[CheckpointRef
                 f"{first.model} is family {first.family.key} but {other.model} is"
                 f" {other.family.key}; a model axis sweeps checkpoints of one family",
             )
-        for name in ("sampler", "width", "height"):
-            mine, theirs = _default(first, name), _default(other, name)
+        for name in ("width", "height"):
+            mine, theirs = getattr(first, f"default_{name}"), getattr(other, f"default_{name}")
             if name not in raw and mine != theirs:
                 raise SpecError(
                     "axes.model",
@@ -294,15 +363,26 @@ def _check_same_defaults(raw: Mapping[str, Any], checkpoints: list[CheckpointRef
                 )
 
 
-def _default(checkpoint: CheckpointRef, name: str) -> Any:
-    return (
-        checkpoint.default_sampler if name == "sampler" else getattr(checkpoint, f"default_{name}")
-    )
+def _with_model_samplers(spec: JobSpec, checkpoints: list[CheckpointRef]) -> JobSpec:
+    """Each model runs with its own default sampler where the models' defaults differ."""
+    samplers = {c.model: c.default_sampler for c in checkpoints}
+    if len(set(samplers.values())) < 2:
+        return spec
+    if any(len({c.default_sampler for c in checkpoints if c.model == m}) > 1 for m in samplers):
+        raise SpecError(
+            "axes.revision", "the revisions of one model differ in default sampler; set sampler"
+        )
+    return replace(spec, model_samplers=samplers)
+
+
+def spec_sampler(spec: JobSpec, model: str) -> str | None:
+    """The sampler the job's recipes name for ``model``."""
+    return spec.model_samplers.get(model, spec.sampler)
 
 
 def _check_samplers(spec: JobSpec, checkpoint: CheckpointRef) -> None:
     """Refuse samplers and sampler options that cannot run correctly on the checkpoint."""
-    samplers = spec.axes.get("sampler", (spec.sampler,))
+    samplers = spec.axes.get("sampler", (spec_sampler(spec, checkpoint.model),))
     for sampler in samplers:
         for name in SAMPLER_OPTIONS:
             for value in spec.axes.get(name, (spec.sampler_options[name],)):
@@ -316,18 +396,26 @@ def _check_samplers(spec: JobSpec, checkpoint: CheckpointRef) -> None:
                     raise SpecError(where, f"{message} ({checkpoint.model})") from None
 
 
-def _check_negative_prompt(spec: JobSpec) -> None:
-    """A negative prompt only acts through classifier-free guidance, which runs above 1."""
+def _check_negative_prompt(spec: JobSpec, family: families.Family) -> None:
+    """A negative prompt only acts through classifier-free guidance: refuse it where no
+    cell of the grid runs guidance by the family's own rule (cells at 1 run without)."""
     negatives = [n for n in spec.axes.get("negative_prompt", (spec.negative_prompt,)) if n]
     if spec.guidance_scale is None or not negatives:
         return
-    lowest = min(spec.axes.get("guidance_scale", (spec.guidance_scale,)))
-    if not families.guidance_applies(lowest):
-        where = "axes.negative_prompt" if "negative_prompt" in spec.axes else "negative_prompt"
+    where = "axes.negative_prompt" if "negative_prompt" in spec.axes else "negative_prompt"
+    if not family.negative_prompt:
+        raise SpecError(where, f"family {family.key} pipelines take no negative prompt")
+    scales = spec.axes.get("guidance_scale", (spec.guidance_scale,))
+    if not any(families.guidance_applies(family, scale) for scale in scales):
+        rule = (
+            f"above {family.cfg_above:g}"
+            if family.cfg_above is not None
+            else "never (its guidance is distilled)"
+        )
         raise SpecError(
             where,
-            f"has no effect with guidance_scale {lowest:g} (family {spec.family} applies a"
-            " negative prompt only with guidance_scale above 1)",
+            f"has no effect with guidance_scale {max(scales):g} (family {family.key} applies"
+            f" a negative prompt only with classifier-free guidance, which runs {rule})",
         )
 
 
@@ -426,7 +514,7 @@ def _largest_dimension(spec: JobSpec, raw: Mapping[str, Any]) -> str:
 def _check_step_limit(spec: JobSpec, checkpoint: CheckpointRef) -> None:
     """Refuse step counts that the job's samplers would only refuse at run time."""
     limit = checkpoint.train_timesteps
-    samplers = spec.axes.get("sampler", (spec.sampler,))
+    samplers = spec.axes.get("sampler", (spec_sampler(spec, checkpoint.model),))
     limited = sorted(s for s in samplers if s in STEP_LIMITED_SAMPLERS)
     if limit is None or not limited:
         return
@@ -448,9 +536,12 @@ def _safety_checker(raw: Mapping[str, Any], checkpoint: CheckpointRef) -> bool |
 
 def _checkpoint(model: str, revision: str | None, where: str = "model") -> CheckpointRef:
     try:
-        return resolve_checkpoint(model, revision)
+        checkpoint = resolve_checkpoint(model, revision)
     except CheckpointNotFound as exc:
         raise SpecError(where, str(exc)) from None
+    if why := families.not_text_to_image(checkpoint.pipeline_class):
+        raise SpecError(where, f"{model}: {why}")
+    return checkpoint
 
 
 def _string(
@@ -490,8 +581,19 @@ def _prompts(
     for index, prompt in enumerate(prompts):
         if not isinstance(prompt, str) or not prompt.strip():
             raise SpecError("prompts", f"prompt {index + 1} is empty")
-        _refuse_control_characters(prompt, "prompts", f"prompt {index + 1}")
+        _check_prompt(prompt, "prompts", index + 1)
     return tuple(prompts)
+
+
+def _check_prompt(prompt: str, name: str, number: int) -> None:
+    """Refuse a prompt over ``MAX_PROMPT_LENGTH`` characters or holding control characters."""
+    if len(prompt) > MAX_PROMPT_LENGTH:
+        raise SpecError(
+            name,
+            f"prompt {number} has {len(prompt)} characters, more than the limit of"
+            f" {MAX_PROMPT_LENGTH}",
+        )
+    _refuse_control_characters(prompt, name, f"prompt {number}")
 
 
 def _refuse_control_characters(text: str, name: str, what: str) -> None:
@@ -501,31 +603,63 @@ def _refuse_control_characters(text: str, name: str, what: str) -> None:
     break in a prompt as the start of other fields (``Negative prompt:``,
     ``Steps:``), so such a prompt could not be read back as it was written.
     """
-    for position, char in enumerate(text):
-        if char != "\t" and unicodedata.category(char) in {"Cc", "Zl", "Zp"}:
-            raise SpecError(
-                name,
-                f"{what} holds the control character U+{ord(char):04X} at position"
-                f" {position + 1} (NUL, line breaks and control characters cannot be recorded)",
-            )
+    if found := _CONTROL_CHARACTERS.search(text):
+        raise SpecError(
+            name,
+            f"{what} holds the control character U+{ord(found.group()):04X} at position"
+            f" {found.start() + 1} (NUL, line breaks and control characters cannot be recorded)",
+        )
+
+
+# Unicode's categories Cc (C0 and C1 controls), Zl and Zp, tab excepted: one regular
+# expression scans a million prompts in a fraction of a second.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 
 
 def _prompts_from_file(value: Any, base_dir: Path) -> tuple[str, ...]:
+    """The non-empty lines of a regular UTF-8 file of at most ``MAX_PROMPTS_FILE_BYTES``,
+    stripped, each checked as it is read."""
     if not isinstance(value, str) or not value:
         raise SpecError("prompts_file", f"expected a file path, got {value!r}")
     path = (base_dir / value).expanduser()
     try:
-        lines = path.read_text(encoding="utf-8-sig").split("\n")
+        _check_prompts_file(path)
+        with path.open(encoding="utf-8-sig") as stream:
+            prompts = tuple(_file_prompts(stream))
     except FileNotFoundError:
         raise SpecError("prompts_file", f"no such file {str(path)!r}") from None
     except UnicodeDecodeError:
         raise SpecError("prompts_file", f"{str(path)!r} is not UTF-8 text") from None
-    prompts = tuple(line.strip() for line in lines if line.strip())
-    for number, prompt in enumerate(prompts, start=1):
-        _refuse_control_characters(prompt, "prompts_file", f"prompt {number}")
+    except OSError as exc:
+        raise SpecError("prompts_file", f"cannot read {str(path)!r}: {exc.strerror}") from None
     if not prompts:
         raise SpecError("prompts_file", f"{str(path)!r} holds no prompt")
     return prompts
+
+
+def _check_prompts_file(path: Path) -> None:
+    """Refuse what is not a regular file (a FIFO, a device, a folder) or is too large."""
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise SpecError(
+            "prompts_file", f"{str(path)!r} is not a regular file (a FIFO, a device, a folder)"
+        )
+    if info.st_size > MAX_PROMPTS_FILE_BYTES:
+        raise SpecError(
+            "prompts_file",
+            f"{str(path)!r} holds {info.st_size} bytes, more than the limit of"
+            f" {_size_text(MAX_PROMPTS_FILE_BYTES)}",
+        )
+
+
+def _file_prompts(lines: Iterable[str]) -> Iterator[str]:
+    """Each non-empty line stripped and checked, numbered among the prompts."""
+    number = 0
+    for line in lines:
+        if prompt := line.strip():
+            number += 1
+            _check_prompt(prompt, "prompts_file", number)
+            yield prompt
 
 
 def _negative_prompt(value: Any, name: str) -> str:

@@ -22,13 +22,16 @@ from typing import Any
 TOKENIZER_FOLDERS = ("tokenizer", "tokenizer_2", "tokenizer_3")
 PROMPT, NEGATIVE_PROMPT = "prompt", "negative_prompt"
 _SHOWN = 3  # prompts named in the warning line; the rest are counted
+# Texts tokenized per call: a tokenizer's encodings of a million prompts would take
+# gigabytes, and only their lengths are kept.
+TOKENIZE_CHUNK = 10_000
 
 
 class TokenizerError(ValueError):
     """A tokenizer of the checkpoint cannot be loaded (the pipeline could not load it either)."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class TokenCount:
     """One text's token counts per tokenizer folder, and the folders that cut it."""
 
@@ -111,16 +114,22 @@ def tokenize_texts(
         return None
     limits = {name: _limit(t, max_sequence_length) for name, t in tokenizers.items()}
     distinct = list(dict.fromkeys(texts))
-    lengths = {
-        name: [len(ids) for ids in tokenizer([text for _, text in distinct])["input_ids"]]
-        for name, tokenizer in tokenizers.items()
-    }
+    lengths = {name: _lengths(tokenizer, distinct) for name, tokenizer in tokenizers.items()}
     counts = []
     for index, (role, text) in enumerate(distinct):
         tokens = {name: lengths[name][index] for name in tokenizers}
         cut_by = tuple(name for name in tokenizers if tokens[name] > limits[name])
         counts.append(TokenCount(role, text, tokens, cut_by))
     return TokenReport(limits, counts)
+
+
+def _lengths(tokenizer: Any, texts: list[tuple[str, str]]) -> list[int]:
+    """How many tokens each text takes, tokenized ``TOKENIZE_CHUNK`` texts at a time."""
+    lengths: list[int] = []
+    for start in range(0, len(texts), TOKENIZE_CHUNK):
+        chunk = [text for _, text in texts[start : start + TOKENIZE_CHUNK]]
+        lengths += map(len, tokenizer(chunk)["input_ids"])
+    return lengths
 
 
 def spec_texts(spec: Any) -> list[tuple[str, str]]:

@@ -2,8 +2,12 @@
 
 A checkpoint's identity is the SHA-256 of its files (weights and configs).
 Hashing a multi-GB checkpoint takes a while, so each file's hash is cached
-on disk keyed by its path, size and modification time: it is hashed again only
-when the file changes.
+on disk keyed by its path, inode, size, modification time and status-change
+time: it is hashed again whenever the file changes. The status-change time
+(``st_ctime_ns``) is what ``cp -p``, ``rsync -t``, ``tar x`` and ``touch -r``
+cannot set back, so weights swapped in with the old size and modification time
+are hashed again. A Hugging Face cache blob named by its SHA-256 (every LFS
+file: the weights) is not read at all: its name is its hash.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import copy
 import hashlib
 import json
 import os
+import re
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +26,8 @@ from reprogrid import families
 from reprogrid.adapters import check_unchanged, file_sha256
 from reprogrid.scheduler.checkpoint_refs import CheckpointRef, resolve_checkpoint
 
+# huggingface_hub names an LFS blob by the SHA-256 of its content.
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 HASHED_SUFFIXES = {".safetensors", ".bin", ".json", ".txt", ".model", ".ckpt", ".pt", ".pth"}
 
 
@@ -50,16 +57,23 @@ def checkpoint_identity(ref: CheckpointRef) -> CheckpointIdentity:
     for path in sorted(ref.path.rglob("*")):
         if path.is_file() and path.suffix in HASHED_SUFFIXES:
             real = path.resolve()  # hub caches hold symlinks into a blob store
-            stat = real.stat()
-            key = f"{real}:{stat.st_size}:{stat.st_mtime_ns}"
-            if key not in cache:
-                cache[key] = file_sha256(real)
-            files[path.relative_to(ref.path).as_posix()] = cache[key]
+            files[path.relative_to(ref.path).as_posix()] = cached_file_sha256(real, cache)
     _write_cache(cache_path, cache)
     combined = hashlib.sha256(
         "".join(f"{name}\0{digest}\n" for name, digest in sorted(files.items())).encode()
     ).hexdigest()
     return CheckpointIdentity(ref.model, ref.revision, combined, files)
+
+
+def cached_file_sha256(path: Path, cache: dict[str, str]) -> str:
+    """A file's SHA-256: its blob name in a hub cache, else cached by what a change moves."""
+    if path.parent.name == "blobs" and _HEX64.fullmatch(path.name):
+        return path.name
+    stat = path.stat()
+    key = f"{path}:{stat.st_ino}:{stat.st_size}:{stat.st_mtime_ns}:{stat.st_ctime_ns}"
+    if key not in cache:
+        cache[key] = file_sha256(path)
+    return cache[key]
 
 
 def _read_cache(path: Path) -> dict[str, str]:

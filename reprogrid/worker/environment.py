@@ -194,6 +194,60 @@ def _package_differences(
     }
 
 
+# What a verdict names first: the fields and packages that change the numbers every
+# pipeline computes (the device and its CUDA stack, torch's switches, the numeric
+# libraries). The rest (hostname, an unrelated package) is counted, not listed.
+NUMERIC_FIELDS = frozenset(
+    {
+        "device_type", "device_name", "cpu_capability", "cuda", "cudnn", "driver",
+        "generator_device", "threads", "full_determinism", "dtype", "switches", "variables",
+        "torch", "diffusers", "transformers", "numpy", "python",
+    }
+)  # fmt: skip
+NUMERIC_PACKAGES = frozenset(
+    {
+        "torch", "diffusers", "transformers", "accelerate", "peft", "safetensors", "numpy",
+        "tokenizers", "sentencepiece", "triton", "xformers", "pillow", "scipy", "reprogrid",
+    }
+)  # fmt: skip
+
+
+Ranked = tuple[dict[str, list[Any]], dict[str, list[Any]], dict[str, list[Any]]]
+
+
+def ranked(found: dict[str, list[Any]], imported: frozenset[str] = frozenset()) -> Ranked:
+    """``differences`` in three ranks: what changes every pipeline's numbers, the other
+    packages the computing process had imported, and the rest.
+
+    First: the numeric fields, the numeric packages and the CUDA stack's
+    (``nvidia-*``) packages. Then the packages in ``imported`` (normalized
+    names: a pipeline's own imports, such as PixArt's ftfy). Last: every other
+    field and package (a hostname, a package nothing imported).
+    """
+    first: dict[str, list[Any]] = {}
+    used: dict[str, list[Any]] = {}
+    rest: dict[str, list[Any]] = {}
+    for name, values in found.items():
+        package = name.removeprefix("packages.") if name.startswith("packages.") else None
+        if package is None:
+            (first if name in NUMERIC_FIELDS else rest)[name] = values
+        elif package in NUMERIC_PACKAGES or package.startswith("nvidia-"):
+            first[name] = values
+        else:
+            (used if package in imported else rest)[name] = values
+    return first, used, rest
+
+
+def imported_packages() -> frozenset[str]:
+    """The distributions (normalized names) whose modules this process has imported."""
+    import sys
+    from importlib.metadata import packages_distributions
+
+    owners = packages_distributions()
+    loaded = {name.partition(".")[0] for name in list(sys.modules)}
+    return frozenset(normalized_name(d) for m in loaded for d in owners.get(m, ()))
+
+
 def requirements(info: dict[str, Any]) -> str:
     """The environment's packages as a requirements file (``pip install -r``), pinned exactly.
 

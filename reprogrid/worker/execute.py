@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 
 from reprogrid.config import Settings
 from reprogrid.models import Database
+from reprogrid.models.calls import call_json
 from reprogrid.scheduler.grid import sha256_text
 from reprogrid.worker import affinity, records
 from reprogrid.worker.checkpoints import LoadedCheckpoint, load_checkpoint, loaded_checkpoints
@@ -27,7 +28,7 @@ from reprogrid.worker.determinism import DeterminismSettings, configure
 from reprogrid.worker.environment import describe_environment, fingerprint
 from reprogrid.worker.failures import TRANSIENT, RetryPolicy, error_kind
 from reprogrid.worker.generate import BatchInterrupted, generate
-from reprogrid.worker.infotext import infotext, sampler_options
+from reprogrid.worker.infotext import infotext
 from reprogrid.worker.store import (
     encode_png,
     pixel_sha256,
@@ -51,6 +52,7 @@ class WorkerContext:
     # (time.monotonic()): the heartbeat renews their leases, for a while
     active: dict[int, float] = field(default_factory=dict)
     _environment_ids: dict[str, int] = field(default_factory=dict)
+    _call_ids: dict[str, int] = field(default_factory=dict)
     _checkpoint_ids: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
     @classmethod
@@ -76,6 +78,15 @@ class WorkerContext:
             with self.db.sessions() as session:
                 self._environment_ids[key] = records.environment_id(session, key, info)
         return self._environment_ids[key], info
+
+    def call(self, call: dict[str, Any]) -> int:
+        """The pipeline_call row id for a recorded call."""
+        body = call_json(call)
+        key = sha256_text(body)
+        if key not in self._call_ids:
+            with self.db.sessions() as session:
+                self._call_ids[key] = records.call_id(session, key, body)
+        return self._call_ids[key]
 
     def checkpoint(self, loaded: LoadedCheckpoint) -> int:
         """The checkpoint row id for a loaded checkpoint."""
@@ -372,10 +383,11 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
     def record() -> int:
         images = []
         store = str(ctx.store.absolute())
-        for index, ((cell_id, grid_index, recipe_json), recipe) in enumerate(
-            zip(claim.cells, recipes, strict=True)
-        ):
-            chunks = png_chunks(claim.job_id, cell_id, grid_index, recipe, recipe_json, loaded)
+        call_id = ctx.call(made.call)
+        for index, (cell_id, grid_index, recipe_json) in enumerate(claim.cells):
+            chunks = png_chunks(
+                claim.job_id, cell_id, grid_index, recipe_json, loaded.identity.sha256, made.call
+            )
             path, png_sha256 = write_png(ctx.store, encode_png(pixels[index], chunks))
             images.append(
                 {
@@ -391,6 +403,7 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
                     "height": int(pixels.shape[1]),
                     "environment_id": environment_id,
                     "checkpoint_id": checkpoint_id,
+                    "call_id": call_id,
                     "worker": ctx.name,
                     "generate_seconds": seconds_each,
                     "nsfw": None if made.nsfw is None else made.nsfw[index],
@@ -407,27 +420,28 @@ def png_chunks(
     job_id: int,
     cell_id: int,
     grid_index: int,
-    recipe: dict[str, Any],
     recipe_json: str,
-    loaded: LoadedCheckpoint,
+    checkpoint_sha256: str,
+    call: dict[str, Any],
 ) -> dict[str, str]:
-    """The ``parameters`` (AUTOMATIC1111 format) and ``reprogrid`` text chunks of a PNG."""
-    config = dict(loaded.sampler_config)
+    """The ``parameters`` (AUTOMATIC1111 format) and ``reprogrid`` text chunks of a PNG.
+
+    The ``reprogrid`` chunk holds the recipe and the call the pipeline received
+    (shared arguments, sampler class and config as built): one source, the
+    objects that ran.
+    """
+    recipe = json.loads(recipe_json)
     metadata = {
         "job_id": job_id,
         "cell_id": cell_id,
         "grid_index": grid_index,
         "recipe": recipe,
         "recipe_sha256": sha256_text(recipe_json),
-        "checkpoint_sha256": loaded.identity.sha256,
-        # The class that ran (the recipe's, else the checkpoint's) and its options.
-        "sampler": {
-            "class": recipe["sampler"] or config["_class_name"],
-            "options": sampler_options(recipe, config),
-        },
+        "checkpoint_sha256": checkpoint_sha256,
+        "call": call,
     }
     return {
-        "parameters": infotext(recipe, config, loaded.identity.sha256),
+        "parameters": infotext(recipe, call["sampler"], checkpoint_sha256),
         "reprogrid": json.dumps(metadata, sort_keys=True),
     }
 

@@ -3,8 +3,10 @@
 An error is one of three kinds:
 
 - ``permanent``: it cannot change on retry. ``TypeError`` and ``ValueError``
-  (a wrong argument or value given to the pipeline) fail the batch at once,
-  error text kept.
+  (a wrong argument or value given to the pipeline) and an incomplete
+  checkpoint (a component's ``config.json`` or weights missing:
+  ``CheckpointIncomplete``, not the ``OSError`` diffusers would raise) fail the
+  batch at once, error text kept.
 - ``transient``: the world around the batch failed: I/O (``OSError``: the
   store, a network share), the database (SQLAlchemy's operational and
   connection errors), memory. The batch is retried up to
@@ -28,7 +30,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from reprogrid.config import Settings
 from reprogrid.models import utcnow
-from reprogrid.scheduler.checkpoint_refs import CheckpointNotFound
+from reprogrid.scheduler.checkpoint_refs import CheckpointIncomplete, CheckpointNotFound
 
 PERMANENT = "permanent"
 TRANSIENT = "transient"
@@ -48,6 +50,8 @@ def error_kind(exc: BaseException) -> str:
     """``permanent``, ``transient`` or ``other`` (see the module docstring)."""
     if isinstance(exc, _TRANSIENT_ERRORS) or _is_device_out_of_memory(exc):
         return TRANSIENT
+    if isinstance(exc, CheckpointIncomplete):  # what is missing stays missing
+        return PERMANENT
     if isinstance(exc, CheckpointNotFound):  # another worker may hold the checkpoint
         return OTHER
     if isinstance(exc, TypeError | ValueError):

@@ -7,48 +7,20 @@ comma, colon, newline or double quote is written as a JSON string (A1111's
 that starts with one would otherwise be read as a quoted string). The sampler
 is named the A1111 way (``Euler a``, ``DPM++ 2M SDE``) with ``Schedule type:
 Karras`` where the diffusers sampler and its options have an A1111 name; any
-other sampler keeps its diffusers class name. The exact class and options are
-in the recipe, in the ``reprogrid`` JSON chunk.
+other sampler keeps its diffusers class name. The sampler's class and whole
+config, as built, are in the recorded call, in the ``reprogrid`` JSON chunk.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import reprogrid
-
-# diffusers sampler classes with one A1111 name whatever their options.
-A1111_SAMPLERS = {
-    "DDIMScheduler": "DDIM",
-    "DPMSolverSDEScheduler": "DPM++ SDE",
-    "EulerAncestralDiscreteScheduler": "Euler a",
-    "EulerDiscreteScheduler": "Euler",
-    "HeunDiscreteScheduler": "Heun",
-    "KDPM2AncestralDiscreteScheduler": "DPM2 a",
-    "KDPM2DiscreteScheduler": "DPM2",
-    "LCMScheduler": "LCM",
-    "LMSDiscreteScheduler": "LMS",
-    "PNDMScheduler": "PLMS",
-    "UniPCMultistepScheduler": "UniPC",
-}
-# DPMSolverMultistepScheduler by (algorithm_type, solver_order), as diffusers'
-# docs map A1111's samplers; other combinations have no A1111 name.
-DPM_MULTISTEP = "DPMSolverMultistepScheduler"
-DPM_MULTISTEP_DEFAULTS = {"algorithm_type": "dpmsolver++", "solver_order": 2}
-A1111_DPM_MULTISTEP = {
-    ("dpmsolver++", 2): "DPM++ 2M",
-    ("sde-dpmsolver++", 2): "DPM++ 2M SDE",
-    ("sde-dpmsolver++", 3): "DPM++ 3M SDE",
-}
-# Recipe ``schedule_type`` values, and the sampler config flags that choose them.
-SCHEDULE_TYPES = {"karras": "Karras", "exponential": "Exponential", "beta": "Beta"}
-SIGMA_FLAGS = {
-    "use_karras_sigmas": "karras",
-    "use_exponential_sigmas": "exponential",
-    "use_beta_sigmas": "beta",
-}
+from reprogrid.a1111 import a1111_sampler
+from reprogrid.adapters import a1111_lora_hash
 
 
 def quote(value: object) -> str:
@@ -59,36 +31,10 @@ def quote(value: object) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def sampler_options(recipe: Mapping[str, Any], sampler_config: Mapping[str, Any]) -> dict:
-    """The options the sampler ran with: the checkpoint's config, the recipe's over it."""
-    options = dict(sampler_config)
-    for name in ("algorithm_type", "solver_order", "timestep_spacing"):
-        if recipe.get(name) is not None:
-            options[name] = recipe[name]
-    schedule = recipe.get("schedule_type")
-    if schedule is not None:
-        for flag, kind in SIGMA_FLAGS.items():
-            options[flag] = kind == schedule
-    return options
-
-
-def a1111_sampler(sampler: str, options: Mapping[str, Any]) -> tuple[str, str | None]:
-    """The A1111 sampler name and schedule type (None: none to write) of a diffusers sampler."""
-    if sampler == DPM_MULTISTEP:
-        key = tuple(options.get(k) or v for k, v in DPM_MULTISTEP_DEFAULTS.items())
-        name = A1111_DPM_MULTISTEP.get(key, sampler)
-    else:
-        name = A1111_SAMPLERS.get(sampler, sampler)
-    kinds = [kind for flag, kind in SIGMA_FLAGS.items() if options.get(flag)]
-    return name, SCHEDULE_TYPES[kinds[0]] if kinds else None
-
-
-def infotext(
-    recipe: Mapping[str, Any], sampler_config: Mapping[str, Any], checkpoint_sha256: str
-) -> str:
-    """The ``parameters`` chunk of an image made from ``recipe``."""
-    sampler = recipe["sampler"] or sampler_config["_class_name"]
-    name, schedule = a1111_sampler(sampler, sampler_options(recipe, sampler_config))
+def infotext(recipe: Mapping[str, Any], sampler: Mapping[str, Any], checkpoint_sha256: str) -> str:
+    """The ``parameters`` chunk of an image made from ``recipe`` by ``sampler``, the
+    sampler as built (``{"class", "config"}`` of a recorded call)."""
+    name, schedule = a1111_sampler(sampler["class"], sampler["config"])
     conditional = recipe["pipeline"] != "unconditional"
     fields: dict[str, object | None] = {
         "Steps": recipe["steps"],
@@ -99,14 +45,29 @@ def infotext(
         "Seed": recipe["seed"],
         "Size": f"{recipe['width']}x{recipe['height']}",
         "Model hash": checkpoint_sha256[:10],
-        "Model": recipe["model"],
+        "Model": a1111_model_name(recipe["model"]),
         "Version": f"reprogrid {reprogrid.__version__}",
     }
-    lines = [recipe.get("prompt") or ""]
+    loras = [(Path(a["path"]).stem, a) for a in recipe.get("adapters") or []]
+    if loras:
+        fields["Lora hashes"] = ", ".join(
+            f"{name}: {a1111_lora_hash(a['path'], a['sha256'])}" for name, a in loras
+        )
+    # A1111 activates a LoRA by a <lora:name:scale> tag in the prompt: written the same way.
+    tags = "".join(f" <lora:{name}:{a['scale']:g}>" for name, a in loras)
+    lines = [(recipe.get("prompt") or "") + tags]
     if conditional and recipe.get("negative_prompt"):
         lines.append(f"Negative prompt: {recipe['negative_prompt']}")
     lines.append(", ".join(f"{k}: {quote(v)}" for k, v in fields.items() if v is not None))
     return "\n".join(lines)
+
+
+def a1111_model_name(model: str) -> str:
+    """The ``Model`` value: a built-in checkpoint by its bare name (``builtin:tiny`` is
+    ``tiny``), as A1111 names a checkpoint, since readers such as sd-parsers drop any
+    value with a colon; any other reference as given. The exact reference is in the
+    ``reprogrid`` chunk."""
+    return model.removeprefix("builtin:")
 
 
 def _number(value: float | None) -> str | None:

@@ -31,6 +31,7 @@ from reprogrid.models import (
     Environment,
     Image,
     Job,
+    PipelineCall,
     Verification,
     utcnow,
 )
@@ -153,6 +154,15 @@ def checkpoint_id(
         Checkpoint(
             model=model, revision=revision, revision_key=revision or "", sha256=sha256, files=files
         ),
+    )
+
+
+def call_id(session: Session, sha256: str, call: str) -> int:
+    """The id of the pipeline_call row for this call (canonical JSON), inserted if new."""
+    return _get_or_insert(
+        session,
+        select(PipelineCall.id).where(PipelineCall.sha256 == sha256),
+        PipelineCall(sha256=sha256, call=call),
     )
 
 

@@ -3,15 +3,16 @@
 The record holds everything a replay needs: the recipes of the batch an image
 was computed in, in their order; the hashes of the checkpoint's files; the
 environment of the original run. By default the whole original batch runs again
-in one pipeline call (``generate_batch``, as the original run did), on the
+in one pipeline call (``generate``, as the original run did), on the
 recorded device type, with the recorded thread count and full-determinism flag,
 so that on the same environment the pixels come out identical. ``alone`` runs
 each asked image by itself instead: bit for bit only for batch-invariant jobs,
 whose batches hold one image.
 
 Every result carries its verdict, the environment fields that differ from the
-original run and the checkpoint files that changed since, so that a mismatch
-comes with every cause that can be known.
+original run, the checkpoint files that changed since and each argument of the
+pipeline call (or of its sampler's config) that differs from the recorded call,
+so that a mismatch comes with every cause that can be known.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from reprogrid.adapters import changed_adapters
-from reprogrid.models import Batch, Image
+from reprogrid.models import Batch, Image, PipelineCall, calls
 from reprogrid.models.recipes import cell_recipes
 from reprogrid.models.verifications import ALONE, BATCH, DEFAULT_TOLERANCE, ERROR, ImageRef
 from reprogrid.scheduler.checkpoint_refs import CheckpointNotFound, resolve_checkpoint
@@ -40,9 +41,14 @@ from reprogrid.worker.checkpoints import (
 )
 from reprogrid.worker.compare import Comparison, compare, stored_pixels
 from reprogrid.worker.determinism import configured
-from reprogrid.worker.environment import describe_environment, differences
+from reprogrid.worker.environment import (
+    describe_environment,
+    differences,
+    imported_packages,
+    ranked,
+)
 from reprogrid.worker.execute import png_chunks
-from reprogrid.worker.generate import generate_batch
+from reprogrid.worker.generate import generate
 from reprogrid.worker.store import pixel_sha256
 
 
@@ -75,6 +81,7 @@ class RecordedBatch:
     cells: list[tuple[int, int, str]]  # (cell id, grid index, recipe JSON), in batch order
     environment: dict[str, Any]
     checkpoint_files: dict[str, str]
+    call: dict[str, Any] | None = None  # None for images recorded before calls were
 
 
 @dataclass
@@ -90,8 +97,13 @@ class Regeneration:
     tolerance: float
     environment: dict[str, Any]  # where it was regenerated
     environment_differences: dict[str, list[Any]]
+    # the differing packages this process had imported when it regenerated: the
+    # pipeline's own (verdicts name them before the other packages)
+    imported_differences: list[str]
     checkpoint_changes: dict[str, list[str]]
     revision: str | None  # the recorded revision: a hub checkpoint's snapshot commit
+    # each way the replayed call differs from the recorded one, with its cause
+    call_differences: list[str]
     pixels: np.ndarray = field(repr=False)
     png_chunks: dict[str, str] = field(repr=False)
 
@@ -117,7 +129,9 @@ class Regeneration:
                 "tolerance": self.tolerance,
                 "seconds": round(self.seconds, 4),
                 "environment_differences": self.environment_differences,
+                "imported_differences": self.imported_differences,
                 "checkpoint_changes": self.checkpoint_changes,
+                "call_differences": self.call_differences,
                 "revision": self.revision,
                 **details,
             },
@@ -151,7 +165,12 @@ def load_recorded_batch(session: Session, batch_id: int) -> RecordedBatch:
         cells=[by_id[i] for i in batch.cell_ids],
         environment=image.environment.details,
         checkpoint_files=image.checkpoint.files,
+        call=None if image.call_id is None else _stored_call(session, image.call_id),
     )
+
+
+def _stored_call(session: Session, call_id: int) -> dict[str, Any]:
+    return json.loads(session.get(PipelineCall, call_id).call)
 
 
 def regenerate(
@@ -176,24 +195,30 @@ def regenerate(
     with configured(*_settings(recorded, replay)) as determinism:
         loaded = _load(first, device, changes)
         environment = describe_environment(device, first["dtype"], determinism)
-        calls = [[i.index_in_batch] for i in images] if replay.alone else [range(len(recipes))]
+        groups = [[i.index_in_batch] for i in images] if replay.alone else [range(len(recipes))]
         made: dict[int, tuple[np.ndarray, float, int]] = {}
-        for positions in calls:
-            made.update(_generate(loaded, recipes, positions, device, should_stop))
+        replayed_calls = []
+        for positions in groups:
+            pixels, call = _generate(loaded, recipes, positions, device, should_stop)
+            made.update(pixels)
+            replayed_calls.append(call)
+    call = replayed_calls[0]
+    found = differences(recorded.environment, environment)
     result = functools.partial(
         Regeneration,
         mode=replay.mode,
         tolerance=replay.tolerance,
         environment=environment,
-        environment_differences=differences(recorded.environment, environment),
+        environment_differences=found,
+        imported_differences=sorted(ranked(found, imported_packages())[1]),
         checkpoint_changes=changes,
         revision=first["revision"],
+        call_differences=[] if recorded.call is None else calls.differences(recorded.call, call),
     )
     results = []
     for image in images:
         pixels, seconds, batch_size = made[image.index_in_batch]
         cell_id, grid_index, recipe_json = recorded.cells[image.index_in_batch]
-        recipe = recipes[image.index_in_batch]
         results.append(
             result(
                 image=image,
@@ -203,7 +228,7 @@ def regenerate(
                 seconds=seconds,
                 pixels=pixels,
                 png_chunks=png_chunks(
-                    recorded.job_id, cell_id, grid_index, recipe, recipe_json, loaded
+                    recorded.job_id, cell_id, grid_index, recipe_json, loaded.identity.sha256, call
                 ),
             )
         )
@@ -281,10 +306,12 @@ def _generate(
     positions: Iterable[int],
     device: str,
     should_stop: Callable[[], bool] | None,
-) -> dict[int, tuple[np.ndarray, float, int]]:
-    """One pipeline call for the recipes at ``positions``: position -> (pixels, seconds, size)."""
+) -> tuple[dict[int, tuple[np.ndarray, float, int]], dict[str, Any]]:
+    """One pipeline call for the recipes at ``positions``: position -> (pixels, seconds,
+    size), and the call the pipeline received."""
     positions = list(positions)
     started = time.perf_counter()
-    pixels = generate_batch(loaded, [recipes[p] for p in positions], device, should_stop)
+    made = generate(loaded, [recipes[p] for p in positions], device, should_stop)
     seconds = (time.perf_counter() - started) / len(positions)
-    return {p: (pixels[i], seconds, len(positions)) for i, p in enumerate(positions)}
+    pixels = {p: (made.pixels[i], seconds, len(positions)) for i, p in enumerate(positions)}
+    return pixels, made.call

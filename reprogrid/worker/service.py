@@ -1,22 +1,36 @@
 """The Celery worker: one process per GPU, running the batches the scheduler publishes.
 
-The task body is a batch id; the batch's row says what kind of batch it is,
-and ``BATCH_WORK`` says how each kind is computed. The pool is Celery's
-``threads`` pool with one thread, so tasks run in this very process: nothing
-forks after CUDA starts, and a checkpoint loaded for one batch stays in memory
-for the next. (The ``solo`` pool would run them on the main thread, which then
-could not answer ``celery inspect`` or Flower while a batch computes.)
+The task is ``run_batch(batch_id, job_id, cells=N, fleet=F)`` (an older
+scheduler's bare ``[batch_id]`` runs too). Only the batch id and the fleet are
+read: the batch's row says what kind of batch it is, and ``BATCH_WORK`` how
+each kind is computed. The pool is Celery's ``threads`` pool with one thread,
+so tasks run in this very process: nothing forks after CUDA starts, and a
+checkpoint loaded for one batch stays in memory for the next. (The ``solo``
+pool would run them on the main thread, which then could not answer ``celery
+inspect`` or Flower while a batch computes.)
 
 A task returns once its batch is computed; the batch is recorded on a
 background thread while the next task computes. The message is acknowledged
 then, but the batch's row is what says it is done: if the process dies before
 the row is written, the scheduler sees its heartbeat stop and publishes it again.
 
+The task's Celery state repeats what the batch's row says, for Celery's events
+and Flower: a batch whose cells ended failed is a FAILURE with the error, an
+attempt that will run again (retrying, split after running out of memory, or a
+failure that could not be written yet) is a RETRY, and anything else a SUCCESS
+whose result says what became of it. FAILURE and RETRY are raised only after
+the row is written, and neither makes Celery send or requeue anything: the
+message is acknowledged, and the scheduler re-publishes a retried batch as ever. A batch
+that was computed is a SUCCESS as soon as it is handed over to be recorded
+(the next batch computes meanwhile): if recording it then fails past its
+retries, only its row and the log say so.
+
 A message names its fleet (the database's identity). A worker of another
-database (a stale process, a wrong ``REPROGRID_DB``) refuses it loudly: a log
-line, its heartbeat row's state, and the message goes back to the queue for
-its owner (rejected with requeue, never acknowledged); the worker then pauses
-so that the owner's workers get it.
+database (a stale process, a wrong ``REPROGRID_DB``) refuses it loudly: one log
+line per message (Celery's own traceback of the rejection is filtered out),
+its heartbeat row's state, and the message goes back to the queue for its
+owner (rejected with requeue, never acknowledged); the worker then pauses so
+that the owner's workers get it.
 """
 
 from __future__ import annotations
@@ -24,29 +38,34 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from celery import Celery
-from celery.exceptions import Reject
+from celery.exceptions import Reject, Retry
 from sqlalchemy import select
 
 from reprogrid.config import Settings
 from reprogrid.models import Batch, Database
 from reprogrid.models.queries import fleet_id
 from reprogrid.models.verifications import VERIFY_KIND
-from reprogrid.scheduler.broker import RUN_BATCH_TASK, celery_app
+from reprogrid.scheduler.broker import RUN_BATCH_TASK, batch_title, celery_app
 from reprogrid.worker.broker_watch import (
     EXIT_BROKER_RESTARTED,
     BrokerWatch,
     BrokerWatcher,
+    exit_for_supervisor,
 )
 from reprogrid.worker.execute import (
     BatchOutcome,
     BatchWork,
     OverlappedBatches,
+    Record,
     WorkerContext,
     generate_images,
 )
 from reprogrid.worker.heartbeat import Heartbeat
+from reprogrid.worker.records import ClaimedBatch
 from reprogrid.worker.verify import verify_batch
 
 log = logging.getLogger(__name__)
@@ -60,15 +79,94 @@ BATCH_WORK: dict[str, BatchWork] = {
 }
 
 
-def run_batch(batches: OverlappedBatches, batch_id: int) -> None:
-    """Compute one batch with the work for its kind, and hand it over to be recorded."""
+# Outcomes (``BatchOutcome.status``) of an attempt whose cells will run again.
+RETRIED = {
+    "retrying": "failed, to be retried",
+    "split": "out of memory, split in two batches",
+    "lost": "failed, unrecorded: it runs again when its lease ends",
+}
+
+
+class BatchFailed(Exception):
+    """A batch whose cells ended failed (or a message naming no batch): a FAILURE task."""
+
+
+class BatchRetried(Retry):
+    """An attempt that failed and whose cells will run again: a RETRY task.
+
+    Raised, not ``Task.retry``: Celery marks the attempt RETRY and sends
+    nothing (the scheduler re-sends the batch when it is due).
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+
+    def __repr__(self) -> str:  # what the task-retried event and Flower show
+        return f"{type(self).__name__}({self.message!r})"
+
+
+@dataclass
+class Attempt:
+    """What one task saw of its batch: the claim (None if none), and whether it computed."""
+
+    batch_id: int
+    job_id: int | None = None
+    cells: int | None = None
+    claim: ClaimedBatch | None = None
+    computed: bool = False
+
+    @property
+    def title(self) -> str:
+        """``job 3 batch 17 (8 cells)``: the batch claimed, else the one the message named."""
+        if self.claim is None:
+            return batch_title(self.batch_id, self.job_id, self.cells)
+        claim = self.claim
+        return batch_title(claim.batch_id, claim.job_id, len(claim.cells))
+
+    def watch(self, work: BatchWork) -> BatchWork:
+        """``work``, noting the claim it is given and whether it computed."""
+
+        def watched(ctx: WorkerContext, claim: ClaimedBatch) -> Record:
+            self.claim = claim
+            record = work(ctx, claim)
+            self.computed = True
+            return record
+
+        return watched
+
+
+def run_batch(batches: OverlappedBatches, attempt: Attempt) -> BatchOutcome | None:
+    """Compute one batch with the work for its kind, and hand it over to be recorded.
+
+    Returns the batch's outcome when it ended without results to record (failed,
+    retrying, split, lost, cancelled, skipped: already written), None once it
+    is computed and handed over. Raises ``BatchFailed`` for a message naming
+    no batch, or a batch of an unknown kind.
+    """
     with batches.ctx.db.sessions() as session:
-        kind = session.scalar(select(Batch.kind).where(Batch.id == batch_id))
-    work = BATCH_WORK.get(kind)
+        row = session.execute(
+            select(Batch.kind, Batch.job_id).where(Batch.id == attempt.batch_id)
+        ).one_or_none()
+    work = None if row is None else BATCH_WORK.get(row.kind)
     if work is None:
-        log.error("batch %s: %s", batch_id, "no such batch" if kind is None else f"kind {kind!r}")
-        return
-    batches.run(batch_id, work)
+        error = "no such batch" if row is None else f"unknown kind {row.kind!r}"
+        log.error("batch %s: %s", attempt.batch_id, error)
+        raise BatchFailed(f"{attempt.title}: {error}")
+    attempt.job_id = row.job_id
+    batches.run(attempt.batch_id, attempt.watch(work))
+    # Not computed: the outcome is written already and only passes the recording thread.
+    return None if attempt.computed else batches.wait()
+
+
+def task_result(attempt: Attempt, outcome: BatchOutcome | None) -> str:
+    """The task's result for a batch that ran; raises for a FAILURE or a RETRY."""
+    if outcome is None:
+        return f"{attempt.title}: computed, recorded in the background"
+    if outcome.status == "failed":
+        raise BatchFailed(f"{attempt.title}: cells failed: {outcome.error}")
+    if outcome.status in RETRIED:
+        raise BatchRetried(f"{attempt.title}: {RETRIED[outcome.status]}: {outcome.error}")
+    return f"{attempt.title}: {outcome.status}"
 
 
 def log_outcome(outcome: BatchOutcome) -> None:
@@ -83,15 +181,26 @@ def log_outcome(outcome: BatchOutcome) -> None:
     )
 
 
+class ForeignMessage(Reject):
+    """A message of another fleet, rejected with requeue for its owner's workers."""
+
+
+class QuietRefusals(logging.Filter):
+    """Drops Celery's report of a refused message (a traceback): ours is one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], ForeignMessage))
+
+
 def refuse_other_fleets(heartbeat: Heartbeat, own: str, fleet: str | None) -> None:
-    """Raise ``Reject(requeue=True)`` for a message of another fleet, saying so loudly."""
+    """Raise ``ForeignMessage`` (requeue) for a message of another fleet, saying so in a line."""
     if fleet is None or fleet == own:
         return
     reason = f"refusing messages of fleet {fleet}: this worker's database is fleet {own}"
     log.error("%s (check REPROGRID_DB); the message goes back to the queue", reason)
     heartbeat.state = reason
     time.sleep(REFUSED_PAUSE_SECONDS)
-    raise Reject(reason, requeue=True)
+    raise ForeignMessage(reason, requeue=True)
 
 
 def worker_app(settings: Settings, batches: OverlappedBatches, heartbeat: Heartbeat) -> Celery:
@@ -99,13 +208,30 @@ def worker_app(settings: Settings, batches: OverlappedBatches, heartbeat: Heartb
     app = celery_app(settings)
     with batches.ctx.db.sessions() as session:
         own = fleet_id(session)
+    logging.getLogger("celery.app.trace").addFilter(QuietRefusals())
 
-    @app.task(name=RUN_BATCH_TASK)
-    def run_batch_task(batch_id: int, fleet: str | None = None) -> None:
+    # ``throws``: a failed batch is logged as expected (one line, no traceback).
+    @app.task(name=RUN_BATCH_TASK, throws=(BatchFailed,))
+    def run_batch_task(
+        batch_id: int,
+        job_id: int | None = None,
+        cells: int | None = None,
+        fleet: str | None = None,
+        **later: object,  # fields a newer scheduler may add: not read
+    ) -> str:
         refuse_other_fleets(heartbeat, own, fleet)
-        run_batch(batches, int(batch_id))
+        attempt = Attempt(int(batch_id), _int_or_none(job_id), _int_or_none(cells))
+        return task_result(attempt, run_batch(batches, attempt))
 
     return app
+
+
+def _int_or_none(value: object) -> int | None:
+    """A message's job id or cell count (shown only), None if absent or not a number."""
+    try:
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def celery_node_name(name: str) -> str:
@@ -113,16 +239,24 @@ def celery_node_name(name: str) -> str:
     return name if "@" in name else f"{name}@{socket.gethostname()}"
 
 
-def serve(settings: Settings, db: Database, device: str, queue: str, name: str) -> int:
+def serve(
+    settings: Settings,
+    db: Database,
+    device: str,
+    queue: str,
+    name: str,
+    give_up: Callable[[], object] = exit_for_supervisor,
+) -> int:
     """Run the worker until a warm shutdown (SIGTERM or Ctrl-C); return its exit code.
 
     The code is ``EXIT_BROKER_RESTARTED`` when the worker stopped because the
-    broker restarted (see ``broker_watch``): its supervisor should start it again.
+    broker restarted (see ``broker_watch``): it should be started again.
+    ``give_up`` ends the process if that stop hangs.
     """
     ctx = WorkerContext.start(settings, db, device, name)
     heartbeat = Heartbeat(ctx, queue)
     heartbeat.start()
-    watcher = BrokerWatcher(BrokerWatch(settings.broker_url), _state_setter(heartbeat))
+    watcher = BrokerWatcher(BrokerWatch(settings.broker_url), _state_setter(heartbeat), give_up)
     watcher.start()
     batches = OverlappedBatches(ctx, log_outcome)
     try:

@@ -5,6 +5,12 @@
 leased and finished like a generation batch. Both replay each original batch
 once, however many of its images are checked. An original batch that cannot be
 replayed (checkpoint gone, no such device) gives ``error`` rows that say why.
+
+Each image's stored file is checked too (``files_check``), so a verdict covers
+every link between record, file and regeneration: a file missing, changed or
+no longer matching its record gives the file's verdict (never ``identical``),
+and ``details.broken`` names each broken link, ``pixels differ`` included when
+the regeneration is ``different``.
 """
 
 from __future__ import annotations
@@ -16,10 +22,17 @@ from typing import Any
 from sqlalchemy import insert, select
 
 from reprogrid.models import Batch, Database, Verification
-from reprogrid.models.verifications import ImageRef, group_by_batch, images_to_verify
+from reprogrid.models.verifications import (
+    DIFFERENT,
+    IDENTICAL,
+    ImageRef,
+    group_by_batch,
+    images_to_verify,
+)
 from reprogrid.worker import records
 from reprogrid.worker.environment import fingerprint
 from reprogrid.worker.execute import LeaseKeeper, Record, WorkerContext
+from reprogrid.worker.files_check import PIXELS_DIFFER_LINK, check_stored_file
 from reprogrid.worker.regenerate import (
     Replay,
     ReplayError,
@@ -58,11 +71,23 @@ def verification_rows(
     try:
         results = regenerate(recorded, images, replay, store, should_stop)
     except ReplayError as exc:
-        return [error_row(image, replay.mode, str(exc), **details) for image in images]
-    environment = results[0].environment
-    with db.sessions() as session:
-        environment_id = records.environment_id(session, fingerprint(environment), environment)
-    return [result.verification_row(environment_id, **details) for result in results]
+        rows = [error_row(image, replay.mode, str(exc), **details) for image in images]
+    else:
+        environment = results[0].environment
+        with db.sessions() as session:
+            environment_id = records.environment_id(session, fingerprint(environment), environment)
+        rows = [result.verification_row(environment_id, **details) for result in results]
+    return [with_file_links(row, store, image) for row, image in zip(rows, images, strict=True)]
+
+
+def with_file_links(row: dict[str, Any], store: Path, image: ImageRef) -> dict[str, Any]:
+    """A regeneration's row with its stored file checked: the file's verdict where a file
+    link is broken, and every broken link named in ``details.broken``."""
+    check = check_stored_file(store, image)
+    broken = [*check.broken, *([PIXELS_DIFFER_LINK] if row["verdict"] == DIFFERENT else [])]
+    verdict = row["verdict"] if check.verdict == IDENTICAL else check.verdict
+    details = {**row["details"], "file": check.details, "broken": broken}
+    return {**row, "verdict": verdict, "details": details}
 
 
 def verify_batch(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:

@@ -113,6 +113,17 @@ def _flat_view_of_the_night(session: Session, store: Path) -> Rows:
     return [_text(*(r[c] for c in columns), r["height"], r["model"], r["verdict"]) for r in rows]
 
 
+def _images_of_seed_3_per_job(session: Session, store: Path) -> Rows:
+    counts = Counter(row["job_id"] for row in image_rows(session, store) if row["seed"] == 3)
+    return [_text(job_id, n) for job_id, n in sorted(counts.items())]
+
+
+def _night_images_from_seed_2_in_seed_order(session: Session, store: Path) -> Rows:
+    rows = (r for r in image_rows(session, store) if r["job_name"] == "night" and r["seed"] >= 2)
+    ordered = sorted(rows, key=lambda row: (row["seed"], row["image_id"]))
+    return [_text(r["seed"], r["image_id"], r["prompt"]) for r in ordered]
+
+
 def _images_per_library_versions(session: Session, store: Path) -> Rows:
     counts = Counter(
         (r["device_type"], r["torch"], r["diffusers"], r["transformers"], r["checkpoint_sha256"])
@@ -132,6 +143,10 @@ EXPECTED: dict[str, Callable[[Session, Path], Rows]] = {
     "every image of the night job with its exact seed, sampler and latest verdict,"
     " from the flat view": _flat_view_of_the_night,
     "images per device and library versions, from the flat view": _images_per_library_versions,
+    "images of seed 3 per job, from the flat view": _images_of_seed_3_per_job,
+    "the night job's images of seed 2 and above in seed order, from the flat view": (
+        _night_images_from_seed_2_in_seed_order
+    ),
 }
 
 
@@ -155,7 +170,7 @@ def test_the_flat_view_columns_are_documented_in_order(night: NightJob):
 
 def test_the_flat_view_reads_seeds_above_2_to_the_63_exactly(night: NightJob):
     with open_database(night.db_url).sessions() as session:
-        seeds = set(session.scalars(text("SELECT seed FROM image_view")))
+        seeds = set(session.scalars(text("SELECT seed_text FROM image_view")))
     assert str(2**64 - 1) in seeds and "0" in seeds
 
 
