@@ -44,7 +44,7 @@ def test_every_png_carries_the_a1111_parameters_and_the_reprogrid_recipe(finishe
     assert lines[0] == "a blue bird" and len(lines) == 2  # no negative prompt: no line for it
     assert lines[1] == (
         "Steps: 3, Sampler: PLMS, CFG scale: 7.5, Seed: 1, Size: 64x64,"
-        f' Model hash: {row["checkpoint_sha256"][:10]}, Model: "builtin:tiny",'
+        f" Model hash: {row['checkpoint_sha256'][:10]}, Model: tiny,"
         f" Version: reprogrid {reprogrid.__version__}"
     )
     metadata = json.loads(chunks["reprogrid"])

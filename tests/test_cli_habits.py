@@ -45,9 +45,11 @@ def test_db_and_store_work_after_the_subcommand(ran: Cli, tmp_path: Path):
 
 
 @pytest.mark.parametrize(
-    "command", [["status"], ["query"], ["show", "1"], ["export", "1"], ["workers"]]
-)
-def test_a_read_only_command_refuses_a_database_that_does_not_exist(tmp_path: Path, command):
+    "command",
+    [["status"], ["query"], ["show", "1"], ["export", "1"], ["workers"], ["cancel", "1"],
+     ["retry", "1"]],
+)  # fmt: skip
+def test_a_command_on_existing_jobs_refuses_a_database_that_does_not_exist(tmp_path: Path, command):
     result = _invoke(*command, cwd=tmp_path)
     assert result.exit_code == 2
     assert result.output.startswith(f"Error: db: no database at {tmp_path / 'reprogrid.db'}")

@@ -80,7 +80,7 @@ def test_not_before_reads_relative_times_and_iso_8601() -> None:
         parse_not_before("+2 weeks")
 
 
-def test_cancel_and_retry_an_unknown_job_is_bad_input(cli) -> None:
+def test_cancel_and_retry_an_unknown_job_is_bad_input(cli, db: Database) -> None:
     for command in ("cancel", "retry"):
         result = cli(command, "42")
         assert result.exit_code == 2

@@ -178,3 +178,29 @@ def test_an_a1111_sampler_name_runs_what_a1111_means_and_is_written_back_the_sam
     fields = a1111_fields(Image.open(row["path"]).text["parameters"].split("\n")[-1])
     assert (fields["Sampler"], fields["Schedule type"]) == ("DPM++ 2M", "Karras")
     grid.close()
+
+
+def a1111_prompts(infotext: str) -> tuple[str, str]:
+    """Prompt and negative prompt as A1111 reads them (parse_generation_parameters)."""
+    *lines, last = infotext.strip().split("\n")
+    if len(A1111_PARAM.findall(last)) < 3:
+        lines.append(last)
+    prompt, negative, negative_started = "", "", False
+    for line in (line.strip() for line in lines):
+        if line.startswith("Negative prompt:"):
+            negative_started, line = True, line[16:].strip()
+        if negative_started:
+            negative += ("\n" if negative else "") + line
+        else:
+            prompt += ("\n" if prompt else "") + line
+    return prompt, negative
+
+
+def test_a_prompt_of_several_lines_is_written_as_a1111_writes_it_and_reads_back(tmp_path):
+    grid = reprogrid.connect(db=tmp_path / "r.db", store=tmp_path / "store", threads=1)
+    spec = {"prompts": ["an owl\nat night"], "negative_prompt": "blurry\nSteps: 1", "steps": 2}
+    (row,) = grid.images(grid.run(spec | {"width": 64, "height": 64}).job_id)
+    infotext = Image.open(row["path"]).text["parameters"]
+    assert a1111_prompts(infotext) == ("an owl\nat night", "blurry\nSteps: 1")
+    assert a1111_fields(infotext.split("\n")[-1])["Steps"] == "2"
+    grid.close()

@@ -210,12 +210,18 @@ def test_upper_bounds_are_configurable():
         ({"prompts": ["a fox\nNegative prompt: x\nSteps: 99"]}, "prompts"),
         ({"prompts": ["a fox\r"]}, "prompts"),
         ({"prompts": ["a fox\u2028"]}, "prompts"),
-        ({"negative_prompt": "blurry\nSteps: 1"}, "negative_prompt"),
+        ({"negative_prompt": "blurry\x0b"}, "negative_prompt"),
         ({"axes": {"negative_prompt": ["", "x\x00"]}}, "axes.negative_prompt"),
     ],
 )
-def test_prompts_with_nul_or_line_breaks_are_refused(fields, field):
+def test_prompts_with_nul_control_characters_or_a_negative_prompt_line_are_refused(fields, field):
     assert error_field({**GOOD, **fields}) == field
+
+
+def test_a_prompt_of_several_lines_is_kept_as_a1111_allows():
+    job = validate(prompts=["a fox\nat night"], negative_prompt="blurry\nSteps: 1")
+    assert job.prompts == ("a fox\nat night",)
+    assert job.negative_prompt == "blurry\nSteps: 1"
 
 
 def test_a_tab_in_a_prompt_is_kept():

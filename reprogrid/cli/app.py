@@ -59,7 +59,8 @@ pass_app = click.make_pass_decorator(App)
 
 
 def pass_reader(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Like ``pass_app``, for commands that only read: a missing database is an error."""
+    """Like ``pass_app``, for commands that read, or change what exists (cancel, retry):
+    a missing database is an error, never created empty."""
 
     @functools.wraps(command)
     def checked(app: App, *args: Any, **kwargs: Any) -> Any:

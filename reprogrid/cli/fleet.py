@@ -291,7 +291,7 @@ def _stalls(app: App) -> dict[int, Stall]:
 
 @main.command()
 @click.argument("job", type=int)
-@pass_app
+@pass_reader
 def cancel(app: App, job: int) -> None:
     """Cancel a job: waiting batches now, running ones at their next denoising step.
 
@@ -311,7 +311,7 @@ def cancel(app: App, job: int) -> None:
 @click.option("--device", default="auto", show_default=True, help="For a job run here.")
 @click.option("--threads", type=int, help="For a job run here. [env: REPROGRID_THREADS]")
 @click.option("--json", "as_json", is_flag=True, help="For a job run here: one JSON line.")
-@pass_app
+@pass_reader
 def retry(app: App, job: int, device: str, threads: int | None, as_json: bool) -> None:
     """Queue every cell of a job that is not done again, in its original batches.
 

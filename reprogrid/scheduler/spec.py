@@ -597,23 +597,32 @@ def _check_prompt(prompt: str, name: str, number: int) -> None:
 
 
 def _refuse_control_characters(text: str, name: str, what: str) -> None:
-    """Refuse NUL, line breaks and other control characters (tab is kept).
+    """Refuse NUL and other control characters (tab and line feed are kept), and a line
+    that A1111's infotext would read as the start of the negative prompt.
 
-    PNG text chunks cannot hold NUL, and A1111's infotext format reads a line
-    break in a prompt as the start of other fields (``Negative prompt:``,
-    ``Steps:``), so such a prompt could not be read back as it was written.
+    PNG text chunks cannot hold NUL. A prompt of several lines is written into
+    the infotext as A1111 writes it, and read back the same, unless one of its
+    lines starts with ``Negative prompt:``: that one is refused.
     """
     if found := _CONTROL_CHARACTERS.search(text):
         raise SpecError(
             name,
             f"{what} holds the control character U+{ord(found.group()):04X} at position"
-            f" {found.start() + 1} (NUL, line breaks and control characters cannot be recorded)",
+            f" {found.start() + 1} (NUL, carriage returns and control characters cannot be"
+            " recorded)",
+        )
+    if found := _NEGATIVE_LINE.search(text):
+        raise SpecError(
+            name,
+            f"{what} has a line starting 'Negative prompt:' at position {found.start() + 2}:"
+            " A1111 would read it as the negative prompt",
         )
 
 
-# Unicode's categories Cc (C0 and C1 controls), Zl and Zp, tab excepted: one regular
-# expression scans a million prompts in a fraction of a second.
-_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# Unicode's categories Cc (C0 and C1 controls), Zl and Zp, tab and line feed excepted:
+# one regular expression scans a million prompts in a fraction of a second.
+_CONTROL_CHARACTERS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+_NEGATIVE_LINE = re.compile("\nNegative prompt:")
 
 
 def _prompts_from_file(value: Any, base_dir: Path) -> tuple[str, ...]:
