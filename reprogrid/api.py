@@ -15,14 +15,16 @@ Reading never imports torch; only the methods that generate (``run``,
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from sqlalchemy.engine import make_url
 
@@ -38,7 +40,12 @@ from reprogrid.models.queries import (
     query_cells,
 )
 from reprogrid.models.tables import FINISHED
-from reprogrid.models.verifications import ImageRef, images_to_verify, sample_images
+from reprogrid.models.verifications import (
+    DEFAULT_TOLERANCE,
+    ImageRef,
+    images_to_verify,
+    sample_images,
+)
 from reprogrid.scheduler.broker import DEFAULT_QUEUE
 from reprogrid.scheduler.spec import (
     JobSpec,
@@ -52,6 +59,7 @@ if TYPE_CHECKING:
     import pandas
     from PIL.Image import Image as PILImage
 
+    from reprogrid.review.report import Written
     from reprogrid.scheduler.control import JobChange
     from reprogrid.scheduler.tokenization import TokenReport
     from reprogrid.worker.regenerate import Regeneration, Replay
@@ -233,9 +241,14 @@ class Reprogrid:
         device: str = "auto",
         threads: int | None = None,
         on_batch: Callable[[Any], None] | None = None,
+        progress: bool | None = None,
     ) -> JobResult:
-        """Run a whole job in this process (no broker needed) and say how it ended."""
-        return self.run_job(self.create(spec), device=device, threads=threads, on_batch=on_batch)
+        """Run a whole job in this process (no broker needed) and say how it ended;
+        ``on_batch`` and ``progress`` are :meth:`run_job`'s."""
+        job_id = self.create(spec)
+        return self.run_job(
+            job_id, device=device, threads=threads, on_batch=on_batch, progress=progress
+        )
 
     def run_job(
         self,
@@ -244,8 +257,16 @@ class Reprogrid:
         device: str = "auto",
         threads: int | None = None,
         on_batch: Callable[[Any], None] | None = None,
+        progress: bool | None = None,
     ) -> JobResult:
-        """Run every waiting cell of a created job here; ``on_batch`` hears of each batch."""
+        """Run every waiting cell of a created job here.
+
+        ``on_batch`` is called with each batch's outcome once it is recorded (a
+        ``BatchOutcome``: ``batch_id``, ``status``, ``images``, ``error``), from
+        the recording thread. ``progress`` shows a bar of images done: in a
+        Jupyter notebook by default (a widget where ipywidgets is installed,
+        else text), on stderr elsewhere when True.
+        """
         from reprogrid.scheduler.control import embedded_run_name
         from reprogrid.worker.embedded import run_job
         from reprogrid.worker.execute import WorkerContext, pick_device
@@ -253,7 +274,9 @@ class Reprogrid:
         settings = self.settings.with_overrides(threads=threads)
         ctx = WorkerContext.start(settings, self.db, pick_device(device), embedded_run_name())
         started = time.perf_counter()
-        status = run_job(ctx, job_id, on_batch=on_batch)
+        (before,) = self.progress(job_id)
+        with _progress_bar(progress, job_id, before["queued"] + before["running"]) as bar:
+            status = run_job(ctx, job_id, on_batch=_both(bar, on_batch))
         (counts,) = self.progress(job_id)
         return JobResult(
             job_id=job_id,
@@ -266,7 +289,8 @@ class Reprogrid:
 
     def progress(self, job_id: int | None = None) -> list[dict[str, Any]]:
         """Per job (or for one): status, cell counts, throughput and ETA, or ``stalled``
-        (no live worker consumes its queue); raises NotFound."""
+        (no live worker consumes its queue), and ``retrying`` batches with the latest
+        ``retry_error``; raises NotFound."""
         from reprogrid.scheduler.control import with_stalls
 
         with self.db.reads() as session:
@@ -374,17 +398,30 @@ class Reprogrid:
 
     # 3. Regenerating and verifying
 
-    def regenerate(self, image: str | int, replay: Replay | None = None) -> Regeneration:
+    def regenerate(
+        self,
+        image: str | int,
+        *,
+        device: str | None = None,
+        threads: int | None = None,
+        full_determinism: bool | None = None,
+        alone: bool = False,
+        tolerance: int = DEFAULT_TOLERANCE,
+    ) -> Regeneration:
         """Rebuild one image from its record alone and compare; writes nothing.
 
-        Raises NotFound, or ReplayError when the record cannot be replayed here.
+        By default its whole batch runs again as recorded (device type, threads,
+        determinism); ``alone`` regenerates the image by itself, and ``tolerance``
+        is the largest per-channel difference still called close. Raises NotFound,
+        or ReplayError when the record cannot be replayed here.
         """
-        from reprogrid.worker.regenerate import Replay, load_recorded_batch, regenerate
+        from reprogrid.worker.regenerate import load_recorded_batch, regenerate
 
+        replay = _replay(device, threads, full_determinism, alone, tolerance)
         with self.db.reads() as session:
             (ref,) = images_to_verify(session, image_ids=[find_image(session, str(image)).id])
             recorded = load_recorded_batch(session, ref.batch_id)
-        (result,) = regenerate(recorded, [ref], replay or Replay(), self.settings.store)
+        (result,) = regenerate(recorded, [ref], replay, self.settings.store)
         return result
 
     def images_to_check(
@@ -400,14 +437,19 @@ class Reprogrid:
         image_ids: Sequence[int] = (),
         *,
         sample: int | None = None,
-        replay: Replay | None = None,
         files_only: bool = False,
         images: Sequence[ImageRef] | None = None,
+        device: str | None = None,
+        threads: int | None = None,
+        full_determinism: bool | None = None,
+        alone: bool = False,
+        tolerance: int = DEFAULT_TOLERANCE,
     ) -> list[dict[str, Any]]:
         """Regenerate (or, ``files_only``, re-hash) images; record and return one row each.
 
         The images are a job's, or those with ``image_ids``, or ``images`` as
-        :meth:`images_to_check` picked them.
+        :meth:`images_to_check` picked them; the other arguments are
+        :meth:`regenerate`'s.
         """
         if images is None:
             images = self.images_to_check(job_id, image_ids, sample)
@@ -416,11 +458,11 @@ class Reprogrid:
             from reprogrid.worker.files_check import check_files
 
             return check_files(self.db, self.settings.store, images)
-        from reprogrid.worker.regenerate import Replay
         from reprogrid.worker.verify import verify_images
 
+        replay = _replay(device, threads, full_determinism, alone, tolerance)
         verifier = f"verify-{socket.gethostname()}-{os.getpid()}"
-        return verify_images(self.db, self.settings.store, images, replay or Replay(), verifier)
+        return verify_images(self.db, self.settings.store, images, replay, verifier)
 
     def queue_verification(
         self, images: Sequence[ImageRef], queue: str = DEFAULT_QUEUE, replay: dict | None = None
@@ -436,3 +478,208 @@ class Reprogrid:
             batch_ids = queue_verification(session, list(images), queue, replay)
             session.commit()
         return batch_ids
+
+    def verifications(self, job_id: int | None = None) -> list[dict[str, Any]]:
+        """Verdict counts per pair of environments (original run, verifier) and mode, by
+        each image's latest verification: ``reprogrid verifications``. Each row has both
+        environments' devices and ``differences``: the fields that differ, as
+        ``{name: [original, verifier]}``, ranked as :func:`worker.environment.ranked`
+        ranks them."""
+        from reprogrid.models.verifications import environment_details, verification_summary
+        from reprogrid.worker.environment import differences, ranked
+
+        with self.db.reads() as session:
+            rows = verification_summary(session, job_id)
+            ids = {r["original_env"] for r in rows} | {r["verifier_env"] for r in rows}
+            details = environment_details(session, ids)
+        for row in rows:
+            original, verifier = details[row["original_env"]], details[row["verifier_env"]]
+            first, used, rest = ranked(differences(original, verifier))
+            row["original_device"] = original["device_name"]
+            row["verifier_device"] = verifier["device_name"]
+            row["differences"] = {**first, **used, **rest}
+        return rows
+
+    def environment(self, environment_id: int) -> dict[str, Any]:
+        """A recorded environment: its fingerprint and every field and package; raises
+        NotFound."""
+        from reprogrid.models import Environment
+
+        with self.db.reads() as session:
+            row = session.get(Environment, environment_id)
+            if row is None:
+                raise NotFound(f"no environment {environment_id}")
+            return {"environment_id": row.id, "fingerprint": row.fingerprint, **row.details}
+
+    def requirements(self, environment_id: int) -> str:
+        """A recorded environment's packages as a requirements file (``pip install -r``);
+        raises NotFound, also for an environment recorded before package inventories."""
+        from reprogrid.worker.environment import requirements
+
+        info = self.environment(environment_id)
+        if "packages" not in info:
+            raise NotFound(
+                f"environment {environment_id} was recorded before package inventories were kept"
+            )
+        return requirements(info)
+
+    # 4. Reviewing: sheets, reports, exports
+
+    def grid(
+        self,
+        job_id: int,
+        output: str | os.PathLike[str],
+        *,
+        rows: str | None = None,
+        cols: str | None = None,
+        thumb: int | None = None,
+    ) -> list[Path]:
+        """Draw the job as labelled contact sheets (``rows`` down, ``cols`` across: prompt
+        and seed by default), one PNG per combination of the other axes, named after
+        ``output``; return their paths. Raises NotFound, or ReviewError for bad axes or
+        sizes."""
+        from reprogrid.review.layout import job_sheets
+        from reprogrid.review.sheet import write_sheets
+
+        with self.db.reads() as session:
+            sheets = job_sheets(session, job_id, self.settings.store, rows, cols)
+            return write_sheets(session, sheets, self.settings.store, Path(output), thumb)
+
+    def sheets(
+        self,
+        job_id: int,
+        *,
+        rows: str | None = None,
+        cols: str | None = None,
+        thumb: int | None = None,
+    ) -> list[PILImage]:
+        """:meth:`grid`'s sheets as Pillow images, in memory: a notebook shows one inline."""
+        import tempfile
+
+        from PIL import Image
+
+        with tempfile.TemporaryDirectory(prefix="reprogrid-sheets-") as folder:
+            paths = self.grid(job_id, Path(folder) / "sheet.png", rows=rows, cols=cols, thumb=thumb)
+            return [_loaded(Image.open(path)) for path in paths]
+
+    def report(
+        self,
+        job_id: int,
+        output: str | os.PathLike[str],
+        *,
+        thumb: int | None = None,
+        page_tiles: int = 1000,
+        standalone: bool = False,
+        on_images: Callable[[int], None] | None = None,
+    ) -> Written:
+        """Write the job's HTML report into the folder ``output`` (viewable offline);
+        ``written.index`` is its page. ``on_images`` hears how many images each step
+        wrote. Raises NotFound, or ReviewError for bad options."""
+        from reprogrid.review.report import write_report
+
+        with self.db.reads() as session:
+            if session.get(Job, job_id) is None:
+                raise NotFound(f"no job {job_id}")
+            return write_report(
+                session,
+                job_id,
+                self.settings.store,
+                Path(output),
+                thumb,
+                page_tiles,
+                standalone,
+                on_images=on_images,
+            )
+
+    def export(
+        self,
+        out: TextIO | str | os.PathLike[str],
+        job_id: int | None = None,
+        *,
+        fmt: str = "csv",
+        on_rows: Callable[[int], None] | None = None,
+    ) -> int:
+        """Write the image rows of a job (None: of every job) as ``csv`` or ``jsonl`` into
+        ``out`` (an open text stream, or a file path); return how many. Streamed: a
+        million images export in constant memory. Raises NotFound."""
+        from reprogrid.review.export import image_rows, write_rows
+
+        with self.db.reads() as session:
+            if job_id is not None and session.get(Job, job_id) is None:
+                raise NotFound(f"no job {job_id}")
+            rows = image_rows(session, self.settings.store, job_id)
+            if not isinstance(out, str | os.PathLike):
+                return write_rows(rows, fmt, out, on_rows)
+            with Path(out).open("w", newline="", encoding="utf-8") as stream:
+                return write_rows(rows, fmt, stream, on_rows)
+
+    def count_images(self, job_id: int | None = None) -> int:
+        """How many images a job (None: every job) has recorded: the rows of an export.
+        Raises NotFound."""
+        from reprogrid.review.export import count_images
+
+        with self.db.reads() as session:
+            if job_id is not None and session.get(Job, job_id) is None:
+                raise NotFound(f"no job {job_id}")
+            return count_images(session, job_id)
+
+
+def _replay(
+    device: str | None,
+    threads: int | None,
+    full_determinism: bool | None,
+    alone: bool,
+    tolerance: int,
+) -> Replay:
+    """How to regenerate: None fields as recorded; a device name such as ``auto`` picked."""
+    from reprogrid.worker.execute import pick_device
+    from reprogrid.worker.regenerate import Replay
+
+    return Replay(
+        device=pick_device(device) if device else None,
+        threads=threads,
+        full_determinism=full_determinism,
+        alone=alone,
+        tolerance=tolerance,
+    )
+
+
+def _loaded(image: PILImage) -> PILImage:
+    """The image read into memory (its file may go)."""
+    image.load()
+    return image
+
+
+@contextlib.contextmanager
+def _progress_bar(show: bool | None, job_id: int, total: int) -> Iterator[Any]:
+    """A tqdm bar of images (None where not shown): ``show`` None means in a notebook."""
+    if not (_in_notebook() if show is None else show):
+        yield None
+        return
+    try:
+        import ipywidgets  # noqa: F401  (tqdm.auto draws a widget with it)
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm.auto would warn "IProgress not found" and fall back to text
+        from tqdm import tqdm
+    with tqdm(total=total, desc=f"job {job_id}", unit="image") as bar:
+        yield bar
+
+
+def _both(bar: Any, on_batch: Callable[[Any], None] | None) -> Callable[[Any], None] | None:
+    """A batch callback that advances ``bar`` and then calls ``on_batch``."""
+    if bar is None:
+        return on_batch
+
+    def heard(outcome: Any) -> None:
+        bar.update(outcome.images)
+        if on_batch is not None:
+            on_batch(outcome)
+
+    return heard
+
+
+def _in_notebook() -> bool:
+    """Whether this runs in a Jupyter kernel (IPython's ZMQ shell)."""
+    shell = sys.modules.get("IPython")
+    ipython = getattr(shell, "get_ipython", lambda: None)()
+    return type(ipython).__name__ == "ZMQInteractiveShell"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -111,3 +113,103 @@ def test_cancel_of_an_unknown_job_raises_not_found(grid):
     grid.progress()
     with pytest.raises(reprogrid.api.NotFound):
         grid.cancel(99)
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory: pytest.TempPathFactory) -> tuple[reprogrid.Reprogrid, int, Path]:
+    """A 2 prompts x 2 seeds job run through the API, and its folder."""
+    folder = tmp_path_factory.mktemp("api-review")
+    api = reprogrid.connect(db=folder / "api.db", store=folder / "store", threads=1)
+    job = api.run({**SPEC, "prompts": ["a red fox", "a blue bird"], "width": 32, "height": 32})
+    assert job.status == "done"
+    yield api, job.job_id, folder
+    api.close()
+
+
+def test_image_rows_and_progress_carry_utc_datetimes(ran):
+    api, job_id, _ = ran
+    (row, *_) = api.images(job_id)
+    (progress,) = api.progress(job_id)
+    for value in (row["created_at"], progress["created_at"], progress["finished_at"]):
+        assert isinstance(value, datetime) and value.utcoffset() == timedelta(0)
+
+
+def test_grid_writes_the_sheets_and_returns_their_paths(ran):
+    api, job_id, folder = ran
+    (path,) = api.grid(job_id, folder / "sheet.png", rows="seed", cols="prompt", thumb=32)
+    assert path == folder / "sheet.png" and path.stat().st_size > 0
+
+
+def test_sheets_are_the_pixels_grid_writes_held_in_memory(ran):
+    from PIL import Image
+
+    api, job_id, folder = ran
+    (path,) = api.grid(job_id, folder / "same.png", thumb=32)
+    (sheet,) = api.sheets(job_id, thumb=32)
+    with Image.open(path) as written:
+        assert sheet.size == written.size and sheet.tobytes() == written.tobytes()
+
+
+def test_report_writes_the_folder_and_returns_its_index_page(ran):
+    api, job_id, folder = ran
+    heard = []
+    written = api.report(job_id, folder / "report", on_images=heard.append)
+    assert written.index == folder / "report" / "index.html" and written.index.is_file()
+    assert sum(heard) == 4
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_export_writes_every_row_to_a_path_or_a_stream(ran, fmt):
+    api, job_id, folder = ran
+    path = folder / f"images.{fmt}"
+    assert api.export(path, job_id, fmt=fmt) == 4
+    stream = io.StringIO(newline="")
+    assert api.export(stream, job_id, fmt=fmt) == 4
+    assert stream.getvalue() == path.read_bytes().decode("utf-8")
+    assert str(next(api.images(job_id))["created_at"].isoformat()) in stream.getvalue()
+
+
+def test_export_of_an_unknown_job_raises_not_found_and_writes_nothing(ran):
+    api, _, folder = ran
+    with pytest.raises(reprogrid.api.NotFound, match="no job 99"):
+        api.export(folder / "none.csv", 99)
+    assert not (folder / "none.csv").exists()
+
+
+def test_verify_takes_the_options_of_its_command_as_keywords(ran):
+    api, job_id, _ = ran
+    rows = api.verify(job_id, alone=True, tolerance=0)
+    assert [row["verdict"] for row in rows] == ["identical"] * 4
+    assert {row["mode"] for row in rows} == {"alone"}
+    (summary,) = api.verifications(job_id)
+    assert summary["identical"] == 4 and summary["mode"] == "alone"
+    assert summary["differences"] == {}  # the same environment ran and verified
+
+
+def test_environment_and_requirements_are_the_recorded_ones(ran):
+    api, job_id, _ = ran
+    environment_id = next(api.images(job_id))["environment_id"]
+    environment = api.environment(environment_id)
+    assert environment["environment_id"] == environment_id
+    assert f"torch=={environment['packages']['torch']}" in api.requirements(environment_id)
+    with pytest.raises(reprogrid.api.NotFound, match="no environment 99"):
+        api.environment(99)
+
+
+def test_run_draws_a_progress_bar_of_images_when_asked(grid, capsys):
+    grid.run(SPEC, progress=True)
+    assert "job 1: 100%" in capsys.readouterr().err
+
+
+def test_on_batch_hears_each_batch_once_its_images_are_recorded(grid):
+    heard = []
+    job = grid.run({**SPEC, "batch_size": 1}, on_batch=heard.append)
+    assert sorted((o.status, o.images) for o in heard) == [("done", 1), ("done", 1)]
+    assert {row["batch_id"] for row in grid.images(job.job_id)} == {o.batch_id for o in heard}
+
+
+@pytest.mark.parametrize("module", ["review", "verify", "environments"])
+def test_the_review_commands_go_through_the_api(module):
+    source = (Path(reprogrid.__file__).parent / "cli" / f"{module}.py").read_text()
+    for internal in ("write_report", "write_sheets", "image_rows", "verification_summary"):
+        assert internal not in source, f"cli/{module}.py calls {internal} itself"

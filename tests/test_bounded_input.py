@@ -65,6 +65,22 @@ def test_a_prompt_over_the_length_limit_is_refused_naming_its_index(tmp_path: Pa
     refused(tmp_path, spec, "prompts: prompt 2 has 10001 characters", "limit of 10000")
 
 
+@pytest.mark.parametrize("field", ["negative_prompt", "axes.negative_prompt"])
+def test_a_negative_prompt_over_the_length_limit_is_refused(tmp_path: Path, field: str):
+    long = "a" * (MAX_PROMPT_LENGTH + 1)
+    value = f'"{long}"' if field == "negative_prompt" else f'["", "{long}"]'
+    spec = (
+        TINY
+        + 'prompts = ["a fox"]\n'
+        + (
+            f"negative_prompt = {value}\n"
+            if field == "negative_prompt"
+            else f"[axes]\nnegative_prompt = {value}\n"
+        )
+    )
+    refused(tmp_path, spec, f"{field}: the negative prompt has 10001 characters")
+
+
 def test_a_prompt_of_50_mb_in_the_spec_is_refused_in_bounded_memory(tmp_path: Path):
     spec = TINY + f'prompts = ["{"a" * 50_000_000}"]\n'
     refused(tmp_path, spec, "spec: ", "larger than 16 MiB")

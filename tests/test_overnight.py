@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from processes import Fleet, all_done, images_by_cell, store_files, wait_until
+from services import OwnRedis
 from sqlalchemy import func, select
 from test_interrupt import SPEC, TINY, reprogrid, wait_for_images
 
@@ -195,3 +197,41 @@ def test_a_full_disk_ends_run_with_the_retry_hint_and_retry_then_completes(
     )
     assert retry.returncode == 0, retry.stderr
     assert retry.stdout.startswith("job 1 done: 40 of 40 images")
+
+
+def test_a_full_disk_holds_a_fleet_job_with_the_reason_in_status_until_space_is_freed(
+    own_redis: OwnRedis, tmp_path: Path, small_disk: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # Short backoffs, as many attempts as it takes: the defaults ride out 20 minutes.
+    monkeypatch.setenv("REPROGRID_RETRY_DELAY_SECONDS", "1")
+    monkeypatch.setenv("REPROGRID_RETRY_MAX_DELAY_SECONDS", "2")
+    monkeypatch.setenv("REPROGRID_MAX_TRANSIENT_ATTEMPTS", "1000")
+    fleet = Fleet(f"sqlite:///{tmp_path / 'fleet.db'}", own_redis.url, tmp_path)
+    fleet.store = small_disk / "store"
+    db = open_database(fleet.db_url)
+    grid = ["--prompt", "a fox", "--seeds", "0-39", "--steps", "2", "--batch-size", "4"]
+    try:
+        submitted = fleet.command("submit", *grid, "--width", "32", "--height", "32")
+        assert submitted.returncode == 0, submitted.stderr
+        fleet.scheduler()
+        fleet.worker("w1")
+        wait_until(lambda: _retrying_for_space(db), 120, "a batch to wait for space", fleet)
+        status = fleet.command("status")
+        assert status.returncode == 0, status.stderr
+        assert "to run again after OSError: [Errno 28] No space left on device" in status.stdout
+        subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+        wait_until(lambda: all_done(db, 1, 40), 180, "the job to finish", fleet)
+        assert "to run again" not in fleet.command("status").stdout
+    finally:
+        fleet.stop()
+    assert all(len(paths) == 1 for paths in images_by_cell(db, 1).values())
+    assert len(store_files(fleet.store)) == 40
+    db.dispose()
+
+
+def _retrying_for_space(db: Database) -> bool:
+    waiting = select(func.count()).where(
+        Batch.status == "pending", Batch.error.contains("No space left on device")
+    )
+    with db.sessions() as session:
+        return session.scalar(waiting) > 0

@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import Cli
+from sqlalchemy import select
 from tiny_families import plain_diffusers_call
 
-from reprogrid.models import PipelineCall, open_database
+from reprogrid.models import Batch, Database, PipelineCall, open_database
 from reprogrid.models.calls import PER_IMAGE_ARGUMENTS, call_json, differences
 from reprogrid.scheduler.checkpoint_refs import BUILTIN_DIR
 from reprogrid.scheduler.spec import SpecError, validate_spec
@@ -236,6 +237,35 @@ def test_a_recipe_argument_the_pipeline_does_not_take_is_refused_not_dropped():
         NoNegativePrompt(), families.GENERIC, [recipe | {"negative_prompt": ""}], [None]
     )
     assert "negative_prompt" not in plain
+
+
+def test_a_call_the_pipeline_refuses_fails_the_job_once_not_batch_by_batch(
+    cli: Cli, db: Database, tmp_path: Path
+):
+    # Attend-and-Excite is text to image but needs token_indices, which no recipe gives:
+    # only its signature, read when the first batch runs, can say so.
+    model = tmp_path / "attend-and-excite"
+    shutil.copytree(BUILTIN_DIR / "tiny", model)
+    index = json.loads((model / "model_index.json").read_text())
+    index["_class_name"] = "StableDiffusionAttendAndExcitePipeline"
+    (model / "model_index.json").write_text(json.dumps(index))
+    result = cli(
+        "run", "--model", str(model), "--prompt", "a fox", "--seeds", "0-7",
+        "--batch-size", "2", "--steps", "2", "--width", "32", "--height", "32",
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "job 1 failed: 0 of 8 images" in result.output
+    with db.sessions() as session:
+        batches = session.scalars(select(Batch).order_by(Batch.id)).all()
+    refused = "CallRefused: StableDiffusionAttendAndExcitePipeline needs token_indices"
+    ran = [b for b in batches if b.attempts]
+    assert ran and all(b.error.startswith(refused) for b in ran)
+    assert len(ran) <= 2  # the first, and the next one already computing beside it
+    assert all(
+        b.status == "failed" and b.error.startswith("not run: the pipeline refused the same")
+        for b in batches
+        if not b.attempts
+    )
 
 
 def test_images_of_another_size_than_the_recipe_fail_the_batch_instead_of_being_recorded():

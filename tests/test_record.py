@@ -373,11 +373,12 @@ def test_numeric_switches_and_variables_are_part_of_the_environment(monkeypatch)
     assert before["cpu_capability"]
 
 
-def test_a_tokenizer_that_cannot_load_is_a_one_line_error_naming_the_model(
+def test_a_tokenizer_class_that_transformers_lacks_is_a_one_line_error_naming_the_model(
     cli: Cli, tmp_path: Path
 ):
     model = tmp_path / "broken-tokenizer"
     shutil.copytree(BUILTIN_DIR / "tiny", model)
+    (model / "tokenizer" / "tokenizer.json").unlink()  # read through transformers' class
     config_path = model / "tokenizer" / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
     config["tokenizer_class"] = "NoSuchTokenizer"
@@ -387,6 +388,17 @@ def test_a_tokenizer_that_cannot_load_is_a_one_line_error_naming_the_model(
     assert result.output.strip().splitlines() == [
         "Error: model: tokenizer/: transformers has no tokenizer class 'NoSuchTokenizer'"
     ]
+
+
+def test_a_damaged_tokenizer_json_is_a_one_line_error_naming_the_model(cli: Cli, tmp_path: Path):
+    model = tmp_path / "half-downloaded"
+    shutil.copytree(BUILTIN_DIR / "tiny", model)
+    tokenizer_json = model / "tokenizer" / "tokenizer.json"
+    tokenizer_json.write_bytes(tokenizer_json.read_bytes()[:500])
+    result = cli("run", "--model", str(model), "--prompt", "a fox")
+    assert result.exit_code == 2
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("Error: model: tokenizer/: tokenizer.json cannot load ("), line
 
 
 def test_a_max_sequence_length_below_the_tokenizers_own_limit_is_the_limit():

@@ -5,13 +5,11 @@ Reads the database only; never imports torch.
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from reprogrid.cli.app import App, BadInput, main, pass_app
-from reprogrid.cli.output import text_lines
-from reprogrid.models import Environment
+from reprogrid.cli.output import json_text, text_lines
+from reprogrid.models.queries import NotFound
 
 
 @main.command()
@@ -34,22 +32,17 @@ def environment(app: App, environment_id: int, as_requirements: bool, fmt: str) 
       reprogrid environment 1
       reprogrid environment 1 --requirements > requirements.txt
     """
-    from reprogrid.worker.environment import requirements
-
-    with app.db.reads() as session:
-        row = session.get(Environment, environment_id)
-        if row is None:
-            raise BadInput(f"environment: no environment {environment_id}")
-        info = {"environment_id": row.id, "fingerprint": row.fingerprint, **row.details}
+    try:
+        info = app.api.environment(environment_id)
+    except NotFound as exc:
+        raise BadInput(f"environment: {exc}") from None
     if as_requirements:
-        if "packages" not in info:
-            raise BadInput(
-                f"requirements: environment {environment_id} was recorded before"
-                " package inventories were kept"
-            )
-        click.echo(requirements(info), nl=False)
+        try:
+            click.echo(app.api.requirements(environment_id), nl=False)
+        except NotFound as exc:  # recorded before package inventories were kept
+            raise BadInput(f"requirements: {exc}") from None
     elif fmt == "json":
-        click.echo(json.dumps(info, indent=2))
+        click.echo(json_text(info))
     else:
         for line in text_lines(info):
             click.echo(line)

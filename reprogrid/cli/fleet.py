@@ -17,7 +17,7 @@ import click
 
 from reprogrid.cli.app import App, BadInput, main, pass_app, pass_reader
 from reprogrid.cli.jobs import run_here
-from reprogrid.cli.output import WORKER_COLUMNS, print_table
+from reprogrid.cli.output import WORKER_COLUMNS, WORKER_DROP_FIRST, json_text, print_table
 from reprogrid.cli.spec_flags import spec_flags, tokenized, validated_spec
 from reprogrid.models.queries import NotFound
 from reprogrid.scheduler.broker import DEFAULT_QUEUE
@@ -275,9 +275,9 @@ def workers(app: App, fmt: str) -> None:
     """
     rows = app.api.workers()
     if fmt == "json":
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json_text(rows))
         return
-    print_table(rows, WORKER_COLUMNS)
+    print_table(rows, WORKER_COLUMNS, WORKER_DROP_FIRST)
     for job_id, stall in _stalls(app).items():
         click.echo(f"job {job_id} {stall}")
 

@@ -17,18 +17,22 @@ import click
 from reprogrid.cli.app import App, BadInput, main, pass_app, pass_reader
 from reprogrid.cli.output import (
     WORKER_COLUMNS,
+    WORKER_DROP_FIRST,
+    console,
     duration_text,
+    json_text,
     print_table,
+    rate_text,
     stdout_console,
     table_of,
     text_lines,
-    write_csv,
     write_json_array,
 )
 from reprogrid.cli.spec_flags import spec_flags, tokenized, validated_spec
 from reprogrid.models.queries import QUERY_COLUMNS, SORT_KEYS, NotFound
 from reprogrid.models.tables import FINISHED
 from reprogrid.models.verifications import VERDICTS
+from reprogrid.review.export import json_default, write_csv
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -115,11 +119,14 @@ def run_here(
     """
     from reprogrid.worker.embedded import RunStopped
 
+    (row,) = _progress_rows(app, job_id)
+    progress = JobProgress(job_id, cells, json_lines=as_json, loading=row["model"])
     try:
-        with stopped_by_signals(), JobProgress(job_id, cells, json_lines=as_json) as progress:
+        with stopped_by_signals(), progress:
             result = app.api.run_job(
                 job_id, device=device, threads=threads, on_batch=progress.advance
             )
+            progress.finish(result.done, result.images_per_second)
     except KeyboardInterrupt:
         _stop(app, job_id, "interrupted", 128 + signal.SIGINT)
     except Stopped as stop:
@@ -133,11 +140,11 @@ def run_here(
             "seconds": round(result.seconds, 3),
             "images_per_second": round(result.images_per_second, 3),
         }
-        click.echo(json.dumps(summary))
+        click.echo(json.dumps(summary, default=json_default))
     else:
         click.echo(
             f"job {job_id} {result.status}: {result.done} of {result.cells} images"
-            f" in {result.seconds:.1f} s ({result.images_per_second:.2f} images/s),"
+            f" in {result.seconds:.1f} s ({rate_text(result.images_per_second)} images/s),"
             f" {result.failed} failed"
         )
     if result.status != "done":
@@ -146,15 +153,25 @@ def run_here(
 
 class JobProgress:
     """Progress of a long command, on stderr: a bar (images done, images/s, ETA) on a
-    terminal, JSON lines with ``json_lines``, nothing otherwise."""
+    terminal, JSON lines with ``json_lines``, nothing otherwise.
+
+    With ``loading`` (a checkpoint reference) the bar says "loading <model>..." until
+    the first images are in, instead of a rate of zero.
+    """
 
     def __init__(
-        self, job_id: int | None, total: int, enabled: bool = True, json_lines: bool = False
+        self,
+        job_id: int | None,
+        total: int,
+        enabled: bool = True,
+        json_lines: bool = False,
+        loading: str | None = None,
     ) -> None:
-        label = "all jobs" if job_id is None else f"job {job_id}"
+        self.label = "all jobs" if job_id is None else f"job {job_id}"
         # rich only for a bar someone sees: a pipe or a file gets none, and no import.
         show = enabled and not json_lines and sys.stderr.isatty()
-        self.bar = _progress_bar(label, total) if show else None
+        waiting = f"loading {loading}..." if loading else ""
+        self.bar = _progress_bar(self.label, total, waiting) if show else None
         self.job_id, self.total, self.json_lines = job_id, total, json_lines
         self.done = 0
         self.started = time.perf_counter()
@@ -175,9 +192,21 @@ class JobProgress:
     def add(self, images: int) -> None:
         """Count ``images`` more images done."""
         self.done += images
-        rate = self.done / max(time.perf_counter() - self.started, 1e-9)
+        self._show(self.done / max(time.perf_counter() - self.started, 1e-9))
+
+    def finish(self, done: int, images_per_second: float) -> None:
+        """End on the figures of the summary line, so that one rate is printed."""
+        self.done = done
+        self._show(images_per_second)
+
+    def _show(self, rate: float) -> None:
         if self.bar is not None:
-            self.bar.update(self.bar.task_ids[0], completed=self.done, rate=rate)
+            self.bar.update(
+                self.bar.task_ids[0],
+                completed=self.done,
+                description=self.label,
+                rate=f"{rate_text(rate)} images/s",
+            )
         if self.json_lines:
             line = {
                 "event": "progress",
@@ -202,9 +231,8 @@ def _stop(app: App, job_id: int, why: str, exit_code: int) -> NoReturn:
     sys.exit(exit_code)
 
 
-def _progress_bar(label: str, total: int) -> Progress:
-    """A rich bar on stderr: images done, images/s, time left."""
-    from rich.console import Console
+def _progress_bar(label: str, total: int, waiting: str) -> Progress:
+    """A rich bar on stderr: images done, images/s (``waiting`` until the first), time left."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -214,14 +242,14 @@ def _progress_bar(label: str, total: int) -> Progress:
     )
 
     bar = Progress(
-        TextColumn(label),
+        TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:.2f} images/s"),
+        TextColumn("{task.fields[rate]}"),
         TimeRemainingColumn(),
-        console=Console(stderr=True),
+        console=console(sys.stderr),
     )
-    bar.add_task("cells", total=total, rate=0.0)
+    bar.add_task(label, total=total, rate=waiting)
     return bar
 
 
@@ -233,18 +261,16 @@ def _progress_rows(app: App, job_id: int | None) -> list[dict[str, Any]]:
 
 
 JOB_COLUMNS = [
-    "job_id",
-    "name",
-    "status",
-    "cells",
-    "done",
-    "failed",
-    "queued",
-    "running",
-    "cancelled",
-    "eta",
-    "model",
+    *("job_id", "name", "status", "cells", "done", "failed", "queued", "running"),
+    *("cancelled", "images/s", "eta", "model"),
 ]
+# Left out first, in this order, where a terminal is too narrow for all of them.
+JOB_DROP_FIRST = ["cancelled", "queued", "running", "name", "model"]
+QUERY_TABLE_COLUMNS = [
+    *("image_id", "job_id", "status", "prompt", "seed", "params"),
+    *("pixel_sha256", "truncated", "nsfw"),
+]
+QUERY_DROP_FIRST = ["nsfw", "truncated", "job_id", "pixel_sha256"]
 
 
 @main.command()
@@ -279,7 +305,7 @@ def status(app: App, job: int | None, fmt: str, watch: bool, interval: float) ->
     if fmt == "json":
         if watch:
             raise BadInput("watch: --watch draws tables; leave out --format json")
-        click.echo(json.dumps(_progress_rows(app, job), indent=2))
+        click.echo(json_text(_progress_rows(app, job)))
     elif watch:
         _watch_status(app, job, interval)
     else:
@@ -289,15 +315,27 @@ def status(app: App, job: int | None, fmt: str, watch: bool, interval: float) ->
 def _status_tables(app: App, job: int | None) -> Group:
     """The jobs table, and the live workers' below it when there are any."""
     from rich.console import Group
+    from rich.text import Text
 
     rows = _progress_rows(app, job)
     for row in rows:
         row["eta"] = row["stalled"] or duration_text(row["eta_seconds"])
+        row["images/s"] = rate_text(row["images_per_second"])
     workers = app.api.workers()
-    tables = [table_of(rows, JOB_COLUMNS)]
+    tables: list[Any] = [table_of(rows, JOB_COLUMNS, JOB_DROP_FIRST)]
+    tables += [Text(line) for row in rows if (line := _retrying_text(row))]
     if workers:
-        tables.append(table_of(workers, WORKER_COLUMNS))
+        tables.append(table_of(workers, WORKER_COLUMNS, WORKER_DROP_FIRST))
     return Group(*tables)
+
+
+def _retrying_text(row: dict[str, Any]) -> str | None:
+    """ "job 1: 2 batches to run again after: OSError: ... No space left on device"."""
+    if not row["retrying"] or row["status"] in FINISHED:
+        return None
+    batches = "1 batch" if row["retrying"] == 1 else f"{row['retrying']} batches"
+    error = (row["retry_error"] or "").splitlines()[0] if row["retry_error"] else "an error"
+    return f"job {row['job_id']}: {batches} to run again after {error}"
 
 
 def _watch_status(app: App, job: int | None, interval: float) -> None:
@@ -375,15 +413,9 @@ def query(app: App, fmt: str, **filters: Any) -> None:
     if fmt == "json":
         write_json_array(rows)
     elif fmt == "csv":
-        write_csv(rows, QUERY_COLUMNS)
+        write_csv(rows, QUERY_COLUMNS, sys.stdout)
     else:
-        print_table(
-            list(rows),
-            [
-                *("image_id", "job_id", "status", "prompt", "seed", "params"),
-                *("pixel_sha256", "truncated", "nsfw"),
-            ],
-        )
+        print_table(list(rows), QUERY_TABLE_COLUMNS, QUERY_DROP_FIRST)
 
 
 DURATION_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}

@@ -5,19 +5,16 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TextIO
 
 import click
 
 from reprogrid.cli.app import App, BadInput, main, pass_app, pass_reader
 from reprogrid.cli.jobs import JobProgress, run_here, run_options
-from reprogrid.cli.output import write_csv, write_json_lines
 from reprogrid.cli.spec_flags import parse_setting
-from reprogrid.models import Job
 from reprogrid.models.queries import NotFound
-from reprogrid.review.layout import ReviewError, job_sheets
+from reprogrid.review.layout import ReviewError
 from reprogrid.scheduler.spec import SpecError
 
 
@@ -61,11 +58,8 @@ def grid(
       reprogrid grid 1 -o sheet.png
       reprogrid grid 1 -o sheet.png --rows guidance_scale --cols seed --thumb 128
     """
-    from reprogrid.review.sheet import write_sheets
-
-    with _review_errors(), app.db.reads() as session:
-        sheets = job_sheets(session, job, app.settings.store, rows, cols)
-        paths = write_sheets(session, sheets, app.settings.store, output, thumb)
+    with _review_errors():
+        paths = app.api.grid(job, output, rows=rows, cols=cols, thumb=thumb)
     for path in paths:
         click.echo(str(path))
 
@@ -125,23 +119,18 @@ def report(
     Example:
       reprogrid report 1 -o report-1 && xdg-open report-1/index.html
     """
-    from reprogrid.review.export import count_images
-    from reprogrid.review.report import write_report
-
-    with _review_errors(), app.db.reads() as session:
-        if session.get(Job, job) is None:
-            raise NotFound(f"no job {job}")
-        with JobProgress(job, count_images(session, job), json_lines=as_json) as progress:
-            written = write_report(
-                session,
-                job,
-                app.settings.store,
-                output,
-                thumb,
-                page_tiles,
-                standalone,
-                on_images=progress.add,
-            )
+    with (
+        _review_errors(),
+        JobProgress(job, _images_of(app, job), json_lines=as_json) as progress,
+    ):
+        written = app.api.report(
+            job,
+            output,
+            thumb=thumb,
+            page_tiles=page_tiles,
+            standalone=standalone,
+            on_images=progress.add,
+        )
     if written.absolute_links and not standalone:
         click.echo(
             f"report: {written.absolute_links} images have no relative path from {output}"
@@ -179,26 +168,28 @@ def export(
       reprogrid export 1 --format csv -o job1.csv
       reprogrid export --all --format jsonl > images.jsonl
     """
-    from reprogrid.review.export import EXPORT_COLUMNS, count_images, image_rows
-
     if (job is None) != all_jobs:
         raise BadInput("job: give a job id or --all (not both)")
-    with app.db.reads() as session:
-        if job is not None and session.get(Job, job) is None:
-            raise BadInput(f"job: no job {job}")
-        total = count_images(session, job)
-        to_terminal = output is None and sys.stdout.isatty()
-        opened = _opened(output) if output else None
-        with (
-            _written(output),
-            opened or contextlib.nullcontext() as out,
-            JobProgress(job, total, enabled=not to_terminal, json_lines=as_json) as progress,
-        ):
-            rows = _counted(image_rows(session, app.settings.store, job), progress)
-            if fmt == "csv":
-                write_csv(rows, EXPORT_COLUMNS, out)
-            else:
-                write_json_lines(rows, out)
+    total = _images_of(app, job)
+    to_terminal = output is None and sys.stdout.isatty()
+    with (
+        _written(output),
+        JobProgress(job, total, enabled=not to_terminal, json_lines=as_json) as progress,
+    ):
+        if output is None:
+            app.api.export(sys.stdout, job, fmt=fmt, on_rows=progress.add)
+        else:
+            _check_writable(output)
+            app.api.export(output, job, fmt=fmt, on_rows=progress.add)
+
+
+def _images_of(app: App, job: int | None) -> int:
+    """How many images the job has (None: every job); a job that does not exist is bad
+    input."""
+    try:
+        return app.api.count_images(job)
+    except NotFound as exc:
+        raise BadInput(f"job: {exc}") from None
 
 
 @contextlib.contextmanager
@@ -211,22 +202,13 @@ def _written(output: Path | None) -> Iterator[None]:
         raise click.ClickException(f"output: cannot write {where}: {exc.strerror}") from None
 
 
-def _opened(output: Path) -> TextIO:
+def _check_writable(output: Path) -> None:
+    """An output file that cannot be opened (a missing folder, no permission) is bad input,
+    found before anything is read."""
     try:
-        return output.open("w", newline="", encoding="utf-8")
+        output.open("a").close()
     except OSError as exc:
         raise BadInput(f"output: cannot write {str(output)!r}: {exc.strerror}") from None
-
-
-def _counted(rows: Iterable[dict[str, Any]], progress: JobProgress) -> Iterator[dict[str, Any]]:
-    """Pass rows on, counting them into the progress every thousand rows and at the end."""
-    count = 0
-    for count, row in enumerate(rows, 1):
-        yield row
-        if count % 1000 == 0:
-            progress.add(1000)
-    if count % 1000:
-        progress.add(count % 1000)
 
 
 @main.command()

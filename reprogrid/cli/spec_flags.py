@@ -42,9 +42,13 @@ def _scalar(text: str) -> Any:
 SPEC_FLAGS: list[Callable[[Callable], Callable]] = [
     click.option("--name", help="Job name."),
     click.option(
-        "--model", help="builtin:tiny, builtin:tiny-ddpm, a local folder or a cached hub id."
+        "--model",
+        help="builtin:tiny, a local folder, a cached hub id or a single .safetensors file.",
     ),
     click.option("--revision", help="Hub revision of the model."),
+    click.option(
+        "--config", help="Diffusers folder (or builtin:NAME) a single-file model is read with."
+    ),
     click.option("--sampler", help="Diffusers scheduler class, e.g. EulerDiscreteScheduler."),
     click.option("--prompt", "prompts", multiple=True, help="A prompt (repeat for several)."),
     click.option("--prompts-file", help="UTF-8 file with one prompt per line."),

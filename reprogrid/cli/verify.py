@@ -25,8 +25,6 @@ from reprogrid.models.verifications import (
     PASSING,
     REGENERATION_VERDICTS,
     VERDICTS,
-    environment_details,
-    verification_summary,
     worker_queue,
 )
 
@@ -67,14 +65,6 @@ def replay_options(command: Callable) -> Callable:
     for option in reversed(REPLAY_OPTIONS):
         command = option(command)
     return command
-
-
-def _replay(flags: dict[str, Any]) -> Any:
-    from reprogrid.worker.execute import pick_device
-    from reprogrid.worker.regenerate import Replay
-
-    device = flags["device"]
-    return Replay(**{**flags, "device": pick_device(device) if device else None})
 
 
 @main.command()
@@ -118,7 +108,7 @@ def regenerate(
     from reprogrid.worker.store import encode_png
 
     try:
-        result = app.api.regenerate(image, _replay(replay_flags))
+        result = app.api.regenerate(image, **replay_flags)
     except NotFound as exc:
         raise BadInput(f"image: {exc}") from None
     except ReplayError as exc:
@@ -291,8 +281,8 @@ def verify(
             queue = _worker_queue(session, worker_name) if worker_name else "default"
         _queue(app, images, queue, _stored_replay(replay_flags), fmt)
         return
-    replay = None if files_only else _replay(replay_flags)
-    rows = app.api.verify(images=images, replay=replay, files_only=files_only)
+    how = {} if files_only else replay_flags
+    rows = app.api.verify(images=images, files_only=files_only, **how)
     _report(rows, fmt, files_only, replay_flags["tolerance"])
     sys.exit(0 if all(row["verdict"] in PASSING for row in rows) else 1)
 
@@ -417,18 +407,9 @@ def verifications(app: App, job: int | None, fmt: str, everything: bool) -> None
       reprogrid verifications
       reprogrid verifications --job 1 --format json
     """
-    from reprogrid.worker.environment import differences
-
-    with app.db.sessions() as session:
-        rows = verification_summary(session, job)
-        ids = {r["original_env"] for r in rows} | {r["verifier_env"] for r in rows}
-        details = environment_details(session, ids)
+    rows = app.api.verifications(job)
     for row in rows:
-        original = details[row["original_env"]]
-        verifier = details[row["verifier_env"]]
-        row["original_device"] = original["device_name"]
-        row["verifier_device"] = verifier["device_name"]
-        found = differences(original, verifier)
+        found = row.pop("differences")
         row["differs_in"] = ", ".join(found) if everything else _ranked_names(found)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2))

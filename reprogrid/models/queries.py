@@ -37,6 +37,7 @@ from reprogrid.models.calls import for_image
 from reprogrid.models.recipes import recipe_of
 from reprogrid.models.tables import (
     FINISHED,
+    PENDING,
     Batch,
     Cell,
     Checkpoint,
@@ -367,20 +368,34 @@ def job_progress(session: Session, job_id: int | None = None) -> list[dict[str, 
                 "status": job.status,
                 "priority": job.priority,
                 "queue": job.queue,
-                "not_before": job.not_before.isoformat() if job.not_before else None,
+                "not_before": job.not_before,
                 "cells": job.cell_count,
                 **{
                     s: counts.get(s, 0)
                     for s in ("queued", "running", "done", "failed", "cancelled")
                 },
-                "created_at": job.created_at.isoformat(),
-                "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+                "created_at": job.created_at,
+                "finished_at": job.finished_at,
                 **_throughput(session, job, counts.get("queued", 0) + counts.get("running", 0)),
+                **_retrying(session, job.id),
             }
         )
     if job_id is not None and not rows:
         raise NotFound(f"no job {job_id}")
     return rows
+
+
+def _retrying(session: Session, job_id: int) -> dict[str, Any]:
+    """How many of the job's batches wait to run again after a failed attempt, and the
+    latest of their errors (a full disk, a lost database): what an overnight run is
+    waiting out."""
+    waiting = (Batch.job_id == job_id, Batch.status == PENDING, Batch.error.is_not(None))
+    count = session.scalar(select(func.count()).select_from(Batch).where(*waiting))
+    error = None
+    if count:
+        latest = select(Batch.error).where(*waiting).order_by(Batch.retry_at.desc()).limit(1)
+        error = session.scalar(latest)
+    return {"retrying": count, "retry_error": error}
 
 
 def _throughput(session: Session, job: Job, remaining: int) -> dict[str, float | None]:
@@ -437,7 +452,7 @@ def live_workers(session: Session, now: datetime | None = None) -> list[dict[str
                 "checkpoints": sorted(checkpoints),
                 "checkpoint_loads": worker.checkpoint_loads,
                 "heartbeat_seconds_ago": round((now - worker.heartbeat_at).total_seconds(), 1),
-                "started_at": worker.started_at.isoformat(),
+                "started_at": worker.started_at,
                 # "consuming", or why not (a dead broker connection, another fleet's message)
                 "state": worker.state or "consuming",
             }

@@ -4,16 +4,19 @@ One row per image: the image and its cell, every field of its recipe as a
 column of its own, its batch, environment and checkpoint, and the verdict of
 its latest verification. Rows are read ``yield_per`` at a time (a server-side
 cursor on PostgreSQL) and handed on as they come, so memory stays flat however
-many images a job has.
+many images a job has. Rows hold Python values (``created_at`` a UTC datetime);
+the writers here turn them into CSV or JSON lines.
 """
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
@@ -23,6 +26,10 @@ from reprogrid.models.queries import image_path
 from reprogrid.models.recipes import recipe_text, with_base
 
 STREAM_ROWS = 1000
+FORMATS = ("csv", "jsonl")
+# A CSV cell starting with one of these is a formula to spreadsheet programs (OWASP's
+# "CSV injection"): export writes it with a leading ' so it is shown as text.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 # Every field of a recipe (scheduler.grid.base_recipe plus prompt and seed).
 RECIPE_COLUMNS = (
     "prompt",
@@ -134,5 +141,75 @@ def image_rows(
         recipe = json.loads(recipe_text(*sources))
         record |= {name: recipe.get(name) for name in RECIPE_COLUMNS}
         record["path"] = image_path(record.pop("store"), record["path"], store)
-        record["created_at"] = record["created_at"].isoformat()
         yield {name: record[name] for name in EXPORT_COLUMNS}
+
+
+def write_rows(
+    rows: Iterable[dict[str, Any]],
+    fmt: str,
+    out: TextIO,
+    on_rows: Callable[[int], None] | None = None,
+) -> int:
+    """Write image rows as ``csv`` (``EXPORT_COLUMNS``) or ``jsonl``; return how many.
+
+    ``on_rows`` hears of every thousand rows written, and of the rest at the end.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format: {fmt!r} is not one of {', '.join(FORMATS)}")
+    counted = _Counted(rows, on_rows or (lambda _n: None))
+    if fmt == "csv":
+        write_csv(counted, EXPORT_COLUMNS, out)
+    else:
+        write_json_lines(counted, out)
+    return counted.count
+
+
+class _Counted(Iterator[dict[str, Any]]):
+    """Rows passed on, counted into ``tell`` every ``STREAM_ROWS`` rows and at the end."""
+
+    def __init__(self, rows: Iterable[dict[str, Any]], tell: Callable[[int], None]) -> None:
+        self.rows, self.tell, self.count = iter(rows), tell, 0
+
+    def __next__(self) -> dict[str, Any]:
+        try:
+            row = next(self.rows)
+        except StopIteration:
+            if self.count % STREAM_ROWS:
+                self.tell(self.count % STREAM_ROWS)
+            raise
+        self.count += 1
+        if self.count % STREAM_ROWS == 0:
+            self.tell(STREAM_ROWS)
+        return row
+
+
+def json_default(value: Any) -> Any:
+    """What ``json.dumps`` writes for the values rows hold beyond JSON's: ISO 8601 times."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def write_json_lines(rows: Iterable[dict[str, Any]], out: TextIO) -> None:
+    """Stream rows as JSON lines."""
+    for row in rows:
+        out.write(json.dumps(row, default=json_default) + "\n")
+
+
+def write_csv(rows: Iterable[dict[str, Any]], columns: Iterable[str], out: TextIO) -> None:
+    """Stream rows as CSV; nested values are written as JSON, times as ISO 8601."""
+    writer = csv.DictWriter(out, fieldnames=list(columns))
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: _csv_cell(v) for k, v in row.items()})
+
+
+def _csv_cell(value: Any) -> Any:
+    """Nested values as JSON; text a spreadsheet would run as a formula starts with ``'``."""
+    if isinstance(value, dict | list):
+        value = json.dumps(value)
+    elif isinstance(value, datetime):
+        value = value.isoformat()
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value

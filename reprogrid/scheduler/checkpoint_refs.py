@@ -10,15 +10,21 @@ names has its folder, its config (``config.json`` for a model, the scheduler's,
 tokenizer's or processor's own config otherwise) and, for a model, a weights
 file (every shard a ``*.index.json`` lists). A partial copy or download is
 refused when the spec is validated, not discovered by a worker at run time.
+
+A model may also be one ``.safetensors`` file in the original LDM layout (A1111,
+Civitai), read with ``config``: a diffusers folder of the same architecture
+(``reprogrid.scheduler.single_file``). Its ref's ``path`` is then the config
+folder, where every config is read, and ``file`` the single file.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from reprogrid.families import CheckpointConfigs, Family, default_size, family_for
+from reprogrid.scheduler import single_file
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
 BUILTIN_PREFIX = "builtin:"
@@ -41,6 +47,10 @@ class CheckpointIncomplete(CheckpointNotFound):
     """The model's folder lacks a component's config or weights: it cannot load."""
 
 
+class ConfigNotFound(CheckpointNotFound):
+    """A single file's ``config`` is missing or names no diffusers pipeline folder."""
+
+
 @dataclass(frozen=True)
 class CheckpointRef:
     """A model reference resolved to a local directory and read from its configs."""
@@ -56,6 +66,12 @@ class CheckpointRef:
     configs: CheckpointConfigs = field(
         default_factory=lambda: CheckpointConfigs({}, {}, {}), compare=False
     )
+    # A single-file checkpoint: the file, and its config as the spec names it
+    # (``path`` is then the config's folder).
+    file: Path | None = None
+    config: str | None = None
+    # Components whose weights the single file holds (their folder's weights are unused).
+    replaced: frozenset[str] = frozenset()
 
     @property
     def family(self) -> Family:
@@ -78,14 +94,60 @@ def looks_like_path(model: str) -> bool:
     return model.startswith(("/", ".", "~")) or model.count("/") > 1 or "\\" in model
 
 
-def resolve_checkpoint(model: str, revision: str | None = None) -> CheckpointRef:
+def resolve_checkpoint(
+    model: str, revision: str | None = None, config: str | None = None
+) -> CheckpointRef:
     """Find the model's directory on this machine and read its configs.
 
-    For a hub id the returned ``revision`` is the snapshot's commit hash.
+    For a hub id the returned ``revision`` is the snapshot's commit hash. A
+    single file is read with ``config`` (:func:`resolve_single_file`).
     """
+    if single_file.is_single_file(model):
+        return resolve_single_file(model, revision, config)
     path, pinned = _locate(model, revision)
     check_complete(model, path)
     return read_checkpoint(model, pinned, path)
+
+
+def resolve_single_file(model: str, revision: str | None, config: str | None) -> CheckpointRef:
+    """A single ``.safetensors`` checkpoint, read with the diffusers folder ``config`` names.
+
+    Raises CheckpointNotFound, in one line, for a missing file, another format,
+    no config, a config that is no complete diffusers pipeline, or a file whose
+    tensors do not fit the config's architecture.
+    """
+    path = Path(model).expanduser()
+    if not path.is_file():
+        raise CheckpointNotFound(f"no such file {model!r}")
+    if path.suffix.lower() != single_file.SINGLE_FILE_SUFFIX:
+        convert = f" (convert a {path.suffix} file to safetensors first)" if path.suffix else ""
+        raise CheckpointNotFound(
+            f"{model!r}: single-file checkpoints are read as .safetensors only{convert}"
+        )
+    if config is None:
+        raise ConfigNotFound(
+            f"{model!r} is a single file: set config to a diffusers pipeline folder of the same"
+            " architecture (reprogrid ships no bundled family configs)"
+        )
+    if single_file.is_single_file(config):
+        raise ConfigNotFound(f"{config!r} is a file, not a diffusers pipeline folder")
+    try:
+        folder, _ = _locate(config, None)
+    except CheckpointNotFound as exc:
+        raise ConfigNotFound(str(exc)) from None
+    try:
+        keys = single_file.read_header(path)
+        index = _read_json(folder / "model_index.json")
+        single_file.check_fits(model, config, folder, index, keys)
+    except single_file.SingleFileError as exc:
+        raise CheckpointNotFound(str(exc)) from None
+    replaced = frozenset(single_file.replaced_components(index, keys))
+    try:
+        check_complete(config, folder, replaced)
+    except CheckpointIncomplete as exc:
+        raise ConfigNotFound(str(exc)) from None
+    ref = read_checkpoint(model, revision, folder)
+    return replace(ref, file=path.resolve(), config=config, replaced=replaced)
 
 
 def locate_checkpoint(model: str, revision: str | None) -> Path:
@@ -132,13 +194,21 @@ def _hub_cache_dir(model: str, revision: str | None) -> Path:
     )
 
 
-def check_complete(model: str, path: Path) -> None:
-    """Raise CheckpointIncomplete naming each component of ``path`` that cannot load."""
+def check_complete(model: str, path: Path, replaced: frozenset[str] | None = None) -> None:
+    """Raise CheckpointIncomplete naming each component of ``path`` that cannot load.
+
+    For the config of a single file, ``replaced`` names the components the file
+    holds the weights of: they need only their config (and those diffusers does
+    not load from a single file, nothing).
+    """
     index = _read_json(path / "model_index.json")
+    skipped = single_file.SKIPPED_COMPONENTS if replaced is not None else ()
     problems = [
         problem
         for name, entry in sorted(index.items())
-        if _is_component(name, entry) and (problem := _component_problem(path / name, entry[1]))
+        if _is_component(name, entry)
+        and name not in skipped
+        and (problem := _component_problem(path / name, entry[1], name in (replaced or ())))
     ]
     if problems:
         raise CheckpointIncomplete(
@@ -156,8 +226,9 @@ def _is_component(name: str, entry: object) -> bool:
     )
 
 
-def _component_problem(folder: Path, class_name: str) -> str | None:
-    """What keeps the component in ``folder`` from loading, or None."""
+def _component_problem(folder: Path, class_name: str, replaced: bool = False) -> str | None:
+    """What keeps the component in ``folder`` from loading, or None (``replaced``: from
+    a single file, so only its config is needed)."""
     if not folder.is_dir():
         return f"{folder.name}/ is missing"
     configs = next((c for part, c in OTHER_CONFIGS.items() if part in class_name), None)
@@ -166,7 +237,7 @@ def _component_problem(folder: Path, class_name: str) -> str | None:
         return None if found else f"{folder.name}/{configs[0]} is missing"
     if not (folder / "config.json").is_file():
         return f"{folder.name}/config.json is missing"
-    return _weights_problem(folder)
+    return None if replaced else _weights_problem(folder)
 
 
 def _weights_problem(folder: Path) -> str | None:

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 from reprogrid.models.recipes import canonical_json, rebuilt_recipe
 from reprogrid.scheduler.seeds import SeedRanges
+from reprogrid.scheduler.single_file import is_single_file
 from reprogrid.scheduler.spec import JobSpec, spec_sampler
 
 RECIPE_VERSION = 1
@@ -82,6 +83,8 @@ def base_recipe(spec: JobSpec, params: dict[str, Any]) -> dict[str, Any]:
     if spec.safety_checker is not None:
         recipe["safety_checker"] = spec.safety_checker
     recipe.update(params)
+    if spec.config is not None and is_single_file(recipe["model"]):
+        recipe["config"] = spec.config  # a single file's configs, tokenizer and other weights
     if "adapter_scale" in recipe:  # an axis value: every adapter at that scale
         scale = recipe.pop("adapter_scale")
         recipe["adapters"] = [dict(a, scale=scale) for a in recipe["adapters"]]

@@ -28,10 +28,12 @@ from reprogrid.families import (
 from reprogrid.scheduler.checkpoint_refs import (
     CheckpointNotFound,
     CheckpointRef,
+    ConfigNotFound,
     has_safety_checker,
     resolve_checkpoint,
 )
 from reprogrid.scheduler.seeds import SeedError, SeedRanges, parse_seeds
+from reprogrid.scheduler.single_file import is_single_file
 
 # Samplers that refuse more inference steps than the timesteps the checkpoint
 # was trained on (tests/test_spec.py checks this list against diffusers).
@@ -68,6 +70,7 @@ SPEC_FIELDS = frozenset(
         "name",
         "model",
         "revision",
+        "config",
         "sampler",
         "prompts",
         "prompts_file",
@@ -141,6 +144,8 @@ class JobSpec:
     model_samplers: dict[str, str | None] = field(default_factory=dict)
     # whether the checkpoint's safety checker runs; None: the checkpoint has none
     safety_checker: bool | None = None
+    # the diffusers folder a single-file model is read with (as written in the spec)
+    config: str | None = None
 
     @property
     def cell_count(self) -> int:
@@ -261,6 +266,7 @@ def validate_spec(
         family_fields=_family_fields(raw, checkpoint),
         adapters=_adapters(raw.get("adapters", []), base_dir or Path.cwd(), checkpoint),
         safety_checker=_safety_checker(raw, checkpoint),
+        config=_config(raw, checkpoints),
     )
     _check_same_defaults(raw, checkpoints)
     if "sampler" not in raw and "sampler" not in spec.axes:
@@ -286,8 +292,19 @@ def _checkpoints(raw: Mapping[str, Any], axes: Mapping[str, Any]) -> list[Checkp
         _string(raw, "model", "builtin:tiny", MAX_MODEL_LENGTH)
     ]
     revisions = _axis_strings(axes, "revision") or [_optional_string(raw, "revision")]
+    config = _optional_string(raw, "config")
     where = "axes.model" if "model" in axes else "model"
-    return [_checkpoint(m, r, where) for m in models for r in revisions]
+    return [_checkpoint(m, r, where, config) for m in models for r in revisions]
+
+
+def _config(raw: Mapping[str, Any], checkpoints: list[CheckpointRef]) -> str | None:
+    """The spec's ``config``, refused unless a model is a single file."""
+    config = _optional_string(raw, "config")
+    if config is not None and not any(c.file for c in checkpoints):
+        raise SpecError(
+            "config", "only a single-file model (.safetensors) is read with a config folder"
+        )
+    return config
 
 
 def _axis_strings(axes: Mapping[str, Any], name: str) -> list[str] | None:
@@ -531,12 +548,19 @@ def _check_step_limit(spec: JobSpec, checkpoint: CheckpointRef) -> None:
 def _safety_checker(raw: Mapping[str, Any], checkpoint: CheckpointRef) -> bool | None:
     """Whether to run the checkpoint's safety checker (on unless turned off); None without one."""
     wanted = _bool(raw.get("safety_checker", True), "safety_checker")
-    return wanted if has_safety_checker(checkpoint.path) else None
+    # diffusers' from_single_file loads no safety checker, whatever the config folder holds.
+    return wanted if checkpoint.file is None and has_safety_checker(checkpoint.path) else None
 
 
-def _checkpoint(model: str, revision: str | None, where: str = "model") -> CheckpointRef:
+def _checkpoint(
+    model: str, revision: str | None, where: str = "model", config: str | None = None
+) -> CheckpointRef:
+    if revision is not None and is_single_file(model):
+        raise SpecError("revision", f"{model}: a single file has no revision (a hub id has)")
     try:
-        checkpoint = resolve_checkpoint(model, revision)
+        checkpoint = resolve_checkpoint(model, revision, config)
+    except ConfigNotFound as exc:
+        raise SpecError("config", str(exc)) from None
     except CheckpointNotFound as exc:
         raise SpecError(where, str(exc)) from None
     if why := families.not_text_to_image(checkpoint.pipeline_class):
@@ -674,6 +698,12 @@ def _file_prompts(lines: Iterable[str]) -> Iterator[str]:
 def _negative_prompt(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise SpecError(name, f"expected a string, got {value!r}")
+    if len(value) > MAX_PROMPT_LENGTH:
+        raise SpecError(
+            name,
+            f"the negative prompt has {len(value)} characters, more than the limit of"
+            f" {MAX_PROMPT_LENGTH}",
+        )
     _refuse_control_characters(value, name, "the negative prompt")
     return value
 

@@ -6,8 +6,16 @@ pixels. Each distinct prompt and negative prompt of a job is tokenized once,
 with every tokenizer of the checkpoint (``tokenizer/``, ``tokenizer_2/``,
 ``tokenizer_3/``), each against its own limit: the tokenizer's
 ``model_max_length``, or the job's ``max_sequence_length`` where that is lower
-(the T5 encoders of SD3, Flux and PixArt). The tokenizer classes of
-transformers load through the ``tokenizers`` package: no torch.
+(the T5 encoders of SD3, Flux and PixArt).
+
+A tokenizer saved with its ``tokenizer.json`` (what transformers writes for
+every fast tokenizer) is read by the ``tokenizers`` package alone: that file
+holds the whole pipeline transformers runs (normalizer, pre-tokenizer, model,
+special tokens), so the counts are transformers' own, without its import (over
+a second of ``submit``). A tokenizer without one, or whose config sets an
+option transformers applies on top of the file when it loads
+(``LOAD_TIME_OPTIONS``), goes through transformers' tokenizer class. Neither
+imports torch.
 """
 
 from __future__ import annotations
@@ -105,30 +113,29 @@ def tokenize_texts(
 
     None when the checkpoint has no tokenizer (an unconditional pipeline).
     """
-    tokenizers = {
-        name: _tokenizer(checkpoint / name)
+    counters = {
+        name: token_counter(checkpoint / name)
         for name in TOKENIZER_FOLDERS
         if (checkpoint / name / "tokenizer_config.json").is_file()
     }
-    if not tokenizers:
+    if not counters:
         return None
-    limits = {name: _limit(t, max_sequence_length) for name, t in tokenizers.items()}
+    limits = {name: c.limit(max_sequence_length) for name, c in counters.items()}
     distinct = list(dict.fromkeys(texts))
-    lengths = {name: _lengths(tokenizer, distinct) for name, tokenizer in tokenizers.items()}
+    lengths = {name: _lengths(counter, distinct) for name, counter in counters.items()}
     counts = []
     for index, (role, text) in enumerate(distinct):
-        tokens = {name: lengths[name][index] for name in tokenizers}
-        cut_by = tuple(name for name in tokenizers if tokens[name] > limits[name])
+        tokens = {name: lengths[name][index] for name in counters}
+        cut_by = tuple(name for name in counters if tokens[name] > limits[name])
         counts.append(TokenCount(role, text, tokens, cut_by))
     return TokenReport(limits, counts)
 
 
-def _lengths(tokenizer: Any, texts: list[tuple[str, str]]) -> list[int]:
+def _lengths(counter: TokenCounter, texts: list[tuple[str, str]]) -> list[int]:
     """How many tokens each text takes, tokenized ``TOKENIZE_CHUNK`` texts at a time."""
     lengths: list[int] = []
     for start in range(0, len(texts), TOKENIZE_CHUNK):
-        chunk = [text for _, text in texts[start : start + TOKENIZE_CHUNK]]
-        lengths += map(len, tokenizer(chunk)["input_ids"])
+        lengths += counter.count([text for _, text in texts[start : start + TOKENIZE_CHUNK]])
     return lengths
 
 
@@ -139,12 +146,58 @@ def spec_texts(spec: Any) -> list[tuple[str, str]]:
     return pairs + [(NEGATIVE_PROMPT, n) for n in negatives if n]
 
 
+# Options of tokenizer_config.json that transformers' tokenizer classes apply on top of
+# tokenizer.json when they load (rebuilding its post-processor or pre-tokenizer).
+LOAD_TIME_OPTIONS = frozenset(
+    {"add_bos_token", "add_eos_token", "add_prefix_space", "do_lower_case", "legacy"}
+)
+# transformers' model_max_length when a tokenizer config names none: no limit.
+NO_LIMIT = int(1e30)
+
+
+@dataclass(frozen=True)
+class TokenCounter:
+    """One tokenizer folder: how many tokens texts take, and its ``model_max_length``."""
+
+    count: Callable[[list[str]], list[int]]
+    model_max_length: int
+
+    def limit(self, max_sequence_length: int | None) -> int:
+        """Tokens its text encoder reads: the job's ``max_sequence_length`` where lower."""
+        if max_sequence_length is None:
+            return self.model_max_length
+        return min(self.model_max_length, max_sequence_length)
+
+
 @functools.cache
-def _tokenizer(folder: Path) -> Any:
-    """The tokenizer saved in ``folder``, by the class its config names (loaded once)."""
+def token_counter(folder: Path) -> TokenCounter:
+    """The tokenizer saved in ``folder``, read from its ``tokenizer.json`` where that is
+    the whole of it, else by the transformers class its config names (loaded once)."""
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    if (folder / "tokenizer.json").is_file() and not LOAD_TIME_OPTIONS & config.keys():
+        return _file_counter(folder, config)
+    return _transformers_counter(folder, config)
+
+
+def _file_counter(folder: Path, config: dict[str, Any]) -> TokenCounter:
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as exc:  # the tokenizers package raises plain Exceptions
+        raise TokenizerError(f"{folder.name}/: tokenizer.json cannot load ({exc})") from None
+    tokenizer.no_truncation()  # counting tokens past the limit is the point
+    tokenizer.no_padding()
+
+    def count(texts: list[str]) -> list[int]:
+        return [len(e.ids) for e in tokenizer.encode_batch_fast(texts, add_special_tokens=True)]
+
+    return TokenCounter(count, int(config.get("model_max_length") or NO_LIMIT))
+
+
+def _transformers_counter(folder: Path, config: dict[str, Any]) -> TokenCounter:
     import transformers
 
-    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
     name = config.get("tokenizer_class") or "PreTrainedTokenizerFast"
     cls = getattr(transformers, name, None) or getattr(
         transformers, name.removesuffix("Fast"), None
@@ -157,14 +210,11 @@ def _tokenizer(folder: Path) -> Any:
         raise TokenizerError(f"{folder.name}/: {name} cannot load ({exc})") from None
     # Counting tokens past the limit is the point: silence "sequence length is longer".
     tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
-    return tokenizer
 
+    def count(texts: list[str]) -> list[int]:
+        return list(map(len, tokenizer(texts)["input_ids"]))
 
-def _limit(tokenizer: Any, max_sequence_length: int | None) -> int:
-    limit = tokenizer.model_max_length
-    if max_sequence_length is not None:
-        limit = min(limit, max_sequence_length)
-    return int(limit)
+    return TokenCounter(count, int(tokenizer.model_max_length))
 
 
 def tokenize_spec(spec: Any) -> TokenReport | None:
@@ -181,7 +231,7 @@ def tokenize_spec(spec: Any) -> TokenReport | None:
     models = spec.axes.get("model", (spec.model,))
     revisions = spec.axes.get("revision", (spec.revision,))
     reports = [
-        tokenize_texts(resolve_checkpoint(model, revision).path, texts, limit)
+        tokenize_texts(resolve_checkpoint(model, revision, spec.config).path, texts, limit)
         for model in models
         for revision in revisions
     ]

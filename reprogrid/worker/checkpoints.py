@@ -39,6 +39,18 @@ class CheckpointIdentity:
     revision: str | None
     sha256: str
     files: dict[str, str]
+    single_file: str | None = None  # the key in ``files`` of a single-file checkpoint's file
+
+    @property
+    def a1111_hash(self) -> str:
+        """The ``Model hash`` A1111 writes: AutoV2 (a single file's SHA-256, 10 digits); for a
+        folder the first 10 digits of :attr:`sha256`."""
+        if self.single_file is not None:
+            return self.files[self.single_file][:10]
+        return self.sha256[:10]
+
+
+CONFIG_PREFIX = "config/"
 
 
 def hash_cache_path() -> Path:
@@ -50,19 +62,39 @@ def hash_cache_path() -> Path:
 
 
 def checkpoint_identity(ref: CheckpointRef) -> CheckpointIdentity:
-    """Hash every weight and config file under the checkpoint's directory."""
+    """Hash every weight and config file under the checkpoint's directory.
+
+    For a single file: the file, and its config folder's files under ``config/``
+    but for the weights of the components the file replaces.
+    """
     cache_path = hash_cache_path()
     cache = _read_cache(cache_path)
     files: dict[str, str] = {}
+    prefix = "" if ref.file is None else CONFIG_PREFIX
     for path in sorted(ref.path.rglob("*")):
         if path.is_file() and path.suffix in HASHED_SUFFIXES:
+            relative = path.relative_to(ref.path)
+            if ref.file is not None and _replaced_weights(relative, ref.replaced):
+                continue
             real = path.resolve()  # hub caches hold symlinks into a blob store
-            files[path.relative_to(ref.path).as_posix()] = cached_file_sha256(real, cache)
+            files[prefix + relative.as_posix()] = cached_file_sha256(real, cache)
+    if ref.file is not None:
+        files[ref.file.name] = cached_file_sha256(ref.file, cache)
     _write_cache(cache_path, cache)
     combined = hashlib.sha256(
         "".join(f"{name}\0{digest}\n" for name, digest in sorted(files.items())).encode()
     ).hexdigest()
-    return CheckpointIdentity(ref.model, ref.revision, combined, files)
+    single = None if ref.file is None else ref.file.name
+    return CheckpointIdentity(ref.model, ref.revision, combined, files, single)
+
+
+def _replaced_weights(relative: Path, replaced: frozenset[str]) -> bool:
+    """A config folder's weights file of a component the single file replaces."""
+    return (
+        len(relative.parts) > 1
+        and relative.parts[0] in replaced
+        and relative.suffix in {".safetensors", ".bin", ".ckpt", ".pt", ".pth"}
+    )
 
 
 def cached_file_sha256(path: Path, cache: dict[str, str]) -> str:
@@ -102,6 +134,7 @@ class PipelineKey:
     dtype: str
     device: str
     safety_checker: bool = True  # False: loaded without the checkpoint's safety checker
+    config: str | None = None  # a single file's config folder
 
 
 @dataclass
@@ -177,14 +210,20 @@ def checkpoints_in_memory() -> int:
 
 
 def load_checkpoint(
-    model: str, revision: str | None, dtype: str, device: str, safety_checker: bool = True
+    model: str,
+    revision: str | None,
+    dtype: str,
+    device: str,
+    safety_checker: bool = True,
+    config: str | None = None,
 ) -> LoadedCheckpoint:
-    """Load (once per process) the pipeline for ``model`` through ``from_pretrained``.
+    """Load (once per process) the pipeline for ``model`` through ``from_pretrained``, or
+    a single file (with its ``config`` folder) through ``from_single_file``.
 
     Loading one more than :func:`checkpoints_in_memory` drops the least lately used.
     """
     global _loads
-    key = PipelineKey(model, revision, dtype, device, safety_checker)
+    key = PipelineKey(model, revision, dtype, device, safety_checker, config)
     with _lock:
         if key not in _loaded:
             while len(_loaded) >= checkpoints_in_memory():
@@ -201,15 +240,20 @@ def checkpoint_loads() -> int:
 
 
 def load_current_checkpoint(
-    model: str, revision: str | None, dtype: str, device: str, safety_checker: bool = True
+    model: str,
+    revision: str | None,
+    dtype: str,
+    device: str,
+    safety_checker: bool = True,
+    config: str | None = None,
 ) -> LoadedCheckpoint:
     """:func:`load_checkpoint`, loaded again if its files changed since this process loaded it."""
-    loaded = load_checkpoint(model, revision, dtype, device, safety_checker)
+    loaded = load_checkpoint(model, revision, dtype, device, safety_checker, config)
     if checkpoint_identity(loaded.ref).sha256 == loaded.identity.sha256:
         return loaded
     with _lock:
-        _loaded.pop(PipelineKey(model, revision, dtype, device, safety_checker), None)
-    return load_checkpoint(model, revision, dtype, device, safety_checker)
+        _loaded.pop(PipelineKey(model, revision, dtype, device, safety_checker, config), None)
+    return load_checkpoint(model, revision, dtype, device, safety_checker, config)
 
 
 def loaded_checkpoints() -> list[LoadedCheckpoint]:
@@ -228,14 +272,25 @@ def _load(key: PipelineKey) -> LoadedCheckpoint:
     diffusers_logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
     transformers.logging.set_verbosity_error()
-    ref = resolve_checkpoint(key.model, key.revision)
+    ref = resolve_checkpoint(key.model, key.revision, key.config)
     # Without its safety checker: the components diffusers' own docs pass to turn it off.
     without_checker = {} if key.safety_checker else {"safety_checker": None}
     if without_checker:
         without_checker["requires_safety_checker"] = False
-    pipeline = DiffusionPipeline.from_pretrained(
-        ref.path, dtype=getattr(torch, key.dtype), local_files_only=True, **without_checker
-    )
+    if ref.file is not None:
+        import diffusers
+
+        # config: a local folder, so diffusers reads it and never downloads.
+        pipeline = getattr(diffusers, ref.pipeline_class).from_single_file(
+            str(ref.file),
+            config=str(ref.path),
+            local_files_only=True,
+            torch_dtype=getattr(torch, key.dtype),
+        )
+    else:
+        pipeline = DiffusionPipeline.from_pretrained(
+            ref.path, dtype=getattr(torch, key.dtype), local_files_only=True, **without_checker
+        )
     pipeline.set_progress_bar_config(disable=True)
     pipeline.to(key.device)
     return LoadedCheckpoint(pipeline, checkpoint_identity(ref), ref, pipeline.scheduler.config)

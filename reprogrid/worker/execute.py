@@ -23,11 +23,16 @@ from reprogrid.models import Database
 from reprogrid.models.calls import call_json
 from reprogrid.scheduler.grid import sha256_text
 from reprogrid.worker import affinity, records
-from reprogrid.worker.checkpoints import LoadedCheckpoint, load_checkpoint, loaded_checkpoints
+from reprogrid.worker.checkpoints import (
+    CheckpointIdentity,
+    LoadedCheckpoint,
+    load_checkpoint,
+    loaded_checkpoints,
+)
 from reprogrid.worker.determinism import DeterminismSettings, configure
 from reprogrid.worker.environment import describe_environment, fingerprint
 from reprogrid.worker.failures import TRANSIENT, RetryPolicy, error_kind
-from reprogrid.worker.generate import BatchInterrupted, generate
+from reprogrid.worker.generate import BatchInterrupted, CallRefused, generate
 from reprogrid.worker.infotext import infotext
 from reprogrid.worker.store import (
     encode_png,
@@ -317,7 +322,9 @@ def _failed(
 ) -> BatchOutcome:
     """Replace a batch that ran out of GPU memory by its two halves, waiting to be run;
     otherwise retry it after the policy's backoff, or fail its cells at once when the
-    error cannot change on retry or the attempts are spent (see ``failures``).
+    error cannot change on retry or the attempts are spent (see ``failures``). A call
+    the pipeline refuses also fails the job's waiting cells on the same checkpoint
+    (``records.fail_same_calls``): the job fails once, not batch by batch.
 
     Writing the failure is tried again after the policy's backoff (the database
     may be restarting). If even then it cannot be written, the batch
@@ -335,7 +342,10 @@ def _failed(
             if split:
                 records.split_batch(session, claim, ctx.name, error)
                 return False
-            return records.fail_batch(session, claim, ctx.name, error, retry_at)
+            retry = records.fail_batch(session, claim, ctx.name, error, retry_at)
+            if isinstance(exc, CallRefused):  # every batch on this checkpoint would be
+                records.fail_same_calls(session, claim, error)
+            return retry
 
     try:
         retry = _retrying(ctx, f"recording the failure of batch {claim.batch_id}", write)
@@ -371,6 +381,7 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
         first["dtype"],
         ctx.device,
         first.get("safety_checker", True),
+        first.get("config"),
     )
     environment_id, _ = ctx.environment(first["dtype"])
     checkpoint_id = ctx.checkpoint(loaded)
@@ -386,7 +397,7 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
         call_id = ctx.call(made.call)
         for index, (cell_id, grid_index, recipe_json) in enumerate(claim.cells):
             chunks = png_chunks(
-                claim.job_id, cell_id, grid_index, recipe_json, loaded.identity.sha256, made.call
+                claim.job_id, cell_id, grid_index, recipe_json, loaded.identity, made.call
             )
             path, png_sha256 = write_png(ctx.store, encode_png(pixels[index], chunks))
             images.append(
@@ -421,7 +432,7 @@ def png_chunks(
     cell_id: int,
     grid_index: int,
     recipe_json: str,
-    checkpoint_sha256: str,
+    checkpoint: CheckpointIdentity,
     call: dict[str, Any],
 ) -> dict[str, str]:
     """The ``parameters`` (AUTOMATIC1111 format) and ``reprogrid`` text chunks of a PNG.
@@ -437,11 +448,11 @@ def png_chunks(
         "grid_index": grid_index,
         "recipe": recipe,
         "recipe_sha256": sha256_text(recipe_json),
-        "checkpoint_sha256": checkpoint_sha256,
+        "checkpoint_sha256": checkpoint.sha256,
         "call": call,
     }
     return {
-        "parameters": infotext(recipe, call["sampler"], checkpoint_sha256),
+        "parameters": infotext(recipe, call["sampler"], checkpoint.a1111_hash),
         "reprogrid": json.dumps(metadata, sort_keys=True),
     }
 

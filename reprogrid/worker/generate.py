@@ -23,6 +23,7 @@ SHARED_FIELDS = (
     "pipeline",
     "model",
     "revision",
+    "config",
     "sampler",
     "steps",
     "width",

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import reprogrid
 from reprogrid.a1111 import a1111_sampler
 from reprogrid.adapters import a1111_lora_hash
+from reprogrid.scheduler.single_file import SINGLE_FILE_SUFFIX
 
 
 def quote(value: object) -> str:
@@ -31,9 +32,14 @@ def quote(value: object) -> str:
     return json.dumps(text, ensure_ascii=False)
 
 
-def infotext(recipe: Mapping[str, Any], sampler: Mapping[str, Any], checkpoint_sha256: str) -> str:
+def infotext(recipe: Mapping[str, Any], sampler: Mapping[str, Any], model_hash: str) -> str:
     """The ``parameters`` chunk of an image made from ``recipe`` by ``sampler``, the
-    sampler as built (``{"class", "config"}`` of a recorded call)."""
+    sampler as built (``{"class", "config"}`` of a recorded call).
+
+    ``model_hash`` is the checkpoint's ``Model hash``: for a single file A1111's
+    AutoV2, the first 10 hex digits of the file's SHA-256; for a folder the first
+    10 of the checkpoint's identity (``CheckpointIdentity.a1111_hash``). Longer
+    hashes are cut to 10 digits."""
     name, schedule = a1111_sampler(sampler["class"], sampler["config"])
     conditional = recipe["pipeline"] != "unconditional"
     fields: dict[str, object | None] = {
@@ -44,7 +50,7 @@ def infotext(recipe: Mapping[str, Any], sampler: Mapping[str, Any], checkpoint_s
         "Distilled CFG Scale": _number(recipe.get("distilled_guidance_scale")),
         "Seed": recipe["seed"],
         "Size": f"{recipe['width']}x{recipe['height']}",
-        "Model hash": checkpoint_sha256[:10],
+        "Model hash": model_hash[:10],
         "Model": a1111_model_name(recipe["model"]),
         "Version": f"reprogrid {reprogrid.__version__}",
     }
@@ -65,8 +71,11 @@ def infotext(recipe: Mapping[str, Any], sampler: Mapping[str, Any], checkpoint_s
 def a1111_model_name(model: str) -> str:
     """The ``Model`` value: a built-in checkpoint by its bare name (``builtin:tiny`` is
     ``tiny``), as A1111 names a checkpoint, since readers such as sd-parsers drop any
-    value with a colon; any other reference as given. The exact reference is in the
-    ``reprogrid`` chunk."""
+    value with a colon; a single file by its stem (``dreamshaper_8.safetensors`` is
+    ``dreamshaper_8``), as A1111 does; any other reference as given. The exact
+    reference is in the ``reprogrid`` chunk."""
+    if model.lower().endswith(SINGLE_FILE_SUFFIX):
+        return PurePath(model.replace("\\", "/")).stem
     return model.removeprefix("builtin:")
 
 

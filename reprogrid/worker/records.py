@@ -8,6 +8,7 @@ on ``image.cell_id`` keeps one image per cell whatever happens.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -32,6 +33,7 @@ from reprogrid.models import (
     Image,
     Job,
     PipelineCall,
+    RecipeBase,
     Verification,
     utcnow,
 )
@@ -257,6 +259,40 @@ def fail_batch(
     update_job_status(session, claim.job_id)
     session.commit()
     return retry
+
+
+def fail_same_calls(session: Session, claim: ClaimedBatch, error: str) -> int:
+    """After the pipeline refused a batch's call (a ``CallRefused``: an argument it does
+    not take, one it needs, images of another size), fail at once every cell of the job
+    still waiting on the same checkpoint, and their waiting batches: each would make the
+    same refused call. Cells on another checkpoint of a ``model`` axis, and batches
+    running elsewhere, are left alone. Returns the cells failed. Commits."""
+    checkpoint = _checkpoint_of(json.loads(claim.cells[0][2]))
+    bases = session.execute(
+        select(RecipeBase.batch_key, RecipeBase.recipe).where(RecipeBase.job_id == claim.job_id)
+    ).all()
+    keys = [key for key, recipe in bases if _checkpoint_of(json.loads(recipe)) == checkpoint]
+    why = f"not run: the pipeline refused the same call in batch {claim.batch_id}: {error}"
+    same = (Cell.job_id == claim.job_id, Cell.batch_key.in_(keys))
+    session.execute(
+        update(Batch)
+        .where(
+            Batch.job_id == claim.job_id,
+            Batch.status.in_([PENDING, QUEUED]),
+            Batch.id.in_(select(Cell.batch_id).where(*same)),
+        )
+        .values(status=FAILED, finished_at=utcnow(), lease_until=None, error=why)
+    )
+    failed = session.execute(
+        update(Cell).where(*same, Cell.status == QUEUED).values(status=FAILED, error=why)
+    ).rowcount
+    update_job_status(session, claim.job_id)
+    session.commit()
+    return failed
+
+
+def _checkpoint_of(recipe: dict[str, Any]) -> tuple[Any, ...]:
+    return recipe["model"], recipe.get("revision"), recipe.get("config")
 
 
 def release_claims(session: Session, job_id: int, worker: str) -> int:

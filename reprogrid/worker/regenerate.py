@@ -188,7 +188,9 @@ def regenerate(
     first = recipes[0]
     device = replay.device or recorded.environment["device_type"]
     _check_device(device)
-    changes = checkpoint_changes(first["model"], first["revision"], recorded.checkpoint_files)
+    changes = checkpoint_changes(
+        first["model"], first["revision"], recorded.checkpoint_files, first.get("config")
+    )
     changed = changed_adapters(first.get("adapters", []))
     if changed:
         raise ReplayError(f"adapters: changed since the record: {', '.join(changed)}")
@@ -228,7 +230,7 @@ def regenerate(
                 seconds=seconds,
                 pixels=pixels,
                 png_chunks=png_chunks(
-                    recorded.job_id, cell_id, grid_index, recipe_json, loaded.identity.sha256, call
+                    recorded.job_id, cell_id, grid_index, recipe_json, loaded.identity, call
                 ),
             )
         )
@@ -236,11 +238,12 @@ def regenerate(
 
 
 def checkpoint_changes(
-    model: str, revision: str | None, recorded: dict[str, str]
+    model: str, revision: str | None, recorded: dict[str, str], config: str | None = None
 ) -> dict[str, list[str]]:
-    """Files of the checkpoint that changed, went missing or appeared since the record."""
+    """Files of the checkpoint that changed, went missing or appeared since the record
+    (a single file's config folder's under ``config/``)."""
     try:
-        current = checkpoint_identity(resolve_checkpoint(model, revision)).files
+        current = checkpoint_identity(resolve_checkpoint(model, revision, config)).files
     except CheckpointNotFound as exc:
         raise ReplayError(f"checkpoint: {exc}") from None
     found = {
@@ -292,6 +295,7 @@ def _load(recipe: dict[str, Any], device: str, changes: dict[str, list[str]]) ->
             recipe["dtype"],
             device,
             recipe.get("safety_checker", True),
+            recipe.get("config"),
         )
     except Exception as exc:
         cause = f"; files changed since the record: {describe_changes(changes)}" if changes else ""

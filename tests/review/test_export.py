@@ -144,7 +144,7 @@ def _insert_images(session, cell_ids: list[int], refs: dict[str, int]) -> None:
 
 def _export_peak(session, tmp_path: Path, job_id: int) -> int:
     """Peak Python memory while exporting the job to a CSV file."""
-    from reprogrid.cli.output import write_csv
+    from reprogrid.review.export import write_csv
 
     gc.collect()
     tracemalloc.start()
