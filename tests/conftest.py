@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
-from services import OwnRedis
+from services import OwnRedis, service_unavailable
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
@@ -25,14 +25,6 @@ from reprogrid.models import Database, open_database
 
 POSTGRES = os.environ.get("REPROGRID_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("REPROGRID_TEST_REDIS", "redis://127.0.0.1:6379/15")
-
-
-def service_unavailable(what: str, error: Exception) -> None:
-    """Skip on a laptop without the service; fail in CI."""
-    message = f"{what} unreachable: {error}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI is set, so this is a failure, not a skip)")
-    pytest.skip(message)
 
 
 @pytest.fixture

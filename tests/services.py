@@ -5,6 +5,7 @@ Never the machine's shared Redis: a test that restarts a broker starts its own.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -14,6 +15,14 @@ from pathlib import Path
 
 import pytest
 import redis
+
+
+def service_unavailable(what: str, error: Exception | str) -> None:
+    """Skip on a laptop without the service; fail in CI."""
+    message = f"{what} unreachable: {error}"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI is set, so this is a failure, not a skip)")
+    pytest.skip(message)
 
 
 def free_port() -> int:
@@ -27,7 +36,7 @@ class OwnRedis:
 
     def __init__(self, folder: Path) -> None:
         if shutil.which("redis-server") is None:
-            pytest.skip("redis-server is not installed")
+            service_unavailable("a Redis of the test's own", "redis-server is not installed")
         self.folder, self.port = folder, free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen | None = None
@@ -68,7 +77,9 @@ class OwnPostgres:
     def __init__(self) -> None:
         bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
         if not bins or shutil.which("runuser") is None:
-            pytest.skip("PostgreSQL server binaries are not installed")
+            service_unavailable(
+                "a PostgreSQL of the test's own", "its server binaries are not installed"
+            )
         self.bin = bins[-1].parent
         self.folder = Path(tempfile.mkdtemp(prefix="reprogrid-pg-"))
         self.folder.chmod(0o755)
