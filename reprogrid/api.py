@@ -572,9 +572,10 @@ class Reprogrid:
         standalone: bool = False,
         on_images: Callable[[int], None] | None = None,
     ) -> Written:
-        """Write the job's HTML report into the folder ``output`` (viewable offline);
-        ``written.index`` is its page. ``on_images`` hears how many images each step
-        wrote. Raises NotFound, or ReviewError for bad options."""
+        """Write the job's interactive HTML report into the folder ``output`` (viewable
+        offline, see ``reprogrid report``); ``written.index`` is its page. ``on_images``
+        hears how many images each step wrote. Raises NotFound, or ReviewError for bad
+        options."""
         from reprogrid.review.report import write_report
 
         with self.db.reads() as session:

@@ -284,5 +284,5 @@ def test_the_report_lists_each_distinct_call_and_tiles_name_theirs(cli: Cli, tmp
     assert result.exit_code == 0, result.output
     index = (tmp_path / "report" / "index.html").read_text()
     assert "Pipeline calls (2)" in index and "StableDiffusionPipeline" in index
-    pages = "".join(p.read_text() for p in (tmp_path / "report").glob("grid-*.html"))
-    assert "call_id: 1" in pages and "call_id: 2" in pages
+    tiles = "".join(p.read_text() for p in (tmp_path / "report" / "data").glob("tiles-*.js"))
+    assert '"call_id":1,' in tiles and '"call_id":2,' in tiles

@@ -332,8 +332,8 @@ def test_the_report_and_the_contact_sheet_show_flagged_images(
     assert cli("run", *SMALL_GRID, "--model", str(flagging_checkpoint)).exit_code == 0
     assert cli("report", "1", "--output", str(tmp_path / "report")).exit_code == 0
     index = (tmp_path / "report" / "index.html").read_text()
-    grid = (tmp_path / "report" / "grid-1.html").read_text()
-    assert grid.count('<span class="nsfw">nsfw</span>') == 2
+    tiles = (tmp_path / "report" / "data" / "tiles-000.js").read_text()
+    assert tiles.count('"nsfw":true') == 2  # the page marks these tiles nsfw
     assert "<th>flagged by the safety checker</th><td>2 images (blacked out)</td>" in index
     exported = cli("export", "1", "--format", "jsonl").output.splitlines()
     assert [json.loads(row)["nsfw"] for row in exported] == [True, True]

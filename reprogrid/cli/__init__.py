@@ -5,7 +5,7 @@ import torch; the worker is imported inside the commands that generate.
 Each module registers its commands on the root group defined in ``app``.
 """
 
-from reprogrid.cli import environments, fleet, jobs, review, verify
+from reprogrid.cli import environments, fleet, jobs, review, serve, verify
 from reprogrid.cli.app import main
 
-__all__ = ["environments", "fleet", "jobs", "main", "review", "verify"]
+__all__ = ["environments", "fleet", "jobs", "main", "review", "serve", "verify"]

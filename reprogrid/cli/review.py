@@ -76,7 +76,7 @@ json_option = click.option(
     "--output",
     type=click.Path(path_type=Path, file_okay=False),
     required=True,
-    help="Folder to write index.html, the grid's pages and thumbs/ into.",
+    help="Folder to write index.html, reprogrid.js, data/ and thumbs/ into.",
 )
 @click.option(
     "--thumb", type=int, help="Thumbnail size in pixels. [default: the image size, at most 160]"
@@ -86,7 +86,7 @@ json_option = click.option(
     type=int,
     default=1000,
     show_default=True,
-    help="The most tiles on one page of the grid.",
+    help="Tiles per data file, and the most the page shows at once.",
 )
 @click.option(
     "--standalone",
@@ -107,13 +107,18 @@ def report(
 ) -> None:
     """Write a job's HTML report, viewable offline, and print the path of its index page.
 
-    The index shows the job's summary (cells, failures, wall time, images/s,
-    workers, devices, checkpoint hashes, library versions), the pages of the
-    grid, the failures with their error text, the warnings and the verification
-    verdicts. Each page of the grid shows up to --page-tiles images, linking to
-    the PNGs in the store by relative paths (click an image's name for its
-    recipe and hashes): move the report and the store together and it still
-    works. Nothing is copied but thumbnails of images larger than --thumb.
+    The page shows the job's summary (cells, failures, wall time, images/s,
+    workers, devices, checkpoint hashes, library versions), an interactive grid,
+    the failures with their error text, the warnings grouped with their counts,
+    the pipeline calls and the verification verdicts. In the grid any axis of the
+    job goes on rows, columns or pages, the others fixed by selectors; a slider
+    sizes the tiles, a click zooms one, two picked tiles are compared with the
+    fields that differ highlighted, and each tile's recipe, call, hashes and
+    verdict are one click away. It works offline (vanilla JavaScript, the job's
+    data in script files of --page-tiles tiles, loaded as a view needs them) and
+    links to the PNGs in the store by relative paths: move the report and the
+    store together and it still works. Nothing is copied but thumbnails of images
+    larger than --thumb. `reprogrid serve JOB` serves the same page live.
 
     \b
     Example:

@@ -1,32 +1,37 @@
-"""The HTML report of a job: static pages that work offline, linking into the store.
+"""The HTML report of a job: one page that works offline, linking into the store.
 
-``write_report`` writes ``index.html`` (inline CSS, no script, nothing fetched
-from the network) with the job summary, a table of the grid's pages, the
-failures with their error text, the warnings batches raised and the
-verification verdicts; and the grid itself as ``grid-1.html``, ``grid-2.html``...:
-each page a block of one sheet, at most ``page_tiles`` tiles (whole rows where a
-row fits), with links to the index and to the pages before and after. Each tile
-shows its image and links to the PNG in the store by a relative path, so the
-report works offline wherever the report folder and the store are moved
-together; each image's recipe and hashes are in a ``<details>`` block that
-opens on click (images the safety checker flagged marked ``nsfw``).
+``write_report`` writes ``index.html`` (inline CSS, nothing fetched from the
+network) with the job summary, the grid, the failures with their error text,
+the warnings (each distinct one once, with how many batches raised it), the
+pipeline calls, the verification verdicts and the spec; ``reprogrid.js``, the
+vanilla script that draws the grid (``review/page/reprogrid.js``); and the
+grid's data in ``data/``: ``axes.js`` (the job's axes and their values),
+``tiles-000.js``... (the cells in grid order, ``page_tiles`` a chunk, each
+tile's picture, hashes, latest verdict, call id and recipe) and ``calls.js``.
+Data files are scripts that push a record onto ``window.REPROGRID_DATA``, not
+JSON files, because browsers refuse ``fetch()`` of ``file://`` URLs: the page
+adds a ``<script>`` tag for each chunk its view needs. The user picks any axis
+for rows, columns and pages, zooms a tile, compares two, opens a tile's details.
 
-No original is copied. An image that fits in the thumbnail size is shown
-from the store itself; a larger one through a thumbnail written once into the
-report's ``thumbs/<size>/``, named by the PNG's ``png_sha256`` (the same
-image at the same size is never drawn twice, and a rerun into the same folder
-reuses them). Where an image cannot be reached by a relative path (the store
-on another drive than the report), or with ``standalone``, the report holds a
+Tiles link to the PNGs in the store by relative paths, so the report works
+offline wherever the report folder and the store are moved together. No
+original is copied. An image that fits in the thumbnail size is shown from
+the store itself; a larger one through a thumbnail written once into the
+report's ``thumbs/<size>/``, named by the PNG's ``png_sha256`` (the same image
+at the same size is never drawn twice, and a rerun into the same folder reuses
+them). Where an image cannot be reached by a relative path (the store on
+another drive than the report), or with ``standalone``, the report holds a
 thumbnail of it and links to the original by its absolute path instead.
 
-The report is written as it is read: the grid's cells come a few hundred at a
-time in grid order (``layout.sheet_rows``) and every list is streamed to its
-file, so memory stays flat however many images the job has.
+The report is written as it is read: the cells come ``FETCH_CELLS`` at a time in
+grid order and every list is streamed to its file, so memory stays flat however
+many images the job has. ``review.serve`` serves the same page live.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -54,11 +59,15 @@ from reprogrid.models import (
 from reprogrid.models.queries import CellFilter, job_progress, query_cells
 from reprogrid.models.verifications import VERDICTS
 from reprogrid.review.layout import (
+    FETCH_CELLS,
+    JobSheets,
     ReviewError,
-    Sheet,
     Tile,
+    axis_label,
+    coordinates,
+    fetch_tiles,
     job_sheets,
-    sheet_rows,
+    parent_label,
     thumb_size,
 )
 
@@ -67,19 +76,44 @@ DEFAULT_PAGE_TILES = 1000
 STREAM_ROWS = 1000
 LIBRARIES = ("python", "torch", "diffusers", "transformers", "numpy", "cuda", "cudnn", "driver")
 STYLE = """
-body { font: 14px/1.4 system-ui, sans-serif; margin: 16px 24px; color: #111; }
+body { font: 14px/1.4 system-ui, sans-serif; margin: 16px 24px; color: #111; --tile: 64px; }
 table { border-collapse: collapse; }
 .summary th { text-align: left; padding: 2px 16px 2px 0; vertical-align: top; }
 .summary td { padding: 2px 0; }
-.grid th { font-weight: normal; text-align: left; padding: 4px 8px; }
-.grid tbody th { max-width: 24em; vertical-align: middle; }
-.grid td { vertical-align: top; padding: 2px; position: relative; }
-.grid img, .blank { display: block; border: 1px solid #ccc; }
-.blank { display: flex; align-items: center; justify-content: center; background: #e1e1e1;
-  color: #c82828; font-weight: 600; font-size: 12px; }
-.grid summary { font-size: 12px; color: #555; cursor: pointer; }
-.grid details[open] > pre { position: absolute; z-index: 1; width: 44em; background: #fff;
-  border: 1px solid #999; padding: 8px; box-shadow: 2px 2px 6px #0003; }
+#controls { display: flex; flex-wrap: wrap; gap: 6px 16px; align-items: center; margin: 8px 0; }
+#progress { font-weight: 600; margin: 8px 0; }
+#grid-view { overflow: auto; max-height: 88vh; border: 1px solid #ddd; }
+.grid th { font-weight: normal; text-align: left; padding: 4px 8px; font-size: 12px;
+  position: sticky; background: #fff; z-index: 1; }
+.grid thead th { top: 0; vertical-align: bottom; }
+.grid tbody th { left: 0; max-width: 16em; vertical-align: middle; }
+.grid td { vertical-align: top; padding: 2px; }
+.grid img, .blank { display: block; border: 1px solid #ccc; width: var(--tile);
+  height: var(--tile); object-fit: contain; cursor: zoom-in; }
+.blank { display: flex; flex-direction: column; align-items: center; justify-content: center;
+  background: #e1e1e1; color: #c82828; font-weight: 600; font-size: 12px; overflow: hidden;
+  cursor: default; }
+.blank .error { font-weight: normal; font-size: 10px; padding: 2px; overflow: hidden; }
+.bar { font-size: 11px; color: #555; display: flex; gap: 4px; align-items: center;
+  max-width: var(--tile); min-width: 56px; flex-wrap: wrap; }
+.bar button { font-size: 11px; padding: 0 3px; }
+td.picked img, td.picked .blank { outline: 3px solid #1f6fd1; }
+.overlay { position: fixed; inset: 0; background: #000c; z-index: 10; display: flex;
+  align-items: center; justify-content: center; cursor: zoom-out; }
+.overlay[hidden], .panel[hidden] { display: none; }
+.overlay img { max-width: 94vw; max-height: 88vh; min-width: 256px; image-rendering: pixelated;
+  background: #fff; }
+.overlay figcaption { color: #fff; text-align: center; }
+.panel { position: fixed; right: 16px; top: 16px; bottom: 16px; width: min(60em, 90vw);
+  overflow: auto; background: #fff; border: 1px solid #999; box-shadow: 2px 2px 8px #0004;
+  padding: 8px 16px; z-index: 5; }
+.panel .close { float: right; }
+#compare-fields { table-layout: fixed; width: 100%; }
+#compare-fields th:first-child { width: 10em; }
+#compare-fields td { overflow-wrap: anywhere; }
+#compare-fields img { width: 100%; max-width: 256px; height: auto; object-fit: contain;
+  image-rendering: pixelated; }
+#compare-fields tr.differs td, #compare-fields tr.differs th { background: #ffe8a3; }
 pre { white-space: pre-wrap; word-break: break-all; font-size: 12px; max-width: 48em; }
 .list th, .list td { border-bottom: 1px solid #ddd; padding: 2px 8px; text-align: left;
   vertical-align: top; }
@@ -88,41 +122,6 @@ pre { white-space: pre-wrap; word-break: break-all; font-size: 12px; max-width: 
 .nsfw { color: #fff; background: #c82828; padding: 0 4px; font-size: 11px; }
 nav { margin: 8px 0; }
 """
-
-
-@dataclass(frozen=True)
-class Page:
-    """One page of the grid: a block of rows and columns of one sheet."""
-
-    number: int  # from 1, across the whole report
-    sheet: Sheet
-    rows: range
-    cols: range
-
-    @property
-    def file(self) -> str:
-        """The page's file name inside the report folder."""
-        return page_file(self.number)
-
-
-def page_file(number: int) -> str:
-    """The file name of the grid's page ``number``."""
-    return f"grid-{number}.html"
-
-
-def grid_pages(sheets: Iterable[Sheet], page_tiles: int) -> Iterator[Page]:
-    """The pages of the sheets, in order: whole rows per page where a row fits in
-    ``page_tiles`` tiles, else each row cut into blocks of ``page_tiles`` columns."""
-    number = 0
-    for sheet in sheets:
-        width = min(len(sheet.col_labels), page_tiles)
-        height = max(1, page_tiles // width)
-        for top in range(0, len(sheet.row_labels), height):
-            for left in range(0, len(sheet.col_labels), width):
-                number += 1
-                rows = range(top, min(top + height, len(sheet.row_labels)))
-                cols = range(left, min(left + width, len(sheet.col_labels)))
-                yield Page(number, sheet, rows, cols)
 
 
 @dataclass
@@ -186,36 +185,38 @@ def write_report(
     standalone: bool = False,
     on_images: Callable[[int], None] | None = None,
 ) -> Written:
-    """Write the job's report into ``out_dir``, reading it as it goes.
+    """Write the job's report into ``out_dir``, reading it as it goes: the tiles a
+    chunk of ``page_tiles`` cells at a time, then the index.
 
-    ``on_images`` is called after each page with the number of the job's images on it.
+    ``on_images`` is called after each chunk with the number of the job's images in it.
     """
     if page_tiles < 1:
         raise ReviewError(f"page-tiles: must be at least 1, got {page_tiles}")
-    sheets = job_sheets(session, job_id, store)
-    job = sheets.job
-    pictures = Pictures(out_dir, thumb_size(thumb, sheets[0], DEFAULT_MAX_THUMB), standalone)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    grid = GridData.of(session, job_id, store, page_tiles)
+    pictures = Pictures(out_dir, thumb_size(thumb, grid.sheets[0], DEFAULT_MAX_THUMB), standalone)
+    data = out_dir / DATA
+    data.mkdir(parents=True, exist_ok=True)
     written = Written(out_dir / "index.html")
-    total = sum(1 for _ in grid_pages(sheets, page_tiles))
-    for page in grid_pages(sheets, page_tiles):
-        with (out_dir / page.file).open("w", encoding="utf-8") as out:
-            images = write_page(out, session, page, total, store, pictures, written)
+    for chunk in range(grid.chunks):
+        partial = data / f"{chunk_file(chunk)}.part"
+        with partial.open("w", encoding="utf-8") as out:
+            images = write_chunk(out, session, grid, chunk, store, pictures, written)
+        partial.replace(data / chunk_file(chunk))
         if on_images is not None:
             on_images(images)
-    stale = total + 1
-    while (out_dir / page_file(stale)).is_file():  # pages of an earlier, longer report
-        (out_dir / page_file(stale)).unlink()
+    stale = grid.chunks
+    while (data / chunk_file(stale)).is_file():  # chunks of an earlier, larger report
+        (data / chunk_file(stale)).unlink()
         stale += 1
+    for page in out_dir.glob("grid-*.html"):  # the static pages of earlier versions
+        page.unlink()
+    with (data / "axes.js").open("w", encoding="utf-8") as out:
+        out.write(data_script(grid.axes_data(pictures, written)))
+    with (data / "calls.js").open("w", encoding="utf-8") as out:
+        write_calls_data(out, session, job_id)
+    (out_dir / SCRIPT).write_text(page_script(), encoding="utf-8")
     with written.index.open("w", encoding="utf-8") as out:
-        out.write(_head(f"reprogrid: job {job.id} {job.name}"))
-        out.write(summary_html(job, job_summary(session, job_id)) + "\n")
-        write_pages_table(out, grid_pages(sheets, page_tiles))
-        write_failures(out, session, job_id, store)
-        write_calls(out, session, job_id)
-        write_warnings(out, session, job_id)
-        write_verifications(out, session, job_id)
-        out.write(spec_html(job) + "\n</body></html>\n")
+        write_index(out, session, grid.job, store)
     return written
 
 
@@ -226,70 +227,214 @@ def _head(title: str) -> str:
     )
 
 
-def write_page(
+DATA = "data"  # the folder of the page's data, next to index.html
+SCRIPT = "reprogrid.js"  # the page's script, next to index.html
+
+
+def chunk_file(chunk: int) -> str:
+    """The file name of a chunk of tiles inside ``data/``: ``tiles-000.js``..."""
+    return f"tiles-{chunk:03d}.js"
+
+
+def page_script() -> str:
+    """The page's JavaScript (``review/page/reprogrid.js``, shipped with the package)."""
+    return (Path(__file__).parent / "page" / SCRIPT).read_text(encoding="utf-8")
+
+
+def data_script(record: dict[str, Any]) -> str:
+    """A data file: a script that hands ``record`` to the page. Scripts, not JSON files,
+    because browsers refuse ``fetch()`` of ``file://`` URLs but load ``<script>`` tags."""
+    return f"{DATA_PUSH}({_json(record)});\n"
+
+
+DATA_PUSH = "(window.REPROGRID_DATA = window.REPROGRID_DATA || []).push"
+
+
+def _json(value: object) -> str:
+    """Compact JSON that is safe inside a script (no ``</script>``)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return text.replace("<", "\\u003c").replace("\u2028", "\\u2028").replace("\u2029", "\\u2029")
+
+
+@dataclass(frozen=True)
+class GridData:
+    """The job's grid as the page reads it: its axes, and its cells in grid order cut
+    into chunks of ``chunk_tiles`` (chunk ``k`` holds grid indices ``k * chunk_tiles``
+    onwards), so the page loads only the chunks of the tiles it shows."""
+
+    sheets: JobSheets
+    chunk_tiles: int
+    cells: int
+
+    @classmethod
+    def of(cls, session: Session, job_id: int, store: Path, chunk_tiles: int) -> GridData:
+        """The job's grid (NotFound without it)."""
+        sheets = job_sheets(session, job_id, store)
+        cells = math.prod(len(values) for values in sheets.axes.values())
+        return cls(sheets, chunk_tiles, cells)
+
+    @property
+    def job(self) -> Job:
+        """The job."""
+        return self.sheets.job
+
+    @property
+    def chunks(self) -> int:
+        """How many chunks of tiles the grid has."""
+        return -(-self.cells // self.chunk_tiles)
+
+    def axes_data(self, pictures: Pictures, written: Written) -> dict[str, Any]:
+        """``data/axes.js``: the job, its axes (each value's label and its step in grid
+        index), the default rows and columns, the chunking and a refine job's parent."""
+        sheets, job = self.sheets, self.job
+        parent = sheets.parent
+        where = coordinates(parent) if parent is not None else {}
+        return {
+            "kind": "axes",
+            "job": {"id": job.id, "name": job.name, "status": job.status},
+            "axes": [
+                {
+                    "name": name,
+                    "labels": [axis_label(name, value) for value in values],
+                    "step": sheets.steps[name],
+                    "parent": values.index(where[name]) if where.get(name) in values else None,
+                }
+                for name, values in sheets.axes.items()
+            ],
+            "rows": sheets.row_axis,
+            "cols": sheets.col_axis,
+            "cells": self.cells,
+            "chunk_tiles": self.chunk_tiles,
+            "chunks": self.chunks,
+            "thumb": pictures.thumb,
+            "parent": None if parent is None else tile_record(parent, pictures, written),
+            "parent_label": None if parent is None else parent_label(parent),
+        }
+
+
+def write_chunk(
     out: TextIO,
     session: Session,
-    page: Page,
-    total: int,
+    grid: GridData,
+    chunk: int,
     store: Path,
     pictures: Pictures,
     written: Written,
 ) -> int:
-    """Write one page of the grid; return how many of the job's images it shows."""
-    sheet = page.sheet
-    nav = nav_html(page.number, total)
-    out.write(_head(f"reprogrid: job {sheet.job_id} {sheet.job_name}, page {page.number}"))
-    out.write(f"<h1>job {sheet.job_id} {escape(sheet.job_name)}</h1>\n{nav}\n")
-    if sheet.fixed:
-        out.write(f"<h3>{escape(sheet.fixed_label)}</h3>\n")
-    out.write(f"<p>{escape(page_extent(page))}</p>\n" if _is_cut(page) else "")
-    header = "".join(f"<th>{escape(sheet.col_labels[c])}</th>" for c in page.cols)
-    out.write(f'<table class="grid"><thead><tr><th></th>{header}</tr></thead><tbody>\n')
-    images = 0
-    rows = sheet_rows(session, sheet, store, page.rows, page.cols)
-    for row, tiles in zip(page.rows, rows, strict=True):
-        cells = "".join(f"<td>{tile_html(t, pictures, written)}</td>" for t in tiles)
-        out.write(f"<tr><th>{escape(sheet.row_labels[row])}</th>{cells}</tr>\n")
-        images += sum(1 for t in tiles if t and t["image_id"] and t is not sheet.parent)
-    out.write(f"</tbody></table>\n{nav}\n</body></html>\n")
+    """Write a chunk of tiles as a data file, a tile a line, read ``FETCH_CELLS`` at a
+    time; return how many of the job's images it holds."""
+    first = chunk * grid.chunk_tiles
+    last = min(first + grid.chunk_tiles, grid.cells)
+    out.write(f'{DATA_PUSH}({{"kind":"tiles","chunk":{chunk},"first":{first},"tiles":[\n')
+    images, separator = 0, ""
+    for start in range(first, last, FETCH_CELLS):
+        found = fetch_tiles(
+            session, grid.job.id, list(range(start, min(start + FETCH_CELLS, last))), store
+        )
+        for index in sorted(found):
+            tile = found[index]
+            out.write(f"{separator}{_json(tile_record(tile, pictures, written))}")
+            separator = ",\n"
+            images += 1 if tile["image_id"] else 0
+        found = {}  # let these tiles go before the next fetch
+    out.write("\n]});\n")
     return images
 
 
-def _is_cut(page: Page) -> bool:
-    sheet = page.sheet
-    return len(page.rows) < len(sheet.row_labels) or len(page.cols) < len(sheet.col_labels)
+TILE_FIELDS = ("pixel_sha256", "png_sha256", "recipe_sha256", "checkpoint_sha256")
+TILE_FIELDS += ("call_id", "environment_id", "device", "verdict", "nsfw", "truncated", "error")
 
 
-def page_extent(page: Page) -> str:
-    """Which rows and columns of its sheet a page shows, counted from 1."""
-    rows, cols = page.rows, page.cols
-    return (
-        f"rows {rows[0] + 1}-{rows[-1] + 1} of {len(page.sheet.row_labels)},"
-        f" columns {cols[0] + 1}-{cols[-1] + 1} of {len(page.sheet.col_labels)}"
-    )
+def tile_record(tile: Tile, pictures: Pictures, written: Written) -> dict[str, Any]:
+    """What the page knows of a tile: where it sits, its status, its picture (``src``
+    to show, ``href`` of the full image), hashes, latest verdict, call and recipe (each
+    field's JSON text, so a seed above 2**53 stays exact in JavaScript)."""
+    record: dict[str, Any] = {
+        "i": tile.get("grid_index"),
+        "cell": tile.get("cell_id"),
+        "image": tile["image_id"],
+        "status": tile["status"],
+        "seed": str(tile["seed"]),
+        "alt": f"{tile['prompt'] or ''} seed {tile['seed']}".strip(),
+    }
+    record.update((k, tile[k]) for k in TILE_FIELDS if tile.get(k) is not None)
+    record["recipe"] = [
+        [k, json.dumps(v, ensure_ascii=False)] for k, v in (tile.get("recipe") or {}).items()
+    ]
+    record.update(picture_record(tile, pictures, written))
+    return record
 
 
-def nav_html(number: int, total: int) -> str:
-    """Links to the index and to the pages before and after."""
-    links = ['<a href="index.html">index</a>']
-    if number > 1:
-        links.append(f'<a href="{page_file(number - 1)}" rel="prev">previous</a>')
-    links.append(f"page {number} of {total}")
-    if number < total:
-        links.append(f'<a href="{page_file(number + 1)}" rel="next">next</a>')
-    return f"<nav>{' | '.join(links)}</nav>"
+def picture_record(tile: Tile, pictures: Pictures, written: Written) -> dict[str, Any]:
+    """The image, from the store or as a thumbnail (``src``, ``tw`` x ``th``), and the PNG
+    in the store (``href``, ``w`` x ``h``); nothing where there is no image file."""
+    path, png_sha256 = tile["path"], tile["png_sha256"]
+    if path is None or not os.path.isfile(path):
+        return {"missing": tile["status"] if tile["status"] != "done" else "no file"}
+    width, height = tile["width"], tile["height"]
+    size = contained(width, height, pictures.thumb)
+    link = pictures.link(path)
+    if link is None:
+        written.absolute_links += 1
+        href, src = Path(path).resolve().as_uri(), pictures.thumbnail(path, png_sha256, size)
+    elif max(width, height) <= pictures.thumb:
+        href = src = link
+    else:
+        href, src = link, pictures.thumbnail(path, png_sha256, size)
+    return {"src": src, "href": href, "w": width, "h": height, "tw": size[0], "th": size[1]}
 
 
-def write_pages_table(out: TextIO, pages: Iterable[Page]) -> None:
-    """The index's table of the grid's pages: each one's sheet, rows and columns."""
-    head = "<tr><th>page</th><th>sheet</th><th>rows and columns</th></tr>"
-    out.write(f'<h2 id="grid">Grid</h2>\n<table class="list pages">{head}\n')
-    for page in pages:
-        out.write(
-            f'<tr><td><a href="{page.file}">page {page.number}</a></td>'
-            f"<td>{escape(page.sheet.fixed_label)}</td><td>{escape(page_extent(page))}</td></tr>\n"
-        )
-    out.write("</table>\n")
+def write_calls_data(out: TextIO, session: Session, job_id: int) -> None:
+    """``data/calls.js``: each distinct pipeline call of the job's images by its id, as
+    JSON text (a tile names its ``call_id``); loaded when a tile's details open."""
+    out.write(f'{DATA_PUSH}({{"kind":"calls","calls":{{\n')
+    separator = ""
+    for call_id, call in session.execute(_calls_query(job_id)):
+        shown = json.dumps(json.loads(call), indent=1, ensure_ascii=False)
+        out.write(f'{separator}"{call_id}":{_json(shown)}')
+        separator = ",\n"
+    out.write("\n}});\n")
+
+
+def write_index(out: TextIO, session: Session, job: Job, store: Path, live: bool = False) -> None:
+    """``index.html``: the summary, the grid (drawn by the script from ``data/``), the
+    failures, the calls, the warnings, the verifications and the spec. ``live``: the
+    page is served by ``reprogrid serve`` and polls ``progress.json``."""
+    out.write(_head(f"reprogrid: job {job.id} {job.name}"))
+    out.write(summary_html(job, job_summary(session, job.id)) + "\n")
+    out.write(GRID_HTML)
+    if live:
+        out.write("<script>window.REPROGRID_LIVE = true;</script>\n")
+    out.write(f'<script src="{DATA}/axes.js"></script>\n<script src="{SCRIPT}"></script>\n')
+    write_failures(out, session, job.id, store)
+    write_calls(out, session, job.id)
+    write_warnings(out, session, job.id)
+    write_verifications(out, session, job.id)
+    out.write(spec_html(job) + "\n</body></html>\n")
+
+
+GRID_HTML = """<h2 id="grid">Grid</h2>
+<noscript><p>The grid is drawn by reprogrid.js: allow JavaScript for this page.</p></noscript>
+<div id="progress" hidden></div>
+<form id="controls" onsubmit="return false">
+<label>rows <select id="rows-axis"></select></label>
+<label>columns <select id="cols-axis"></select></label>
+<label>pages <select id="pages-axis"></select></label>
+<span id="fixed"></span>
+<label>tile size <input type="range" id="tile-size" min="16" max="512" step="8"></label>
+<span id="picked"></span>
+</form>
+<nav id="view-nav"></nav>
+<div id="grid-view"><table class="grid" id="grid-table"></table></div>
+<div id="zoom" class="overlay" hidden><figure><img id="zoom-image" alt="">
+<figcaption id="zoom-caption"></figcaption></figure></div>
+<div id="details" class="panel" hidden><button type="button" class="shut">close</button>
+<h3 id="details-title"></h3><table class="list" id="details-fields"></table>
+<h4>recipe</h4><pre id="details-recipe"></pre>
+<h4>pipeline call</h4><pre id="details-call"></pre></div>
+<div id="compare" class="panel" hidden><button type="button" class="shut">close</button>
+<h3>compare</h3><table class="list" id="compare-fields"></table></div>
+"""
 
 
 def job_summary(session: Session, job_id: int) -> dict[str, Any]:
@@ -375,62 +520,6 @@ def _libraries(details: dict[str, Any]) -> str:
     return f"{details.get('hostname', '')}: {', '.join(found)}; {details.get('dtype')}, {switches}"
 
 
-def tile_html(tile: Tile | None, pictures: Pictures, written: Written) -> str:
-    """A picture linking to the full image, or a marked blank; details open on click."""
-    if tile is None:
-        return ""
-    picture = picture_html(tile, pictures, written)
-    last = escape(tile["verdict"]) if tile.get("verdict") else ""
-    verdict = f' <span class="{last}">{last}</span>' if last else ""
-    if tile.get("nsfw"):
-        verdict += ' <span class="nsfw">nsfw</span>'
-    name = f"image {tile['image_id']}" if tile["image_id"] else f"cell {tile['cell_id']}"
-    return (
-        f"{picture}<details><summary>{name}{verdict}</summary>"
-        f"<pre>{escape(_tile_details(tile))}</pre></details>"
-    )
-
-
-def picture_html(tile: Tile, pictures: Pictures, written: Written) -> str:
-    """The image, from the store or as a thumbnail, linking to the PNG in the store;
-    a grey box with the reason where there is no image file."""
-    path, png_sha256 = tile["path"], tile["png_sha256"]
-    if path is None or not os.path.isfile(path):
-        reason = tile["status"] if tile["status"] != "done" else "no file"
-        style = f"width:{pictures.thumb}px;height:{pictures.thumb}px"
-        hover = escape(tile["error"] or reason)
-        return f'<div class="blank" style="{style}" title="{hover}">{reason}</div>'
-    width, height = tile["width"], tile["height"]
-    size = contained(width, height, pictures.thumb)
-    link = pictures.link(path)
-    if link is None:
-        written.absolute_links += 1
-        href, src = Path(path).resolve().as_uri(), pictures.thumbnail(path, png_sha256, size)
-    elif max(width, height) <= pictures.thumb:
-        href = src = link
-    else:
-        href, src = link, pictures.thumbnail(path, png_sha256, size)
-    alt = escape(f"{tile['prompt'] or ''} seed {tile['seed']}".strip())
-    return (
-        f'<a href="{escape(href)}"><img src="{escape(src)}" width="{size[0]}"'
-        f' height="{size[1]}" alt="{alt}" title="{alt}"></a>'
-    )
-
-
-def _tile_details(tile: Tile) -> str:
-    """The tile's hashes and fields, then its recipe as recorded."""
-    recipe = tile["recipe"]
-    fields = ["status", "pixel_sha256", "png_sha256", "recipe_sha256", "checkpoint_sha256"]
-    fields += ["call_id", "environment_id", "device", "nsfw", "truncated", "error"]
-    lines = [f"{k}: {tile[k]}" for k in fields if tile.get(k)]
-    # a field a line; json.dumps(indent=...) would take the pure-Python encoder, whose
-    # closures leave a reference cycle per call for the garbage collector
-    fields_json = (
-        f" {json.dumps(k)}: {json.dumps(v, ensure_ascii=False)}" for k, v in recipe.items()
-    )
-    return "\n".join([*lines, "recipe:", "{", ",\n".join(fields_json), "}"])
-
-
 def write_failures(out: TextIO, session: Session, job_id: int, store: Path) -> None:
     """The failed cells with their error text, streamed."""
     where = CellFilter(job=job_id, status="failed")
@@ -456,12 +545,7 @@ def write_failures(out: TextIO, session: Session, job_id: int, store: Path) -> N
 def write_calls(out: TextIO, session: Session, job_id: int) -> None:
     """Each distinct pipeline call the job's images were made by, as the pipeline received
     it (a tile's details name its ``call_id``); the per-image arguments are in the tiles."""
-    used = select(Image.call_id).join(Cell, Cell.id == Image.cell_id).where(Cell.job_id == job_id)
-    calls = session.execute(
-        select(PipelineCall.id, PipelineCall.call)
-        .where(PipelineCall.id.in_(used.distinct()))
-        .order_by(PipelineCall.id)
-    ).all()
+    calls = session.execute(_calls_query(job_id)).all()
     out.write(f'<h2 id="calls">Pipeline calls ({len(calls)})</h2>\n')
     if not calls:
         out.write("<p>No image of this job has a recorded call.</p>\n")
@@ -469,6 +553,15 @@ def write_calls(out: TextIO, session: Session, job_id: int) -> None:
         shown = json.dumps(json.loads(call), indent=1, ensure_ascii=False)
         out.write(f"<details><summary>call_id {call_id}</summary><pre>{escape(shown)}</pre>")
         out.write("</details>\n")
+
+
+def _calls_query(job_id: int) -> Select:
+    used = select(Image.call_id).join(Cell, Cell.id == Image.cell_id).where(Cell.job_id == job_id)
+    return (
+        select(PipelineCall.id, PipelineCall.call)
+        .where(PipelineCall.id.in_(used.distinct()))
+        .order_by(PipelineCall.id)
+    )
 
 
 def _batch_warnings(session: Session, job_id: int) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -484,20 +577,33 @@ def _batch_warnings(session: Session, job_id: int) -> Iterator[tuple[int, dict[s
 
 
 def write_warnings(out: TextIO, session: Session, job_id: int) -> None:
-    """The warnings diffusers, transformers and torch raised, batch by batch, streamed
-    (read twice: once to count them for the heading)."""
-    count = sum(1 for _ in _batch_warnings(session, job_id))
-    if not count:
+    """The warnings diffusers, transformers and torch raised, grouped: each distinct
+    warning once, with how many batches raised it and which (read as a stream; memory
+    follows the distinct warnings, not the batches)."""
+    grouped: dict[tuple[str, str, str], list[int]] = {}
+    for batch_id, w in _batch_warnings(session, job_id):
+        batches = grouped.setdefault((w["source"], w["category"], w["message"]), [])
+        if not batches or batches[-1] != batch_id:
+            batches.append(batch_id)
+    if not grouped:
         out.write('<h2 id="warnings">Warnings</h2>\n<p>No batch raised a warning.</p>\n')
         return
-    head = "<tr><th>batch</th><th>source</th><th>category</th><th>message</th></tr>"
-    out.write(f'<h2 id="warnings">Warnings ({count})</h2>\n<table class="list">{head}\n')
-    for batch_id, w in _batch_warnings(session, job_id):
+    head = "<tr><th>source</th><th>category</th><th>message</th><th>batches</th></tr>"
+    out.write(f'<h2 id="warnings">Warnings ({len(grouped)})</h2>\n')
+    out.write(f'<table class="list warnings">{head}\n')
+    for (source, category, message), batches in grouped.items():
+        count = f"({len(batches)} batch{'es' if len(batches) > 1 else ''})"
+        shown = ", ".join(map(str, batches[:WARNING_BATCHES]))
+        shown += ", ..." if len(batches) > WARNING_BATCHES else ""
         out.write(
-            f"<tr><td>{batch_id}</td><td>{escape(w['source'])}</td>"
-            f"<td>{escape(w['category'])}</td><td><pre>{escape(w['message'])}</pre></td></tr>\n"
+            f"<tr><td>{escape(source)}</td><td>{escape(category)}</td>"
+            f"<td><pre>{escape(message)}</pre></td>"
+            f'<td><span class="count">{count}</span> <small>{shown}</small></td></tr>\n'
         )
     out.write("</table>\n")
+
+
+WARNING_BATCHES = 10  # batch ids listed beside a warning
 
 
 def _job_verifications(job_id: int) -> Select:

@@ -1,25 +1,27 @@
-"""`reprogrid report`: static HTML pages per job linking into the store, checked in
-headless Chromium."""
+"""`reprogrid report`: an offline page per job (index.html, reprogrid.js and the grid's
+data in data/) linking into the store, checked in its files and in headless Chromium
+(the page's controls: test_report_page.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import html
+import io
 import json
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from urllib.parse import unquote
 
 import numpy as np
 import pytest
-from conftest import Cli, service_unavailable
+from conftest import Cli
 from PIL import Image as PILImage
 
 from reprogrid.models import Image, open_database
 from reprogrid.models.queries import CellFilter, image_record, query_cells
 
+from .browser import open_page, ready
 from .images import find, pixels
 from .night import FAILED_ERROR, FAILED_SEEDS, TINY_FLAGS, NightJob
 
@@ -38,9 +40,20 @@ def _page(report: Path, name: str = "index.html") -> str:
     return (report / name).read_text(encoding="utf-8")
 
 
-def _grid(report: Path) -> str:
-    """The first (for the night job, the only) page of the grid."""
-    return _page(report, "grid-1.html")
+def _data(path: Path) -> dict:
+    """The record a data file hands to the page."""
+    text = path.read_text(encoding="utf-8")
+    return json.loads(text[text.index(".push(") + 6 : text.rindex(");")])
+
+
+def _tiles(report: Path) -> list[dict]:
+    """Every tile of the report's data, in grid order."""
+    chunks = sorted((report / "data").glob("tiles-*.js"))
+    return [tile for chunk in chunks for tile in _data(chunk)["tiles"]]
+
+
+def _tile_links(report: Path) -> list[str]:
+    return [unquote(t[k]) for t in _tiles(report) for k in ("src", "href") if k in t]
 
 
 def _done_cells(night: NightJob, job_id: int) -> list[dict]:
@@ -56,22 +69,17 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def screenshot(page: Path, folder: Path) -> np.ndarray:
-    """What headless Chromium shows of a page in a 1400x1100 window."""
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        service_unavailable("Chromium (Debian package chromium)", FileNotFoundError("chromium"))
-    shot = folder / "screenshot.png"
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run"]
-    flags += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
-    flags += [f"--user-data-dir={folder / 'chromium-profile'}", "--force-device-scale-factor=1"]
-    flags += ["--hide-scrollbars", f"--screenshot={shot}", "--window-size=1400,1100"]
-    subprocess.run([chromium, *flags, page.as_uri()], check=True, capture_output=True, timeout=120)
-    return pixels(shot)
+def screenshot(chromium, page: Path) -> np.ndarray:
+    """What headless Chromium shows of the page's grid (prompts down, seeds across)."""
+    from selenium.webdriver.common.by import By
+
+    open_page(chromium, page.as_uri())
+    grid = chromium.find_element(By.ID, "grid-table")
+    return np.asarray(PILImage.open(io.BytesIO(grid.screenshot_as_png)).convert("RGB"))
 
 
-def test_chromium_shows_the_grid_with_every_image(night: NightJob, report: Path, tmp_path: Path):
-    shot = screenshot(report / "grid-1.html", tmp_path)
+def test_chromium_shows_the_grid_with_every_image(chromium, night: NightJob, report: Path):
+    shot = screenshot(chromium, report / "index.html")
     assert shot.std() > 20, "the page renders blank"
     places = [find(shot, pixels(Path(c["path"]))) for c in _done_cells(night, night.job_id)]
     assert len(places) == 28 and all(len(p) == 1 for p in places)
@@ -81,19 +89,22 @@ def test_chromium_shows_the_grid_with_every_image(night: NightJob, report: Path,
 
 
 def test_every_link_is_relative_and_reaches_a_file(night: NightJob, report: Path):
-    pages = sorted(report.glob("*.html"))
-    assert [p.name for p in pages] == ["grid-1.html", "index.html"]
-    for page in pages:
-        assert "<script" not in _page(report, page.name) and "<link" not in _page(report, page.name)
-        for link in _links(_page(report, page.name)):
-            assert "://" not in link and not link.startswith("/")
-            assert (report / link).is_file(), link
-    stored = {(report / link).resolve() for link in _links(_grid(report)) if link.endswith(".png")}
+    index = _page(report)
+    assert re.findall(r'<script src="([^"]*)"', index) == ["data/axes.js", "reprogrid.js"]
+    assert "://" not in index and "<link" not in index
+    assert "://" not in (report / "reprogrid.js").read_text(encoding="utf-8")
+    for link in [*_links(index), *_tile_links(report)]:
+        assert "://" not in link and not link.startswith("/")
+        assert (report / link).is_file(), link
+    stored = {(report / link).resolve() for link in _tile_links(report)}
     assert stored == {Path(c["path"]).resolve() for c in _done_cells(night, night.job_id)}
 
 
 def test_no_original_png_is_copied_into_the_report(night: NightJob, report: Path):
-    assert not [p for p in report.rglob("*") if p.is_file() and p.suffix != ".html"]
+    files = {p.relative_to(report).as_posix() for p in report.rglob("*") if p.is_file()}
+    assert files == {"index.html", "reprogrid.js", "data/axes.js", "data/calls.js"} | {
+        "data/tiles-000.js"
+    }
 
 
 def test_images_larger_than_the_thumbnail_get_a_thumbnail_written_once(
@@ -114,7 +125,7 @@ def test_images_larger_than_the_thumbnail_get_a_thumbnail_written_once(
     assert {t: t.stat().st_mtime_ns for t in thumbs} == written
 
 
-def test_a_report_moved_with_its_store_still_shows_its_images(cli: Cli, tmp_path: Path):
+def test_a_report_moved_with_its_store_still_shows_its_images(chromium, cli: Cli, tmp_path: Path):
     assert cli("run", "--prompt", "a fox", "--seeds", "0-3", *TINY_FLAGS).exit_code == 0
     result = cli("report", "1", "-o", str(tmp_path / "report"))
     assert result.exit_code == 0, result.output
@@ -124,51 +135,73 @@ def test_a_report_moved_with_its_store_still_shows_its_images(cli: Cli, tmp_path
     shutil.move(cli.store, moved / "store")
     stored = sorted((moved / "store").rglob("*.png"))
     assert len(stored) == 4 and not cli.store.exists()
-    shot = screenshot(moved / "report" / "grid-1.html", tmp_path)
+    shot = screenshot(chromium, moved / "report" / "index.html")
     assert all(len(find(shot, pixels(png))) == 1 for png in stored)
 
 
-def test_the_grid_is_paged_with_links_between_pages(night: NightJob, tmp_path: Path):
+def test_the_grid_data_is_cut_into_chunks_of_page_tiles_in_grid_order(
+    night: NightJob, tmp_path: Path
+):
     result = night.cli("report", str(night.job_id), "-o", str(tmp_path), "--page-tiles", "8")
     assert result.exit_code == 0, result.output
-    index = _page(tmp_path).split('id="grid"')[1].split("</table>")[0]
-    assert re.findall(r'href="(grid-\d+\.html)"', index) == [f"grid-{n}.html" for n in range(1, 5)]
-    assert "rows 2-2 of 4, columns 1-8 of 8" in index
-    seen, name, number = [], "grid-1.html", 1
-    while name:
-        page = _page(tmp_path, name)
-        assert 'href="index.html"' in page and f"page {number} of 4" in page
-        seen += re.findall(r"<summary>(image \d+|cell \d+)", page)
-        following = re.search(r'href="(grid-\d+\.html)" rel="next"', page)
-        name, number = (following.group(1) if following else ""), number + 1
-    assert number == 5 and len(seen) == len(set(seen)) == 32
+    chunks = [_data(p) for p in sorted((tmp_path / "data").glob("tiles-*.js"))]
+    assert [(c["chunk"], c["first"], len(c["tiles"])) for c in chunks] == [
+        (n, 8 * n, 8) for n in range(4)
+    ]
+    assert [t["i"] for t in _tiles(tmp_path)] == list(range(32))
+    axes = _data(tmp_path / "data" / "axes.js")
+    assert (axes["chunks"], axes["chunk_tiles"], axes["cells"]) == (4, 8, 32)
+    assert [(a["name"], len(a["labels"]), a["step"]) for a in axes["axes"]] == [
+        ("prompt", 4, 8),
+        ("seed", 8, 1),
+    ]
 
 
-def test_a_report_written_again_with_fewer_pages_drops_the_pages_left_over(
+def test_a_view_larger_than_page_tiles_is_paged(chromium, night: NightJob, tmp_path: Path):
+    from selenium.webdriver.common.by import By
+
+    night.cli("report", str(night.job_id), "-o", str(tmp_path), "--page-tiles", "8")
+    open_page(chromium, (tmp_path / "index.html").as_uri())
+    seen = []
+    for row in range(1, 5):
+        assert chromium.find_element(By.ID, "extent").text.startswith(
+            f"rows {row}-{row} of 4, columns 1-8 of 8"
+        )
+        seen += [e.text for e in chromium.find_elements(By.CSS_SELECTOR, "td.tile .name")]
+        if row < 4:
+            chromium.find_element(By.CSS_SELECTOR, ".move-down").click()
+            ready(chromium)
+    assert len(seen) == len(set(seen)) == 32
+
+
+def test_a_report_written_again_with_fewer_chunks_drops_the_chunks_left_over(
     night: NightJob, tmp_path: Path
 ):
     night.cli("report", str(night.job_id), "-o", str(tmp_path), "--page-tiles", "8")
-    assert len(list(tmp_path.glob("grid-*.html"))) == 4
+    assert len(list((tmp_path / "data").glob("tiles-*.js"))) == 4
+    (tmp_path / "grid-1.html").write_text("a page of an earlier version")
     assert night.cli("report", str(night.job_id), "-o", str(tmp_path)).exit_code == 0
-    assert sorted(p.name for p in tmp_path.glob("grid-*.html")) == ["grid-1.html"]
+    assert sorted(p.name for p in (tmp_path / "data").glob("tiles-*.js")) == ["tiles-000.js"]
+    assert not list(tmp_path.glob("grid-*.html"))
 
 
-def test_each_image_has_its_recipe_and_hashes_a_click_away(night: NightJob, report: Path):
-    page = _grid(report)
+def test_each_image_has_its_recipe_and_hashes(night: NightJob, report: Path):
+    tiles = {t["image"]: t for t in _tiles(report) if t["image"]}
     with open_database(night.db_url).sessions() as session:
         for cell in _done_cells(night, night.job_id):
-            block = re.search(
-                rf"<details><summary>image {cell['image_id']}\b.*?<pre>(.*?)</pre></details>",
-                page,
-                re.S,
-            )
-            assert block is not None
-            details = html.unescape(block.group(1))
+            tile = tiles[cell["image_id"]]
             for key in ("pixel_sha256", "png_sha256", "recipe_sha256"):
-                assert f"{key}: {cell[key]}" in details
-            recipe = json.loads(details.split("recipe:\n", 1)[1])
+                assert tile[key] == cell[key]
+            recipe = {k: json.loads(v) for k, v in tile["recipe"]}
             record = image_record(session, session.get(Image, cell["image_id"]), night.store)
             assert recipe == record["recipe"]
+            assert tile["seed"] == str(record["seed"])  # exact above 2**53
+
+
+def test_each_call_is_in_the_calls_data(report: Path):
+    calls = _data(report / "data" / "calls.js")["calls"]
+    assert {t["call_id"] for t in _tiles(report) if t["image"]} == {int(c) for c in calls}
+    assert all(isinstance(json.loads(call), dict) for call in calls.values())
 
 
 def test_failures_are_listed_with_their_error_text(report: Path):
@@ -180,8 +213,8 @@ def test_failures_are_listed_with_their_error_text(report: Path):
 
 
 def test_verdicts_are_shown(night: NightJob, report: Path):
-    tile = f'image {night.verified_image_id} <span class="identical">identical</span>'
-    assert tile in _grid(report)
+    (tile,) = [t for t in _tiles(report) if t["image"] == night.verified_image_id]
+    assert tile["verdict"] == "identical"
     verifications = _page(report).split('id="verifications"')[1]
     assert "Verifications (1)" in verifications
     assert (
@@ -199,26 +232,38 @@ def test_the_summary_names_workers_devices_checkpoint_and_libraries(report: Path
 
 
 def test_prompts_are_escaped(report: Path):
-    assert "a cat wearing a &lt;tiny&gt; hat &amp; scarf" in _grid(report)
-    assert "<tiny>" not in _grid(report) and "<tiny>" not in _page(report)
+    axes = (report / "data" / "axes.js").read_text(encoding="utf-8")
+    assert "a cat wearing a \\u003ctiny> hat & scarf" in axes
+    assert "<tiny>" not in axes and "<tiny>" not in _page(report)
+    assert (
+        "a cat wearing a <tiny> hat & scarf"
+        in _data(report / "data" / "axes.js")["axes"][0]["labels"]
+    )
 
 
-def test_the_report_of_a_refine_job_starts_with_the_parent(night: NightJob, tmp_path: Path):
+def test_the_report_of_a_refine_job_starts_with_the_parent(
+    chromium, night: NightJob, tmp_path: Path
+):
+    from selenium.webdriver.common.by import By
+
     result = night.cli("report", str(night.refine_job_id), "-o", str(tmp_path))
     assert result.exit_code == 0, result.output
     assert result.stderr == ""  # no progress off a terminal without --json
-    rows = re.findall(r"<tr><th>(.*?)</th>(.*?)</tr>", _grid(tmp_path).split("<tbody>")[1], re.S)
-    assert rows[0][0] == f"parent: image {night.verified_image_id}: a red fox in the snow"
-    (src,) = re.findall(r'<img src="([^"]*)"', rows[0][1])
+    open_page(chromium, (tmp_path / "index.html").as_uri())
+    rows = chromium.find_elements(By.CSS_SELECTOR, "#grid-table tbody tr")
+    label = f"parent: image {night.verified_image_id}: a red fox in the snow"
+    assert rows[0].find_element(By.TAG_NAME, "th").text == label
+    (image,) = rows[0].find_elements(By.TAG_NAME, "img")
     parent = next(
         c for c in _done_cells(night, night.job_id) if c["image_id"] == night.verified_image_id
     )
-    assert (tmp_path / unquote(src)).resolve() == Path(parent["path"]).resolve()
-    assert [row[0] for row in rows[1:3]] == [
+    src = unquote(image.get_attribute("src")).removeprefix("file://")
+    assert Path(src).resolve() == Path(parent["path"]).resolve()
+    assert [row.find_element(By.TAG_NAME, "th").text for row in rows[1:3]] == [
         "a red fox in the snow, highly realistic",
         "a red fox in the snow, artsy",
     ]
-    assert all('class="blank"' in row[1] and "queued" in row[1] for row in rows[1:3])
+    assert all(row.find_element(By.CSS_SELECTOR, ".blank").text == "queued" for row in rows[1:3])
 
 
 def test_progress_goes_to_stderr_as_json_lines_a_line_per_page(night: NightJob, tmp_path: Path):
@@ -245,10 +290,8 @@ def test_a_standalone_report_holds_a_thumbnail_of_every_image_and_links_original
     result = night.cli("report", str(night.job_id), "-o", str(tmp_path), "--standalone")
     assert result.exit_code == 0, result.output
     assert result.stderr == ""  # asked for: no notice
-    grid = _grid(tmp_path)
-    sources = re.findall(r'<img src="([^"]*)"', grid)
-    targets = re.findall(r'<a href="(file://[^"]*)"', grid)
-    assert len(sources) == len(targets) == 28
-    assert all(src.startswith("thumbs/") and (tmp_path / src).is_file() for src in sources)
+    tiles = [t for t in _tiles(tmp_path) if "src" in t]
+    assert len(tiles) == 28
+    assert all(t["src"].startswith("thumbs/") and (tmp_path / t["src"]).is_file() for t in tiles)
     originals = {Path(c["path"]).resolve().as_uri() for c in _done_cells(night, night.job_id)}
-    assert set(targets) == originals
+    assert {t["href"] for t in tiles} == originals

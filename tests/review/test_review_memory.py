@@ -109,7 +109,7 @@ def test_a_report_of_3000_images_peaks_no_higher_than_one_of_600(jobs, tmp_path:
 
     report(small)()  # warm caches (fonts, compiled statements) outside the measurement
     peaks = _peak(report(small)), _peak(report(large))
-    assert len(list((tmp_path / str(large)).glob("grid-*.html"))) == 15
+    assert len(list((tmp_path / str(large) / "data").glob("tiles-*.js"))) == 15
     assert peaks[1] < peaks[0] * 1.25, peaks
 
 
