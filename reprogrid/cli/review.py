@@ -64,6 +64,17 @@ def grid(
         click.echo(str(path))
 
 
+# The report page's options, shared with ``reprogrid serve``.
+thumb_option = click.option(
+    "--thumb", type=int, help="Thumbnail size in pixels. [default: the image size, at most 160]"
+)
+page_tiles_option = click.option(
+    "--page-tiles",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Tiles per data file, and the most the page shows at once.",
+)
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Progress as JSON lines on stderr."
 )
@@ -78,16 +89,8 @@ json_option = click.option(
     required=True,
     help="Folder to write index.html, reprogrid.js, data/ and thumbs/ into.",
 )
-@click.option(
-    "--thumb", type=int, help="Thumbnail size in pixels. [default: the image size, at most 160]"
-)
-@click.option(
-    "--page-tiles",
-    type=int,
-    default=1000,
-    show_default=True,
-    help="Tiles per data file, and the most the page shows at once.",
-)
+@thumb_option
+@page_tiles_option
 @click.option(
     "--standalone",
     is_flag=True,

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from reprogrid.cli.app import App, BadInput, main, pass_reader
+from reprogrid.cli.review import page_tiles_option, thumb_option
 from reprogrid.models import Job
 
 
@@ -22,16 +23,8 @@ from reprogrid.models import Job
     show_default=True,
     help="The address to listen on (0.0.0.0: every interface, for other machines).",
 )
-@click.option(
-    "--thumb", type=int, help="Thumbnail size in pixels. [default: the image size, at most 160]"
-)
-@click.option(
-    "--page-tiles",
-    type=click.IntRange(min=1),
-    default=1000,
-    show_default=True,
-    help="Tiles per data chunk, and the most the page shows at once.",
-)
+@thumb_option
+@page_tiles_option
 @pass_reader
 def serve(app: App, job: int, port: int, host: str, thumb: int | None, page_tiles: int) -> None:
     """Serve a job's report page live, for a job that is still running, until Ctrl-C.
@@ -52,6 +45,8 @@ def serve(app: App, job: int, port: int, host: str, thumb: int | None, page_tile
     with app.db.reads() as session:
         if session.get(Job, job) is None:
             raise BadInput(f"job: no job {job}")
+    if page_tiles < 1:
+        raise BadInput(f"page-tiles: must be at least 1, got {page_tiles}")
     if thumb is not None and not MIN_THUMB <= thumb <= MAX_THUMB:
         raise BadInput(f"thumb: must be between {MIN_THUMB} and {MAX_THUMB} pixels, got {thumb}")
     with tempfile.TemporaryDirectory(prefix="reprogrid-serve-") as cache:
