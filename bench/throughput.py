@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import cProfile
 import functools
+import itertools
 import re
 import shutil
 import time
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +41,16 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
-from bench.common import Row, arguments, bench_spec, median, sqlite_url, verdict, write_rows
+from bench.common import (
+    Row,
+    arguments,
+    bench_spec,
+    median,
+    percentile,
+    sqlite_url,
+    verdict,
+    write_rows,
+)
 from reprogrid.config import Settings
 from reprogrid.models import Cell, Image, open_database
 from reprogrid.scheduler.checkpoint_refs import resolve_checkpoint
@@ -160,9 +170,11 @@ def embedded(
 
 
 BASELINE = "plain diffusers loop"
+EMBEDDED = "reprogrid run (embedded, SQLite)"
+CALL_CASE = "pipeline call while reprogrid run records (plain loop: nothing beside it)"
 CASES: dict[str, Case] = {
     BASELINE: plain_loop,
-    "reprogrid run (embedded, SQLite)": embedded,
+    EMBEDDED: embedded,
     # determinism.py measures variants of the embedded case against it
 }
 
@@ -197,39 +209,83 @@ def case_pixels(workdir: Path, workload: Workload, rep: int) -> list[str]:
     ]
 
 
+Call = tuple[float, float]  # a pipeline call's start and end, on time.monotonic()
+
+
 @dataclass
 class Timings:
     """Seconds per repetition of one case: in all, and outside the pipeline's own call."""
 
     total: list[float] = field(default_factory=list)
     outside: list[float] = field(default_factory=list)
+    # (start, end) of each timed repetition on time.monotonic(); the gaps between
+    # the pipeline calls this process made during them, and those calls' seconds
+    windows: list[Call] = field(default_factory=list)
+    gaps: list[float] = field(default_factory=list)
+    calls: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PipelineClock:
+    """What ``pipeline_clock`` saw: seconds inside the pipeline's call, and each call's
+    (start, end) on ``time.monotonic()``, a clock all processes of this machine share."""
+
+    inside: float = 0.0
+    calls: list[Call] = field(default_factory=list)
+
+
+def traced_call(original: Callable[..., Any], seen: Callable[[float, float], None]):
+    """``StableDiffusionPipeline.__call__`` that tells ``seen`` each call's start and end."""
+
+    @functools.wraps(original)  # keeps the signature generate_batch inspects
+    def traced(*args: Any, **kwargs: Any) -> Any:
+        started = time.monotonic()
+        try:
+            return original(*args, **kwargs)
+        finally:
+            seen(started, time.monotonic())
+
+    return traced
 
 
 @contextmanager
-def pipeline_clock() -> Iterator[list[float]]:
-    """Count the seconds spent inside ``StableDiffusionPipeline.__call__`` (both paths call it).
+def pipeline_clock() -> Iterator[PipelineClock]:
+    """Time each call of ``StableDiffusionPipeline.__call__`` in this process (both
+    paths call it).
 
     What a case spends outside it is what it adds to the pipeline: far steadier
     on a busy machine than the difference of two totals.
     """
     from diffusers import StableDiffusionPipeline
 
-    inside = [0.0]
+    clock = PipelineClock()
     original = StableDiffusionPipeline.__call__
 
-    @functools.wraps(original)  # keeps the signature generate_batch inspects
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            inside[0] += time.perf_counter() - started
+    def seen(started: float, ended: float) -> None:
+        clock.inside += ended - started
+        clock.calls.append((started, ended))
 
-    StableDiffusionPipeline.__call__ = timed
+    StableDiffusionPipeline.__call__ = traced_call(original, seen)
     try:
-        yield inside
+        yield clock
     finally:
         StableDiffusionPipeline.__call__ = original
+
+
+def calls_within(calls: Iterable[Call], windows: Iterable[Call]) -> list[list[Call]]:
+    """The calls made within each window (a repetition's start and end), in order."""
+    ordered = sorted(calls)
+    return [[c for c in ordered if first <= c[0] and c[1] <= last] for first, last in windows]
+
+
+def idle_gaps(calls: Iterable[Call], windows: Iterable[Call]) -> list[float]:
+    """Seconds from the end of one pipeline call to the start of the next, for
+    consecutive calls within one window."""
+    return [
+        after[0] - before[1]
+        for inside in calls_within(calls, windows)
+        for before, after in itertools.pairwise(inside)
+    ]
 
 
 def measure(
@@ -261,13 +317,18 @@ def measure(
         if case_pixels(dirs[name], workload, 0) != reference:
             raise RuntimeError(f"{name} made other pixels than {baseline}")
     timings = {name: Timings() for name in cases}
-    with pipeline_clock() as inside:
+    with pipeline_clock() as clock:
         for rep in range(1, reps + 1):
             for name, run in runners.items():
-                inside[0] = 0.0
+                clock.inside, clock.calls = 0.0, []
+                started = time.monotonic()
                 seconds = run(rep)
+                window = (started, time.monotonic())
                 timings[name].total.append(seconds)
-                timings[name].outside.append(seconds - inside[0])
+                timings[name].outside.append(seconds - clock.inside)
+                timings[name].windows.append(window)
+                timings[name].gaps += idle_gaps(clock.calls, [window])
+                timings[name].calls += [end - start for start, end in clock.calls]
     return timings
 
 
@@ -305,6 +366,22 @@ def ratio_rows(
     return rows
 
 
+def call_row(item: str, name: str, calls: list[float], baseline_calls: list[float]) -> Row:
+    """The pipeline call's own time in a case against the baseline's, for the same calls.
+
+    What a case does beside the call (a recording thread, a scheduler) shows as a
+    slower call; it is within noise when the case's median is at most the
+    baseline's third quartile.
+    """
+    low, high = percentile(baseline_calls, 25), percentile(baseline_calls, 75)
+    mine, theirs = median(calls), median(baseline_calls)
+    figure = (
+        f"p50 {mine * 1000:.1f} ms per call against {theirs * 1000:.1f} ms"
+        f" ({mine / theirs - 1:+.1%}; baseline quartiles {low * 1000:.1f}-{high * 1000:.1f} ms)"
+    )
+    return Row(item, name, figure, "within the baseline's quartiles", verdict(mine <= high))
+
+
 def steady_ratio(baseline: Timings, case: Timings) -> float:
     """The ratio both cases would have with the same pipeline time: the baseline's.
 
@@ -339,6 +416,8 @@ def main() -> None:
     # In-process and steady figures are diagnostics: the target is the whole process's.
     rows = [Row("1 in-process", "workload", workload.describe())]
     rows += ratio_rows("1 in-process", workload, timings, BASELINE, target=None)
+    embedded_calls = timings[EMBEDDED].calls
+    rows.append(call_row("2 recording", CALL_CASE, embedded_calls, timings[BASELINE].calls))
     write_rows(args.out, rows)
 
 

@@ -64,6 +64,21 @@ def test_scheduler_keeps_at_most_max_in_flight_batches_per_queue(fleet: Fleet) -
     assert [status for _, _, status, _ in batches(fleet.db_url)] == ["queued", "queued"]
 
 
+def test_a_queue_holds_two_batches_per_live_worker_whatever_max_in_flight(
+    fleet: Fleet,
+) -> None:
+    """One batch computing and one claimed ahead each: with fewer, one worker that
+    reserved two messages would leave another idle."""
+    submit(fleet, "--seeds", "0-23", "--batch-size", "4")  # 6 batches
+    db = open_database(fleet.db_url)
+    with db.sessions() as session:
+        session.add_all(_worker_row(name, utcnow(), "default") for name in ("w1", "w2"))
+        session.commit()
+    db.dispose()
+    once(fleet, "--max-in-flight", "2")
+    assert len(queued_messages(fleet.broker_url)) == 4
+
+
 def test_a_job_s_batches_go_to_the_queue_it_was_submitted_to(fleet: Fleet) -> None:
     submit(fleet, "--seeds", "0-3", "--queue", "big-gpus")
     once(fleet)
@@ -250,9 +265,9 @@ def _idle_worker(db, queue: str) -> None:
         session.commit()
 
 
-def _worker_row(name: str, beat) -> Worker:
+def _worker_row(name: str, beat, queue: str = "q") -> Worker:
     return Worker(
-        name=name, hostname="h", pid=2, device="cpu", queue="q", checkpoints=[], heartbeat_at=beat
+        name=name, hostname="h", pid=2, device="cpu", queue=queue, checkpoints=[], heartbeat_at=beat
     )
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import uuid
 from pathlib import Path
 
@@ -240,6 +241,74 @@ def test_a_worker_stopped_with_sigterm_mid_batch_records_it_before_exiting(
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(timeout=120) == 0
     assert _status(db, running) == "done"
+    assert_each_cell_done_once(db, fleet, job_id, cells)
+
+
+def _held_by(db: Database, worker: str) -> list[int]:
+    """The batches a worker holds the lease on: the one it computes, the one claimed ahead."""
+    with db.sessions() as session:
+        return list(
+            session.scalars(
+                select(Batch.id)
+                .where(Batch.worker == worker, Batch.status == "running")
+                .order_by(Batch.id)
+            )
+        )
+
+
+def _holding_two(db: Database, worker: str) -> list[int] | None:
+    held = _held_by(db, worker)
+    return held if len(held) == 2 else None
+
+
+def test_a_worker_claims_its_next_batch_while_one_computes(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    job_id, cells = submit(fleet, write_spec(tmp_path, seeds="0-7", steps=100))  # 4 batches
+    fleet.scheduler()
+    fleet.worker("w1")
+    wait_until(lambda: _holding_two(db, "w1"), 120, "a batch claimed ahead", fleet)
+    wait_until(lambda: all_done(db, job_id, cells), 180, "the job to finish", fleet)
+    assert_each_cell_done_once(db, fleet, job_id, cells)
+
+
+def test_a_worker_killed_holding_a_batch_claimed_ahead_loses_neither_batch(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    job_id, cells = submit(fleet, write_spec(tmp_path, seeds="0-3", steps=100))  # 2 batches
+    fleet.scheduler()
+    victim = fleet.worker("victim")
+    held = wait_until(lambda: _holding_two(db, "victim"), 120, "a batch claimed ahead", fleet)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    killed = time.monotonic()
+    fleet.worker("survivor")
+    seconds = {}
+    for batch in held:
+        wait_until(lambda b=batch: _status(db, b) == "done", 120, f"batch {batch} rerun", fleet)
+        seconds[batch] = time.monotonic() - killed
+    print("seconds from the kill to each held batch done:", seconds)
+    wait_until(lambda: all_done(db, job_id, cells), 180, "the job to finish", fleet)
+    assert_each_cell_done_once(db, fleet, job_id, cells)
+    with db.sessions() as session:
+        assert {session.get(Batch, b).worker for b in held} == {"survivor"}
+
+
+def test_a_worker_stopped_with_sigterm_gives_back_the_batch_it_claimed_ahead(
+    fleet: Fleet, db: Database, tmp_path: Path
+) -> None:
+    # 2 batches, long enough that the SIGTERM lands while the first computes
+    job_id, cells = submit(fleet, write_spec(tmp_path, seeds="0-3", steps=300))
+    fleet.scheduler()
+    worker = fleet.worker("w1")
+    computing, ahead = wait_until(lambda: _holding_two(db, "w1"), 120, "a batch ahead", fleet)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=120) == 0
+    assert _held_by(db, "w1") == []
+    assert _status(db, computing) == "done"
+    assert _status(db, ahead) in ("pending", "queued")  # waiting, for whoever comes next
+    fleet.worker("w2")
+    wait_until(lambda: all_done(db, job_id, cells), 180, "the job to finish", fleet)
     assert_each_cell_done_once(db, fleet, job_id, cells)
 
 

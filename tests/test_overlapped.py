@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from reprogrid.config import Settings
-from reprogrid.models import DONE, RUNNING, Batch, Database
+from reprogrid.models import DONE, PENDING, RUNNING, Batch, Database
 from reprogrid.scheduler.jobs import create_job, form_batches
 from reprogrid.scheduler.spec import validate_spec
 from reprogrid.worker.execute import OverlappedBatches, WorkerContext
@@ -67,3 +67,35 @@ def test_a_batch_claimed_ahead_by_another_worker_is_skipped_not_run_twice(
         (second, "skipped"),
         (second, "done"),
     ]
+
+
+def test_a_batch_claimed_ahead_whose_run_never_comes_is_given_back_on_close(
+    db: Database, settings: Settings
+):
+    first, second = two_batches(db)
+    ctx = WorkerContext.start(settings, db, "cpu", "w1")
+    with OverlappedBatches(ctx, lambda _: None) as batches:
+        batches.claim_ahead(second)  # as a Celery worker does when a message is reserved
+        batches.run(first)
+        assert batch_state(db, second) == (RUNNING, "w1")
+    assert batch_state(db, first) == (DONE, "w1")
+    assert batch_state(db, second) == (PENDING, None)
+    with db.sessions() as session:
+        assert session.get(Batch, second).attempts == 0  # the claim is not an attempt
+    assert second not in ctx.active  # the heartbeat no longer renews its lease
+
+
+def test_a_batch_claimed_ahead_runs_from_its_claim_without_claiming_again(
+    db: Database, settings: Settings
+):
+    first, second = two_batches(db)
+    ctx = WorkerContext.start(settings, db, "cpu", "w1")
+    outcomes = []
+    with OverlappedBatches(ctx, outcomes.append) as batches:
+        batches.claim_ahead(second)
+        batches.claim_ahead(second)  # a second copy of its message: one claim
+        batches.run(first)
+        batches.run(second)
+    assert [(o.batch_id, o.status) for o in outcomes] == [(first, "done"), (second, "done")]
+    with db.sessions() as session:
+        assert session.get(Batch, second).attempts == 1

@@ -129,7 +129,7 @@ def _stop_on_signals() -> threading.Event:
     type=click.IntRange(min=1),
     default=8,
     show_default=True,
-    help="Batches queued or running per queue (about twice the workers on it).",
+    help="Batches queued or running per queue (at least two per live worker on it).",
 )
 @pass_app
 def scheduler_command(app: App, once: bool, interval: float, max_in_flight: int) -> None:

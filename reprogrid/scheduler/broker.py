@@ -2,8 +2,11 @@
 
 Redis only carries messages; the database says what each batch is and who
 holds it. So the settings are the safe ones: JSON only (a pickle message is
-refused), no result backend, acknowledgement after the task ran, one message
-prefetched per worker, no ETA or countdown (not-before lives in the job row).
+refused), no result backend, acknowledgement after the task ran, no ETA or
+countdown (not-before lives in the job row). Each worker reserves one message
+beyond the one it runs, and claims that batch at once (``worker.service``): its
+device then goes from one pipeline call to the next without waiting for
+Redis or the database.
 The scheduler names the task by string, so this module never imports the
 worker or torch. Each message names the fleet (the database) it belongs to.
 
@@ -67,7 +70,8 @@ def celery_app(settings: Settings) -> Celery:
         task_ignore_result=True,
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        worker_prefetch_multiplier=1,
+        # The task running and the next one, claimed ahead (a worker runs one at a time).
+        worker_prefetch_multiplier=2,
         task_default_queue=DEFAULT_QUEUE,
         broker_transport_options={"visibility_timeout": visibility_timeout(settings.lease_seconds)},
         broker_connection_retry_on_startup=True,

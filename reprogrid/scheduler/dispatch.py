@@ -12,8 +12,9 @@ Each pass (``dispatch_once``):
    unique image per cell keeps one result;
 2. walks the runnable jobs (submitted, not held by ``not_before``), highest
    priority first, then in submission order, and tops each queue up to
-   ``max_in_flight`` batches queued or running, re-sending batches waiting to
-   be retried before forming new ones;
+   ``max_in_flight`` batches queued or running (at least two per live worker
+   consuming it: ``InFlight``), re-sending batches waiting to be retried
+   before forming new ones;
 3. finishes jobs none of whose cells or batches is left to run.
 
 A job row is locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL; SQLite's
@@ -68,6 +69,8 @@ log = logging.getLogger(__name__)
 
 Publish = Callable[[int, str], None]  # (batch id, a BatchId; queue name)
 RECOVER_CHUNK = 500
+# A queue holds at least this many batches per live worker: one computing, one claimed ahead.
+BATCHES_PER_WORKER = 2
 MAX_BACKOFF_SECONDS = 60.0
 STALL_LOG_SECONDS = 60.0
 # Batches the scheduler looks after: those of submitted jobs (a job made by
@@ -123,27 +126,59 @@ class DispatchReport:
         return bool(self.published or self.republished or self.failed or self.cancelled)
 
 
+@dataclass
+class InFlight:
+    """Batches queued or running per queue, and how many each queue is topped up to.
+
+    A queue holds at least ``BATCHES_PER_WORKER`` per live worker consuming it,
+    whatever ``max_in_flight`` says: each worker computes one batch and holds the
+    next, claimed ahead (``worker.service``). With fewer, a worker that reserved
+    two messages would leave another idle.
+    """
+
+    counts: Counter[str]
+    max_in_flight: int
+    workers: Counter[str]
+
+    @classmethod
+    def now(cls, session: Session, max_in_flight: int) -> InFlight:
+        """The counts and live workers per queue, as the database has them now."""
+        counts = session.execute(
+            select(Batch.queue, func.count())
+            .join(Job, Job.id == Batch.job_id)
+            .where(FLEET_BATCH, Batch.status.in_([QUEUED, RUNNING]))
+            .group_by(Batch.queue)
+        ).all()
+        alive_since = utcnow() - timedelta(seconds=LIVE_WORKER_SECONDS)
+        workers = session.execute(
+            select(Worker.queue, func.count())
+            .where(Worker.heartbeat_at >= alive_since, Worker.state.is_(None))
+            .group_by(Worker.queue)
+        ).all()
+        return cls(Counter(dict(counts)), max_in_flight, Counter(dict(workers)))
+
+    def free(self, queue: str) -> int:
+        """How many more batches the queue may take now."""
+        bound = max(self.max_in_flight, BATCHES_PER_WORKER * self.workers[queue])
+        return bound - self.counts[queue]
+
+    def add(self, queue: str) -> None:
+        """Count one more batch queued on ``queue``."""
+        self.counts[queue] += 1
+
+
 def dispatch_once(db: Database, publish: Publish, limits: DispatchLimits) -> DispatchReport:
     """One pass of the scheduler: recover lost work, publish new work, finish jobs."""
     report = DispatchReport()
     _recover(db, publish, limits, report)
     with db.sessions() as session:
-        in_flight = Counter(
-            dict(
-                session.execute(
-                    select(Batch.queue, func.count())
-                    .join(Job, Job.id == Batch.job_id)
-                    .where(FLEET_BATCH, Batch.status.in_([QUEUED, RUNNING]))
-                    .group_by(Batch.queue)
-                ).all()
-            )
-        )
+        in_flight = InFlight.now(session, limits.max_in_flight)
         jobs = session.execute(_runnable_jobs()).all()
     for job_id, queue in jobs:
-        if in_flight[queue] < limits.max_in_flight:
-            report.published += _dispatch_job(db, job_id, publish, limits, in_flight)
-    report.published += _dispatch_verification(db, publish, limits, in_flight)
-    report.in_flight = dict(in_flight)
+        if in_flight.free(queue) > 0:
+            report.published += _dispatch_job(db, job_id, publish, in_flight)
+    report.published += _dispatch_verification(db, publish, in_flight)
+    report.in_flight = dict(in_flight.counts)
     return report
 
 
@@ -286,9 +321,7 @@ def _runnable_jobs():
     )
 
 
-def _dispatch_job(
-    db: Database, job_id: int, publish: Publish, limits: DispatchLimits, in_flight: Counter
-) -> int:
+def _dispatch_job(db: Database, job_id: int, publish: Publish, in_flight: InFlight) -> int:
     """Top the job's queue up with its waiting batches, forming new ones as needed."""
     with db.sessions() as session:
         job = session.scalar(
@@ -298,12 +331,12 @@ def _dispatch_job(
         )
         if job is None:  # another scheduler holds it, or it was cancelled meanwhile
             return 0
-        free = limits.max_in_flight - in_flight[job.queue]
+        free = in_flight.free(job.queue)
         pending = _pending_batches(session, job_id)
         if len(pending) < free and _has_unbatched_cells(session, job_id):
             form_batches(session, job_id, limit=free - len(pending), queue=job.queue)
             pending = _pending_batches(session, job_id)
-        chosen = _queue_within_bound(session, pending, limits, in_flight)
+        chosen = _queue_within_bound(session, pending, in_flight)
         if not chosen and not _has_active_batches(session, job_id):
             update_job_status(session, job_id)
         session.commit()
@@ -314,23 +347,20 @@ def _dispatch_job(
 def _queue_within_bound(
     session: Session,
     pending: list[Outgoing],
-    limits: DispatchLimits,
-    in_flight: Counter,
+    in_flight: InFlight,
 ) -> list[Outgoing]:
     """Mark as queued the pending batches their queue's in-flight bound allows; return them."""
     chosen = []
     for batch in pending:
-        if in_flight[batch.queue] < limits.max_in_flight:
+        if in_flight.free(batch.queue) > 0:
             chosen.append(batch)
-            in_flight[batch.queue] += 1
+            in_flight.add(batch.queue)
     if chosen:
         _stamp_published(session, [batch.batch_id for batch in chosen], status=QUEUED)
     return chosen
 
 
-def _dispatch_verification(
-    db: Database, publish: Publish, limits: DispatchLimits, in_flight: Counter
-) -> int:
+def _dispatch_verification(db: Database, publish: Publish, in_flight: InFlight) -> int:
     """Publish waiting verify batches (``reprogrid verify --queue``), after generation work.
 
     They belong to jobs that are usually finished, run embedded or on the
@@ -344,9 +374,7 @@ def _dispatch_verification(
             .limit(RECOVER_CHUNK)
             .with_for_update(skip_locked=True)
         ).all()
-        chosen = _queue_within_bound(
-            session, [Outgoing.of(*row) for row in pending], limits, in_flight
-        )
+        chosen = _queue_within_bound(session, [Outgoing.of(*row) for row in pending], in_flight)
         session.commit()
     _publish_all(db, publish, chosen)
     return len(chosen)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -127,7 +128,9 @@ class LeaseKeeper:
         self.ctx = ctx
         self.batch_id = batch_id
         self.interval = min(5.0, ctx.lease_seconds / 3)
-        self.last = time.monotonic()
+        # Counted from the claim: a batch claimed ahead long ago (its job may have
+        # been cancelled since) is checked at its first step.
+        self.last = ctx.active.get(batch_id, time.monotonic())
 
     def __call__(self) -> bool:
         if time.monotonic() - self.last < self.interval:
@@ -167,7 +170,7 @@ def execute_batch(ctx: WorkerContext, batch_id: int, work: BatchWork | None = No
     ``work`` computes other kinds of batches (verification); it defaults to
     generating images.
     """
-    step = _compute(ctx, batch_id, work or generate_images)
+    step = _compute(ctx, batch_id, work or generate_images, _claim(ctx, batch_id))
     return step if isinstance(step, BatchOutcome) else _record(ctx, step)
 
 
@@ -178,9 +181,14 @@ class OverlappedBatches:
     device is never idle while the database commits; at most one batch waits to
     be recorded. ``on_outcome`` is called on that thread, in batch order.
 
-    Given the batch that comes next, the same thread also claims it while this
-    one computes: the claim's statements (and, on SQLite, its wait for the
-    write lock the recording holds) are then off the device's time too.
+    The same thread claims ahead: told which batch comes next (``claim_ahead``,
+    from any thread: the embedded run knows its next batch, a Celery worker
+    hears of its next message while this one computes), it takes that batch's
+    lease meanwhile, so the claim's statements (and, on SQLite, its wait for the
+    write lock the recording holds) are off the device's time too. A batch
+    claimed ahead is held like one computing: the heartbeat renews its lease, a
+    process killed holding it loses it when its heartbeat stops, and one whose
+    run never comes is given back by ``close`` (``records.release_claims``).
     """
 
     def __init__(self, ctx: WorkerContext, on_outcome: Callable[[BatchOutcome], None]) -> None:
@@ -188,17 +196,31 @@ class OverlappedBatches:
         self.on_outcome = on_outcome
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reprogrid-record")
         self._recording: Future[BatchOutcome] | None = None
-        self._ahead: tuple[int, Future[records.ClaimedBatch | None]] | None = None
+        self._lock = threading.Lock()
+        self._ahead: dict[int, Future[records.ClaimedBatch | None]] = {}
+        self._computing: records.ClaimedBatch | None = None
+
+    def claim_ahead(self, batch_id: int) -> None:
+        """Claim the batch in the background, for a ``run`` of it that comes later."""
+        with self._lock:
+            if batch_id not in self._ahead:
+                self._ahead[batch_id] = self._thread.submit(self._claim, batch_id)
 
     def run(self, batch_id: int, work: BatchWork | None = None, then: int | None = None) -> None:
         """Compute the batch here, then hand it to the recording thread.
 
         ``then`` is the batch to run next, claimed in the background meanwhile.
         """
-        claimed = self._claimed_ahead(batch_id)
+        with self._lock:
+            ahead = self._ahead.pop(batch_id, None)
+        claim = self._claim(batch_id) if ahead is None else ahead.result()
+        self._computing = claim
         if then is not None:
-            self._ahead = (then, self._thread.submit(_claim, self.ctx, then))
-        step = _compute(self.ctx, batch_id, work or generate_images, claimed)
+            self.claim_ahead(then)
+        try:
+            step = _compute(self.ctx, batch_id, work or generate_images, claim)
+        finally:
+            self._computing = None
         self.wait()
         self._recording = self._thread.submit(self._finish, step)
 
@@ -208,10 +230,10 @@ class OverlappedBatches:
         return None if recording is None else recording.result()
 
     def close(self) -> None:
-        """Record what is left and stop the thread."""
+        """Record what is left, give back batches claimed ahead and not run, stop the thread."""
         try:
             self.wait()
-            self._claimed_ahead(None)
+            self._give_back_unrun()
         finally:
             self._thread.shutdown()
 
@@ -221,19 +243,24 @@ class OverlappedBatches:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _claimed_ahead(self, batch_id: int | None) -> Future[records.ClaimedBatch | None] | None:
-        """The background claim made for ``batch_id``, if that is the batch claimed ahead.
+    def _claim(self, batch_id: int) -> records.ClaimedBatch | None:
+        """Claim the batch, preferring the checkpoint of the batch computing now: it
+        is the one loaded by the time a batch claimed ahead runs."""
+        computing = self._computing
+        return _claim(self.ctx, batch_id, [] if computing is None else [_checkpoint(computing)])
 
-        A claim made ahead for another batch is kept: a batch this process holds
-        and does not run waits for its lease (or for ``records.release_claims``).
-        """
-        ahead, self._ahead = self._ahead, None
-        if ahead is None:
-            return None
-        if ahead[0] == batch_id:
-            return ahead[1]
-        ahead[1].result()  # errors are raised here, as the claim's own would be
-        return None
+    def _give_back_unrun(self) -> None:
+        with self._lock:
+            ahead, self._ahead = list(self._ahead.values()), {}
+        for future in ahead:
+            try:
+                claim = future.result()
+                if claim is not None:
+                    with self.ctx.db.sessions() as session:
+                        records.release_claims(session, claim.job_id, self.ctx.name)
+                    self.ctx.active.pop(claim.batch_id, None)
+            except Exception as exc:  # its lease runs out, or the scheduler sees us gone
+                log.error("could not give back a batch claimed ahead: %s", exc)
 
     def _finish(self, step: BatchOutcome | _Computed) -> BatchOutcome:
         outcome = step if isinstance(step, BatchOutcome) else _record(self.ctx, step)
@@ -241,27 +268,32 @@ class OverlappedBatches:
         return outcome
 
 
-def _claim(ctx: WorkerContext, batch_id: int) -> records.ClaimedBatch | None:
+def _claim(
+    ctx: WorkerContext, batch_id: int, loading: list[affinity.Checkpoint] | None = None
+) -> records.ClaimedBatch | None:
     """Claim the batch (or, for a job that sweeps checkpoints, the best one for this
-    process's checkpoints); None when another worker holds it or nothing is left."""
+    process's checkpoints and those it is ``loading``); None when another worker
+    holds it or nothing is left."""
+    held = [(c.ref.model, c.ref.revision) for c in loaded_checkpoints()] + (loading or [])
     with ctx.db.sessions() as session:
-        held = [(c.ref.model, c.ref.revision) for c in loaded_checkpoints()]
         claim = affinity.claim_preferred(session, batch_id, ctx.name, ctx.lease_seconds, held)
     if claim is not None:
         ctx.active[claim.batch_id] = time.monotonic()
     return claim
 
 
+def _checkpoint(claim: records.ClaimedBatch) -> affinity.Checkpoint:
+    """The checkpoint (model, revision) a claimed batch computes with."""
+    recipe = json.loads(claim.cells[0][2])
+    return recipe.get("model"), recipe.get("revision")
+
+
 def _compute(
-    ctx: WorkerContext,
-    batch_id: int,
-    work: BatchWork,
-    claimed: Future[records.ClaimedBatch | None] | None = None,
+    ctx: WorkerContext, batch_id: int, work: BatchWork, claim: records.ClaimedBatch | None
 ) -> BatchOutcome | _Computed:
-    """Claim (or take the claim made ahead) and compute the batch; an outcome if it
-    ended here (skipped, cancelled, failed)."""
+    """Compute the batch claimed for ``batch_id``; an outcome if it ended here
+    (skipped: not claimed; cancelled, failed)."""
     started = time.perf_counter()
-    claim = _claim(ctx, batch_id) if claimed is None else claimed.result()
     if claim is None:
         return BatchOutcome(batch_id, "skipped", 0, 0.0)
     try:

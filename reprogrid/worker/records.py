@@ -49,6 +49,7 @@ class ClaimedBatch:
     job_id: int
     attempt: int
     cells: list[tuple[int, int, str]]  # (cell id, grid index, recipe JSON)
+    kind: str  # ``batch.kind``: what computing it means (``service.BATCH_WORK``)
 
 
 def claim_batch(
@@ -76,12 +77,12 @@ def claim_batch(
             lease_until=now + timedelta(seconds=lease_seconds),
             started_at=now,
         )
-        .returning(batches.c.job_id, batches.c.attempts, batches.c.cell_ids)
+        .returning(batches.c.job_id, batches.c.attempts, batches.c.cell_ids, batches.c.kind)
     ).one_or_none()
     if claimed is None:
         session.rollback()
         return None
-    job_id, attempt, cell_ids = claimed
+    job_id, attempt, cell_ids, kind = claimed
     job_status = session.scalar(select(jobs.c.status).where(jobs.c.id == job_id))
     if job_status == CANCELLED:
         finish_batch(session, batch_id, worker, CANCELLED, "job cancelled")
@@ -100,7 +101,7 @@ def claim_batch(
             .values(status=RUNNING, started_at=func.coalesce(jobs.c.started_at, now))
         )
     session.commit()
-    return ClaimedBatch(batch_id, job_id, attempt, [by_id[i] for i in cell_ids])
+    return ClaimedBatch(batch_id, job_id, attempt, [by_id[i] for i in cell_ids], kind)
 
 
 def renew_lease(session: Session, batch_id: int, worker: str, lease_seconds: int) -> bool:

@@ -2,14 +2,20 @@
 
 The task is ``run_batch(batch_id, job_id, cells=N, fleet=F)`` (an older
 scheduler's bare ``[batch_id]`` runs too). Only the batch id and the fleet are
-read: the batch's row says what kind of batch it is, and ``BATCH_WORK`` how
-each kind is computed. The pool is Celery's ``threads`` pool with one thread,
+read: the batch's row says what kind of batch it is (its claim reads it), and
+``BATCH_WORK`` how each kind is computed. The pool is Celery's ``threads`` pool with one thread,
 so tasks run in this very process: nothing forks after CUDA starts, and a
 checkpoint loaded for one batch stays in memory for the next. (The ``solo``
 pool would run them on the main thread, which then could not answer ``celery
 inspect`` or Flower while a batch computes.)
 
-A task returns once its batch is computed; the batch is recorded on a
+Celery reserves one message beyond the task running (``broker``); the moment
+it arrives (``task_received``), its batch is claimed on the background thread
+(``OverlappedBatches.claim_ahead``: lease taken, kind and recipes read), so the
+next task's pipeline call starts as soon as this one's returns. A worker killed
+holding a batch claimed ahead loses it like the one it computes (its heartbeat
+stops, the scheduler publishes both again); one that stops cleanly gives it
+back. A task returns once its batch is computed; the batch is recorded on a
 background thread while the next task computes. The message is acknowledged
 then, but the batch's row is what says it is done: if the process dies before
 the row is written, the scheduler sees its heartbeat stop and publishes it again.
@@ -40,10 +46,10 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.exceptions import Reject, Retry
-from sqlalchemy import select
 
 from reprogrid.config import Settings
 from reprogrid.models import Batch, Database
@@ -135,27 +141,44 @@ class Attempt:
         return watched
 
 
+class UnknownKind(Exception):
+    """A batch of a kind this worker cannot compute (a newer scheduler's?)."""
+
+
+def compute_by_kind(ctx: WorkerContext, claim: ClaimedBatch) -> Record:
+    """Compute a claimed batch with the work for its kind (``BATCH_WORK``).
+
+    An unknown kind is an error like any other: retried (a newer worker may
+    take it), then the batch's cells fail with it.
+    """
+    work = BATCH_WORK.get(claim.kind)
+    if work is None:
+        raise UnknownKind(f"unknown kind {claim.kind!r}: upgrade this worker's reprogrid")
+    return work(ctx, claim)
+
+
 def run_batch(batches: OverlappedBatches, attempt: Attempt) -> BatchOutcome | None:
     """Compute one batch with the work for its kind, and hand it over to be recorded.
 
     Returns the batch's outcome when it ended without results to record (failed,
     retrying, split, lost, cancelled, skipped: already written), None once it
     is computed and handed over. Raises ``BatchFailed`` for a message naming
-    no batch, or a batch of an unknown kind.
+    no batch.
     """
-    with batches.ctx.db.sessions() as session:
-        row = session.execute(
-            select(Batch.kind, Batch.job_id).where(Batch.id == attempt.batch_id)
-        ).one_or_none()
-    work = None if row is None else BATCH_WORK.get(row.kind)
-    if work is None:
-        error = "no such batch" if row is None else f"unknown kind {row.kind!r}"
-        log.error("batch %s: %s", attempt.batch_id, error)
-        raise BatchFailed(f"{attempt.title}: {error}")
-    attempt.job_id = row.job_id
-    batches.run(attempt.batch_id, attempt.watch(work))
-    # Not computed: the outcome is written already and only passes the recording thread.
-    return None if attempt.computed else batches.wait()
+    batches.run(attempt.batch_id, attempt.watch(compute_by_kind))
+    if attempt.computed:
+        return None
+    # The outcome is written already and only passes the recording thread.
+    outcome = batches.wait()
+    if outcome is not None and outcome.status == "skipped" and not _exists(batches.ctx, attempt):
+        log.error("batch %s: no such batch", attempt.batch_id)
+        raise BatchFailed(f"{attempt.title}: no such batch")
+    return outcome
+
+
+def _exists(ctx: WorkerContext, attempt: Attempt) -> bool:
+    with ctx.db.sessions() as session:
+        return session.get(Batch, attempt.batch_id) is not None
 
 
 def task_result(attempt: Attempt, outcome: BatchOutcome | None) -> str:
@@ -203,11 +226,11 @@ def refuse_other_fleets(heartbeat: Heartbeat, own: str, fleet: str | None) -> No
     raise ForeignMessage(reason, requeue=True)
 
 
-def worker_app(settings: Settings, batches: OverlappedBatches, heartbeat: Heartbeat) -> Celery:
+def worker_app(
+    settings: Settings, batches: OverlappedBatches, heartbeat: Heartbeat, own: str
+) -> Celery:
     """The shared Celery app with the ``run_batch`` task bound to this worker."""
     app = celery_app(settings)
-    with batches.ctx.db.sessions() as session:
-        own = fleet_id(session)
     logging.getLogger("celery.app.trace").addFilter(QuietRefusals())
 
     # ``throws``: a failed batch is logged as expected (one line, no traceback).
@@ -224,6 +247,25 @@ def worker_app(settings: Settings, batches: OverlappedBatches, heartbeat: Heartb
         return task_result(attempt, run_batch(batches, attempt))
 
     return app
+
+
+def claim_ahead_on_receipt(batches: OverlappedBatches, own: str) -> Callable[..., None]:
+    """A ``task_received`` receiver: claim the batch of a message of this fleet as soon
+    as it is reserved, while the batch before it computes (Celery reserves a second
+    message per worker: ``worker_prefetch_multiplier``)."""
+
+    def received(sender: object = None, request: Any = None, **_: object) -> None:
+        if request is None or request.task_name != RUN_BATCH_TASK:
+            return
+        if request.kwargs.get("fleet", own) != own:  # refused when its task runs
+            return
+        try:
+            batch_id = int(request.args[0])
+        except (IndexError, TypeError, ValueError):
+            return
+        batches.claim_ahead(batch_id)
+
+    return received
 
 
 def _int_or_none(value: object) -> int | None:
@@ -254,13 +296,17 @@ def serve(
     ``give_up`` ends the process if that stop hangs.
     """
     ctx = WorkerContext.start(settings, db, device, name)
+    with db.sessions() as session:
+        own = fleet_id(session)
     heartbeat = Heartbeat(ctx, queue)
     heartbeat.start()
     watcher = BrokerWatcher(BrokerWatch(settings.broker_url), _state_setter(heartbeat), give_up)
     watcher.start()
     batches = OverlappedBatches(ctx, log_outcome)
+    claim_ahead = claim_ahead_on_receipt(batches, own)
+    signals.task_received.connect(claim_ahead, weak=False)
     try:
-        worker = worker_app(settings, batches, heartbeat).Worker(
+        worker = worker_app(settings, batches, heartbeat, own).Worker(
             hostname=celery_node_name(name),
             pool="threads",
             concurrency=1,
@@ -275,6 +321,7 @@ def serve(
         worker.start()
         return EXIT_BROKER_RESTARTED if watcher.restarted.is_set() else worker.exitcode or 0
     finally:
+        signals.task_received.disconnect(claim_ahead)
         watcher.stop()
         batches.close()
         heartbeat.stop()
