@@ -30,12 +30,12 @@ PHASES = (
     ("reprogrid.worker.execute", "pick_device", "import torch (pick the device)"),
     ("reprogrid.worker.execute", "WorkerContext.start", "configure determinism"),
     ("reprogrid.worker.execute", "load_checkpoint", "load the checkpoint"),
-    ("reprogrid.worker.execute", "WorkerContext.environment", "describe the environment"),
+    ("reprogrid.worker.execute", "WorkerContext.describe", "describe the environment"),
     ("reprogrid.worker.execute", "WorkerContext.checkpoint", "checkpoint row"),
     ("reprogrid.worker.execute", "generate", "pipeline calls"),
-    ("reprogrid.worker.affinity", "claim_preferred", "claim batches"),
+    ("reprogrid.worker.execute", "_claim", "claim batches (waiting for the recording process)"),
     ("reprogrid.worker.embedded", "form_batches", "form batches"),
-    ("reprogrid.worker.execute", "_record", "store and record (background thread)"),
+    ("reprogrid.worker.execute", "_record", "store and record (waiting for the recording process)"),
 )
 
 

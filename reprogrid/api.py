@@ -274,9 +274,12 @@ class Reprogrid:
         settings = self.settings.with_overrides(threads=threads)
         ctx = WorkerContext.start(settings, self.db, pick_device(device), embedded_run_name())
         started = time.perf_counter()
-        (before,) = self.progress(job_id)
-        with _progress_bar(progress, job_id, before["queued"] + before["running"]) as bar:
-            status = run_job(ctx, job_id, on_batch=_both(bar, on_batch))
+        try:
+            (before,) = self.progress(job_id)
+            with _progress_bar(progress, job_id, before["queued"] + before["running"]) as bar:
+                status = run_job(ctx, job_id, on_batch=_both(bar, on_batch))
+        finally:
+            ctx.close()
         (counts,) = self.progress(job_id)
         return JobResult(
             job_id=job_id,

@@ -1,21 +1,24 @@
-"""OverlappedBatches: each batch is recorded, and the next one claimed, while a batch computes."""
+"""OverlappedBatches: batches compute back to back on a device thread, each recorded while the
+next computes; a batch claimed ahead whose run never comes is given back."""
 
 from __future__ import annotations
+
+import time
 
 from reprogrid.config import Settings
 from reprogrid.models import DONE, PENDING, RUNNING, Batch, Database
 from reprogrid.scheduler.jobs import create_job, form_batches
 from reprogrid.scheduler.spec import validate_spec
-from reprogrid.worker.execute import OverlappedBatches, WorkerContext
+from reprogrid.worker.execute import GIVEN_BACK, OverlappedBatches, WorkerContext
 
 
-def two_batches(db: Database) -> list[int]:
+def two_batches(db: Database, steps: int = 1) -> list[int]:
     spec = validate_spec(
         {
             "model": "builtin:tiny",
             "prompts": ["a fox"],
             "seeds": "0-3",
-            "steps": 1,
+            "steps": steps,
             "width": 64,
             "height": 64,
             "batch_size": 2,
@@ -35,18 +38,24 @@ def batch_state(db: Database, batch_id: int) -> tuple[str, str | None]:
         return batch.status, batch.worker
 
 
-def test_the_next_batch_is_claimed_before_the_one_running_is_recorded(
+def wait_for(condition, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_batch_announced_ahead_computes_and_records_before_its_run_is_called(
     db: Database, settings: Settings
 ):
     first, second = two_batches(db)
     ctx = WorkerContext.start(settings, db, "cpu", "w1")
     with OverlappedBatches(ctx, lambda _: None) as batches:
         batches.run(first, then=second)
-        batches.wait()  # the recording thread claims `then` before it records `first`
-        assert batch_state(db, first) == (DONE, "w1")
-        assert batch_state(db, second) == (RUNNING, "w1")
-        batches.run(second)
-    assert batch_state(db, second) == (DONE, "w1")
+        wait_for(lambda: batch_state(db, second) == (DONE, "w1"))
+        ran = batches.run(second)  # computed already: it returns at once
+    assert ran.computed and ran.claim.batch_id == second
+    assert ran.recorded.result().status == "done"
 
 
 def test_a_batch_claimed_ahead_by_another_worker_is_skipped_not_run_twice(
@@ -57,32 +66,34 @@ def test_a_batch_claimed_ahead_by_another_worker_is_skipped_not_run_twice(
     outcomes = []
     with OverlappedBatches(ctx, outcomes.append) as batches:
         batches.run(first, then=second)
-        batches.wait()
         other = WorkerContext.start(settings, db, "cpu", "w2")
         with OverlappedBatches(other, outcomes.append) as theirs:
             theirs.run(second)  # w1 holds its lease: w2 does not take it
         batches.run(second)
-    assert [(o.batch_id, o.status) for o in outcomes] == [
+    assert sorted((o.batch_id, o.status) for o in outcomes) == [
         (first, "done"),
-        (second, "skipped"),
         (second, "done"),
+        (second, "skipped"),
     ]
 
 
-def test_a_batch_claimed_ahead_whose_run_never_comes_is_given_back_on_close(
+def test_a_batch_claimed_ahead_whose_run_never_comes_is_stopped_and_given_back_on_close(
     db: Database, settings: Settings
 ):
-    first, second = two_batches(db)
+    first, second = two_batches(db, steps=50)
     ctx = WorkerContext.start(settings, db, "cpu", "w1")
-    with OverlappedBatches(ctx, lambda _: None) as batches:
-        batches.claim_ahead(second)  # as a Celery worker does when a message is reserved
+    outcomes = []
+    with OverlappedBatches(ctx, outcomes.append) as batches:
+        batches.claim_ahead(first)  # as a Celery worker does when a message is reserved
+        batches.claim_ahead(second)
         batches.run(first)
-        assert batch_state(db, second) == (RUNNING, "w1")
+        assert batch_state(db, second) == (RUNNING, "w1")  # computing now
     assert batch_state(db, first) == (DONE, "w1")
     assert batch_state(db, second) == (PENDING, None)
     with db.sessions() as session:
         assert session.get(Batch, second).attempts == 0  # the claim is not an attempt
     assert second not in ctx.active  # the heartbeat no longer renews its lease
+    assert [(o.batch_id, o.status) for o in outcomes] == [(first, "done"), (second, GIVEN_BACK)]
 
 
 def test_a_batch_claimed_ahead_runs_from_its_claim_without_claiming_again(
@@ -92,6 +103,7 @@ def test_a_batch_claimed_ahead_runs_from_its_claim_without_claiming_again(
     ctx = WorkerContext.start(settings, db, "cpu", "w1")
     outcomes = []
     with OverlappedBatches(ctx, outcomes.append) as batches:
+        batches.claim_ahead(first)
         batches.claim_ahead(second)
         batches.claim_ahead(second)  # a second copy of its message: one claim
         batches.run(first)

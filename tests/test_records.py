@@ -16,7 +16,6 @@ from reprogrid.scheduler.spec import validate_spec
 from reprogrid.worker import records
 from reprogrid.worker.embedded import run_job
 from reprogrid.worker.execute import WorkerContext, execute_batch, generate_images
-from reprogrid.worker.failures import RetryPolicy
 
 SPEC = {"prompts": ["a fox", "a bird"], "seeds": "0-2", "steps": 2, "width": 64, "height": 64}
 
@@ -25,8 +24,9 @@ def new_job(db, **fields):
     return create_job(db, validate_spec({**SPEC, **fields}, max_cells=100))
 
 
-def context(db, tmp_path: Path, name="w1", lease=600) -> WorkerContext:
-    settings = Settings(store=tmp_path / "store", threads=1, lease_seconds=lease)
+def context(db, tmp_path: Path, name="w1", lease=600, **retry) -> WorkerContext:
+    """A worker's context; ``retry``: the ``Settings`` of its retry policy."""
+    settings = Settings(store=tmp_path / "store", threads=1, lease_seconds=lease, **retry)
     return WorkerContext.start(settings, db, "cpu", name)
 
 
@@ -119,15 +119,15 @@ def test_a_worker_that_lost_its_lease_leaves_the_new_owner_s_files_in_place(data
     stale, owner = context(database, tmp_path, "stale"), context(database, tmp_path, "owner")
     with database.sessions() as session:
         stale_claim = records.claim_batch(session, batch.id, "stale", 600)
-        stale_record = generate_images(stale, stale_claim)
+        stale_images = generate_images(stale, stale_claim)
         session.execute(update(Batch).where(Batch.id == batch.id).values(lease_until=utcnow()))
         session.commit()
         owner_claim = records.claim_batch(session, batch.id, "owner", 600)
-    owner_record = generate_images(owner, owner_claim)
-    assert stale_record() == 0  # lost: records nothing, deletes nothing
+    owner_images = generate_images(owner, owner_claim)
+    assert stale_images.record(stale.recording) == 0  # lost: records nothing, deletes nothing
     # the owner's files (the same content-addressed names) would be written by now
     assert len(list((tmp_path / "store").rglob("*.png"))) == len(batch.cell_ids)
-    assert owner_record() == len(batch.cell_ids)
+    assert owner_images.record(owner.recording) == len(batch.cell_ids)
     with database.sessions() as session:
         paths = session.scalars(select(Image.path)).all()
     assert len(paths) == len(batch.cell_ids)
@@ -168,8 +168,7 @@ def test_a_failing_batch_is_retried_then_its_cells_are_marked_failed(database, t
             cell = session.get(Cell, cell_id)
             cell.recipe = _recipe(session, cell).replace("builtin:tiny", "builtin:gone")
         session.commit()
-    ctx = context(database, tmp_path)
-    ctx.retry = RetryPolicy(max_attempts=2, delay_seconds=0)
+    ctx = context(database, tmp_path, max_attempts=2, retry_delay_seconds=0)
     assert execute_batch(ctx, batch.id).status == "retrying"
     outcome = execute_batch(ctx, batch.id)
     assert outcome.status == "failed" and "builtin:gone" in outcome.error
@@ -198,9 +197,8 @@ def test_a_batch_whose_pipeline_refuses_its_arguments_fails_at_once(database, tm
 def test_a_transient_failure_waits_its_backoff_before_the_next_attempt(database, tmp_path):
     job_id = new_job(database, prompts=["a fox"], seeds="0-1")
     (batch,) = batches_of(database, job_id)
-    ctx = context(database, tmp_path)
+    ctx = context(database, tmp_path, retry_delay_seconds=0.01, retry_max_delay_seconds=60)
     ctx.store.write_text("a file where the store should be")
-    ctx.retry = RetryPolicy(delay_seconds=0.01, max_delay_seconds=60)
     before = utcnow()
     assert execute_batch(ctx, batch.id).status == "retrying"
     with database.sessions() as session:
@@ -216,8 +214,7 @@ def test_a_job_whose_cells_all_failed_or_finished_is_failed(database, tmp_path):
         cell = session.get(Cell, first.cell_ids[0])
         cell.recipe = _recipe(session, cell).replace('"steps":2', '"steps":0')
         session.commit()
-    ctx = context(database, tmp_path)
-    ctx.retry = RetryPolicy(max_attempts=1)
+    ctx = context(database, tmp_path, max_attempts=1)
     assert run_job(ctx, job_id) == "failed"
     with database.sessions() as session:
         statuses = dict(
@@ -231,9 +228,8 @@ def test_a_batch_that_cannot_be_stored_is_retried_then_its_cells_are_marked_fail
 ):
     """Storing runs on the recording thread; its errors count as attempts all the same."""
     job_id = new_job(database, prompts=["a fox"], seeds="0-1")
-    ctx = context(database, tmp_path)
+    ctx = context(database, tmp_path, max_transient_attempts=2, retry_delay_seconds=0)
     ctx.store.write_text("a file where the store should be")
-    ctx.retry = RetryPolicy(max_transient_attempts=2, delay_seconds=0)
     outcomes = []
     assert run_job(ctx, job_id, on_batch=outcomes.append) == "failed"
     assert [o.status for o in outcomes] == ["retrying", "failed"]

@@ -8,7 +8,8 @@ the broker's identity instead (``scheduler.broker.BrokerWatch``: Redis's
 its heartbeat row and stops its consumer with Celery's warm shutdown (the
 batch it computes is finished and recorded). Then, by default,
 ``restart_in_place`` replaces the process by a fresh one running the same
-command, with the same pid, after a backoff and with one log line each time
+command (so does a Celery consumer that died on the lost connection first:
+``lost_broker``), with the same pid, after a backoff and with one log line each time
 (Celery restarts a worker on ``SIGHUP`` the same way). With
 ``--exit-on-broker-loss`` the worker exits with ``EXIT_BROKER_RESTARTED``
 instead, for a supervisor (systemd, Docker's ``restart: unless-stopped``) to
@@ -72,6 +73,15 @@ class BrokerWatcher:
     def stop(self) -> None:
         """Stop watching."""
         self._stop.set()
+
+    def lost_broker(self) -> bool:
+        """Whether the broker restarted under this worker, or cannot be reached now.
+
+        Asked when Celery stopped on an error: a connection lost while the
+        broker restarts can end Celery's consumer (kombu's reconnection fails
+        with an ``AttributeError``) before this thread's next look.
+        """
+        return self.restarted.is_set() or self.watch.check() is not None
 
     def _run(self) -> None:
         state = None

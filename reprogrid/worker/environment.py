@@ -90,7 +90,7 @@ def _process_facts(device: str) -> dict[str, Any]:
         "machine": platform.machine(),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # not its str subclass: unpickled, it imports torch
         "diffusers": version("diffusers"),
         "transformers": version("transformers"),
         "numpy": version("numpy"),

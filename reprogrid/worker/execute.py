@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import sys
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from reprogrid.config import Settings
 from reprogrid.models import Database
@@ -33,8 +36,9 @@ from reprogrid.worker.checkpoints import (
 from reprogrid.worker.determinism import DeterminismSettings, configure
 from reprogrid.worker.environment import describe_environment, fingerprint
 from reprogrid.worker.failures import TRANSIENT, RetryPolicy, error_kind
-from reprogrid.worker.generate import BatchInterrupted, CallRefused, generate
+from reprogrid.worker.generate import BatchInterrupted, CallRefused, GeneratedBatch, generate
 from reprogrid.worker.infotext import infotext
+from reprogrid.worker.recorder import InProcess, Recorder, RecorderGone
 from reprogrid.worker.store import (
     encode_png,
     pixel_sha256,
@@ -44,48 +48,28 @@ from reprogrid.worker.store import (
 
 
 @dataclass
-class WorkerContext:
-    """What a process that runs batches holds: database, store, device, identity."""
+class RecordingContext:
+    """What claiming and recording batches needs: database, store, this worker's name,
+    lease and retry policy, and the ids of the rows it has found or written."""
 
     db: Database
     store: Path
-    device: str
     name: str
-    determinism: DeterminismSettings
     lease_seconds: int
     retry: RetryPolicy
-    # batches claimed and not yet recorded or given up, with when they were claimed
-    # (time.monotonic()): the heartbeat renews their leases, for a while
-    active: dict[int, float] = field(default_factory=dict)
     _environment_ids: dict[str, int] = field(default_factory=dict)
     _call_ids: dict[str, int] = field(default_factory=dict)
     _checkpoint_ids: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
-    @classmethod
-    def start(cls, settings: Settings, db: Database, device: str, name: str) -> WorkerContext:
-        """Configure determinism for this process, sweep orphan temp files, build the context."""
-        determinism = configure(settings.threads, settings.full_determinism)
-        remove_stale_temp_files(settings.store)
-        return cls(
-            db=db,
-            store=settings.store,
-            device=device,
-            name=name,
-            determinism=determinism,
-            lease_seconds=settings.lease_seconds,
-            retry=RetryPolicy.from_settings(settings),
-        )
-
-    def environment(self, dtype: str) -> tuple[int, dict[str, Any]]:
-        """The environment row id (and description) for computing in ``dtype`` here."""
-        info = describe_environment(self.device, dtype, self.determinism)
+    def environment_id(self, info: dict[str, Any]) -> int:
+        """The environment row id for an environment's description."""
         key = fingerprint(info)
         if key not in self._environment_ids:
             with self.db.sessions() as session:
                 self._environment_ids[key] = records.environment_id(session, key, info)
-        return self._environment_ids[key], info
+        return self._environment_ids[key]
 
-    def call(self, call: dict[str, Any]) -> int:
+    def call_id(self, call: dict[str, Any]) -> int:
         """The pipeline_call row id for a recorded call."""
         body = call_json(call)
         key = sha256_text(body)
@@ -94,9 +78,8 @@ class WorkerContext:
                 self._call_ids[key] = records.call_id(session, key, body)
         return self._call_ids[key]
 
-    def checkpoint(self, loaded: LoadedCheckpoint) -> int:
-        """The checkpoint row id for a loaded checkpoint."""
-        identity = loaded.identity
+    def checkpoint_id(self, identity: CheckpointIdentity) -> int:
+        """The checkpoint row id for a checkpoint's identity."""
         key = (identity.model, identity.revision, identity.sha256)
         if key not in self._checkpoint_ids:
             with self.db.sessions() as session:
@@ -106,9 +89,85 @@ class WorkerContext:
         return self._checkpoint_ids[key]
 
 
+@dataclass
+class WorkerContext:
+    """What a process that runs batches holds: device and determinism, what recording
+    needs (``recording``: database, store, identity), and its recording process
+    (``recorder``), where batches are claimed and recorded."""
+
+    recording: RecordingContext
+    device: str
+    determinism: DeterminismSettings
+    recorder: Recorder
+    # batches claimed and not yet recorded or given up, with when they were claimed
+    # (time.monotonic()): the heartbeat renews their leases, for a while
+    active: dict[int, float] = field(default_factory=dict)
+    # batches to stop at their next denoising step and give back: computing ahead of a
+    # run that will not come (see OverlappedBatches.close)
+    giving_back: set[int] = field(default_factory=set)
+
+    @classmethod
+    def start(cls, settings: Settings, db: Database, device: str, name: str) -> WorkerContext:
+        """Start the recording process, configure determinism for this process (which
+        imports torch meanwhile), sweep orphan temp files, build the context."""
+        retry = RetryPolicy.from_settings(settings)
+        recording = RecordingContext(db, settings.store, name, settings.lease_seconds, retry)
+        recorder = Recorder(recording)
+        recorder.start()
+        determinism = configure(settings.threads, settings.full_determinism)
+        remove_stale_temp_files(settings.store)
+        return cls(recording, device, determinism, recorder)
+
+    def close(self) -> None:
+        """Stop the recording process, once the request in hand is answered."""
+        self.recorder.close()
+
+    @property
+    def db(self) -> Database:
+        """The database."""
+        return self.recording.db
+
+    @property
+    def store(self) -> Path:
+        """The image store's folder."""
+        return self.recording.store
+
+    @property
+    def name(self) -> str:
+        """This worker's name: batches are leased to it."""
+        return self.recording.name
+
+    @property
+    def lease_seconds(self) -> int:
+        """How long a claim holds a batch without renewal."""
+        return self.recording.lease_seconds
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """When failed batches run again."""
+        return self.recording.retry
+
+    def environment(self, dtype: str) -> tuple[int, dict[str, Any]]:
+        """The environment row id (and description) for computing in ``dtype`` here."""
+        info = self.describe(dtype)
+        return self.recording.environment_id(info), info
+
+    def describe(self, dtype: str) -> dict[str, Any]:
+        """The environment this process computes in with ``dtype``, read now."""
+        return describe_environment(self.device, dtype, self.determinism)
+
+    def checkpoint(self, loaded: LoadedCheckpoint) -> int:
+        """The checkpoint row id for a loaded checkpoint."""
+        return self.recording.checkpoint_id(loaded.identity)
+
+
+GIVEN_BACK = "given back"
+
+
 @dataclass(frozen=True)
 class BatchOutcome:
-    """What became of one batch: done, retrying, failed, cancelled, split, skipped or lost."""
+    """What became of one batch: done, retrying, failed, cancelled, split, skipped, lost or
+    given back (``GIVEN_BACK``: stopped, its claim released, to run again elsewhere)."""
 
     batch_id: int
     status: str
@@ -133,6 +192,8 @@ class LeaseKeeper:
         self.last = ctx.active.get(batch_id, time.monotonic())
 
     def __call__(self) -> bool:
+        if self.batch_id in self.ctx.giving_back:
+            return True
         if time.monotonic() - self.last < self.interval:
             return False
         self.last = time.monotonic()
@@ -148,19 +209,25 @@ T = TypeVar("T")
 # outage of the store or database while recording costs waiting, not the pixels.
 RECORD_TRIES = 4
 
-Record = Callable[[], int]
-"""Writes a computed batch's results (files, rows) and returns how many it recorded."""
 
-BatchWork = Callable[[WorkerContext, records.ClaimedBatch], Record]
-"""The computation of one kind of batch; it returns how to record its results."""
+class Results(Protocol):
+    """A computed batch's results, as data (they are pickled to the recording process)."""
+
+    def record(self, ctx: RecordingContext) -> int:
+        """Write the results (files, rows) and return how many were recorded."""
+        ...
+
+
+BatchWork = Callable[[WorkerContext, records.ClaimedBatch], Results]
+"""The computation of one kind of batch; it returns its results, to be recorded."""
 
 
 @dataclass(frozen=True)
-class _Computed:
+class Computed:
     """A claimed batch whose results are computed and wait to be recorded."""
 
     claim: records.ClaimedBatch
-    record: Record
+    results: Results
     started: float
 
 
@@ -170,25 +237,52 @@ def execute_batch(ctx: WorkerContext, batch_id: int, work: BatchWork | None = No
     ``work`` computes other kinds of batches (verification); it defaults to
     generating images.
     """
-    step = _compute(ctx, batch_id, work or generate_images, _claim(ctx, batch_id))
-    return step if isinstance(step, BatchOutcome) else _record(ctx, step)
+    here = InProcess(ctx.recording)
+    step = _compute(ctx, batch_id, work or generate_images, _claim(ctx, here, batch_id))
+    return step if isinstance(step, BatchOutcome) else _record(ctx, here, step)
+
+
+@dataclass
+class _Batch:
+    """A batch this process was told of: its claim, then its computation and recording."""
+
+    work: BatchWork
+    claim: Future[records.ClaimedBatch | None]
+    computed: Future[BatchOutcome | Computed] = field(default_factory=Future)
+    recorded: Future[BatchOutcome] | None = None
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What ``OverlappedBatches.run`` gives back: the claim (None if none was taken),
+    whether the batch computed (it is being recorded), and its recorded outcome."""
+
+    claim: records.ClaimedBatch | None
+    computed: bool
+    recorded: Future[BatchOutcome]
 
 
 class OverlappedBatches:
-    """Runs batches one after another, recording each while the next one computes.
+    """Runs batches one after another on a device thread, each as soon as the one before it
+    is computed, and records each while the next one computes.
 
-    Storing PNGs and writing rows happen on one background thread, so the
-    device is never idle while the database commits; at most one batch waits to
-    be recorded. ``on_outcome`` is called on that thread, in batch order.
+    Batches come in order: announced ahead (``claim_ahead``: the embedded run
+    knows its next batch, a Celery worker hears of its next message while this
+    one computes) or asked for (``run``). The device thread computes them in
+    that order without waiting for anyone: a batch announced ahead starts the
+    moment the one before it is computed, whether or not its ``run`` has been
+    called, so no hand-over (Celery's acknowledgement and next task) sits
+    between two pipeline calls. ``run`` waits until its batch is computed.
 
-    The same thread claims ahead: told which batch comes next (``claim_ahead``,
-    from any thread: the embedded run knows its next batch, a Celery worker
-    hears of its next message while this one computes), it takes that batch's
-    lease meanwhile, so the claim's statements (and, on SQLite, its wait for the
-    write lock the recording holds) are off the device's time too. A batch
-    claimed ahead is held like one computing: the heartbeat renews its lease, a
-    process killed holding it loses it when its heartbeat stops, and one whose
-    run never comes is given back by ``close`` (``records.release_claims``).
+    A background thread claims each batch as it is announced (the statements
+    run in the recording process, ``ctx.recorder``: see ``recorder``), and
+    hands each computed batch to the recording process to be stored and
+    recorded, in batch order, at most one batch waiting; ``on_outcome`` is
+    called on that thread. A batch claimed ahead is held like one computing:
+    the heartbeat renews its lease, and a process killed holding it loses it
+    when its heartbeat stops. ``close`` gives back every batch whose ``run``
+    did not come (a stopping worker's next message, a run interrupted): one
+    computing stops at its next denoising step; all get their claims released.
     """
 
     def __init__(self, ctx: WorkerContext, on_outcome: Callable[[BatchOutcome], None]) -> None:
@@ -197,45 +291,60 @@ class OverlappedBatches:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reprogrid-record")
         self._recording: Future[BatchOutcome] | None = None
         self._lock = threading.Lock()
-        self._ahead: dict[int, Future[records.ClaimedBatch | None]] = {}
+        self._batches: dict[int, _Batch] = {}
+        self._order: queue.SimpleQueue[int | None] = queue.SimpleQueue()
         self._computing: records.ClaimedBatch | None = None
+        self._device = threading.Thread(
+            target=self._compute_in_order, name="reprogrid-device", daemon=True
+        )
+        self._device.start()
 
-    def claim_ahead(self, batch_id: int) -> None:
-        """Claim the batch in the background, for a ``run`` of it that comes later."""
+    def claim_ahead(self, batch_id: int, work: BatchWork | None = None) -> None:
+        """Claim the batch in the background, and compute it after those announced before."""
         with self._lock:
-            if batch_id not in self._ahead:
-                self._ahead[batch_id] = self._thread.submit(self._claim, batch_id)
+            if batch_id in self._batches:
+                return
+            claim = self._thread.submit(self._claim, batch_id)
+            self._batches[batch_id] = _Batch(work or generate_images, claim)
+        self._order.put(batch_id)
 
-    def run(self, batch_id: int, work: BatchWork | None = None, then: int | None = None) -> None:
-        """Compute the batch here, then hand it to the recording thread.
+    def run(self, batch_id: int, work: BatchWork | None = None, then: int | None = None) -> Ran:
+        """Wait until the batch is computed (computing it after those announced before, if it
+        was not announced) and handed over to be recorded.
 
-        ``then`` is the batch to run next, claimed in the background meanwhile.
+        ``then`` is the batch to run next, announced meanwhile.
         """
-        with self._lock:
-            ahead = self._ahead.pop(batch_id, None)
-        claim = self._claim(batch_id) if ahead is None else ahead.result()
-        self._computing = claim
+        self.claim_ahead(batch_id, work)
         if then is not None:
             self.claim_ahead(then)
-        try:
-            step = _compute(self.ctx, batch_id, work or generate_images, claim)
-        finally:
-            self._computing = None
-        self.wait()
-        self._recording = self._thread.submit(self._finish, step)
+        with self._lock:
+            batch = self._batches[batch_id]
+        step = batch.computed.result()
+        with self._lock:
+            del self._batches[batch_id]
+        assert batch.recorded is not None
+        if isinstance(step, Computed):
+            return Ran(step.claim, True, batch.recorded)
+        return Ran(batch.claim.result(), False, batch.recorded)
 
     def wait(self) -> BatchOutcome | None:
-        """Wait until the last batch is recorded; its outcome (errors are raised here)."""
-        recording, self._recording = self._recording, None
+        """Wait until the last batch computed is recorded; its outcome (errors are raised)."""
+        recording = self._recording
         return None if recording is None else recording.result()
 
     def close(self) -> None:
-        """Record what is left, give back batches claimed ahead and not run, stop the thread."""
+        """Give back the batches whose run did not come (one computing stops at its next
+        step), record what was computed, stop the threads."""
+        with self._lock:
+            self.ctx.giving_back.update(self._batches)
+        self._order.put(None)
+        self._device.join()
         try:
             self.wait()
             self._give_back_unrun()
         finally:
             self._thread.shutdown()
+            self.ctx.giving_back.clear()
 
     def __enter__(self) -> OverlappedBatches:
         return self
@@ -243,18 +352,56 @@ class OverlappedBatches:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
+    def _compute_in_order(self) -> None:
+        """The device thread: compute each batch in order, hand it over to be recorded."""
+        while (batch_id := self._order.get()) is not None:
+            with self._lock:
+                batch = self._batches[batch_id]
+            try:
+                step = self._compute(batch_id, batch)
+                self._wait_for_recording()  # one batch waits to be recorded, at most
+            except BaseException as exc:  # its claim, or the last recording, failed
+                batch.computed.set_exception(exc)  # its run raises it; close gives it back
+                continue
+            self._recording = batch.recorded = self._thread.submit(self._finish, step)
+            batch.computed.set_result(step)
+
+    def _wait_for_recording(self) -> None:
+        """Wait for the last recording; an error of it is raised once."""
+        recording = self._recording
+        if recording is None:
+            return
+        try:
+            recording.result()
+        except BaseException:
+            self._recording = None
+            raise
+
+    def _compute(self, batch_id: int, batch: _Batch) -> BatchOutcome | Computed:
+        if batch_id in self.ctx.giving_back:  # not started: ``close`` releases its claim
+            return BatchOutcome(batch_id, GIVEN_BACK, 0, 0.0)
+        claim = batch.claim.result()
+        self._computing = claim
+        try:
+            return _compute(self.ctx, batch_id, batch.work, claim)
+        finally:
+            self._computing = None
+
     def _claim(self, batch_id: int) -> records.ClaimedBatch | None:
         """Claim the batch, preferring the checkpoint of the batch computing now: it
         is the one loaded by the time a batch claimed ahead runs."""
         computing = self._computing
-        return _claim(self.ctx, batch_id, [] if computing is None else [_checkpoint(computing)])
+        loading = [] if computing is None else [_checkpoint(computing)]
+        return _claim(self.ctx, self.ctx.recorder, batch_id, loading)
 
     def _give_back_unrun(self) -> None:
         with self._lock:
-            ahead, self._ahead = list(self._ahead.values()), {}
-        for future in ahead:
+            unrun, self._batches = list(self._batches.values()), {}
+        for batch in unrun:
+            if batch.computed.done() and not _given_back(batch.computed):
+                continue  # computed and recorded, or ended: nothing is held
             try:
-                claim = future.result()
+                claim = batch.claim.result()
                 if claim is not None:
                     with self.ctx.db.sessions() as session:
                         records.release_claims(session, claim.job_id, self.ctx.name)
@@ -262,24 +409,45 @@ class OverlappedBatches:
             except Exception as exc:  # its lease runs out, or the scheduler sees us gone
                 log.error("could not give back a batch claimed ahead: %s", exc)
 
-    def _finish(self, step: BatchOutcome | _Computed) -> BatchOutcome:
-        outcome = step if isinstance(step, BatchOutcome) else _record(self.ctx, step)
+    def _finish(self, step: BatchOutcome | Computed) -> BatchOutcome:
+        """Record a computed batch; tell ``on_outcome`` how each batch ended."""
+        if isinstance(step, BatchOutcome):
+            outcome = step
+        else:
+            outcome = _record(self.ctx, self.ctx.recorder, step)
         self.on_outcome(outcome)
         return outcome
 
 
+def _given_back(computed: Future[BatchOutcome | Computed]) -> bool:
+    if computed.exception() is not None:
+        return True  # its claim failed, or it may have succeeded: give it back
+    step = computed.result()
+    return isinstance(step, BatchOutcome) and step.status == GIVEN_BACK
+
+
 def _claim(
-    ctx: WorkerContext, batch_id: int, loading: list[affinity.Checkpoint] | None = None
+    ctx: WorkerContext,
+    recorder: Recorder | InProcess,
+    batch_id: int,
+    loading: list[affinity.Checkpoint] | None = None,
 ) -> records.ClaimedBatch | None:
     """Claim the batch (or, for a job that sweeps checkpoints, the best one for this
     process's checkpoints and those it is ``loading``); None when another worker
     holds it or nothing is left."""
     held = [(c.ref.model, c.ref.revision) for c in loaded_checkpoints()] + (loading or [])
-    with ctx.db.sessions() as session:
-        claim = affinity.claim_preferred(session, batch_id, ctx.name, ctx.lease_seconds, held)
+    claim = recorder.call(claim_preferred, batch_id, held)
     if claim is not None:
         ctx.active[claim.batch_id] = time.monotonic()
     return claim
+
+
+def claim_preferred(
+    ctx: RecordingContext, batch_id: int, held: list[affinity.Checkpoint]
+) -> records.ClaimedBatch | None:
+    """``affinity.claim_preferred`` in a session of its own (run by the recorder)."""
+    with ctx.db.sessions() as session:
+        return affinity.claim_preferred(session, batch_id, ctx.name, ctx.lease_seconds, held)
 
 
 def _checkpoint(claim: records.ClaimedBatch) -> affinity.Checkpoint:
@@ -290,51 +458,60 @@ def _checkpoint(claim: records.ClaimedBatch) -> affinity.Checkpoint:
 
 def _compute(
     ctx: WorkerContext, batch_id: int, work: BatchWork, claim: records.ClaimedBatch | None
-) -> BatchOutcome | _Computed:
+) -> BatchOutcome | Computed:
     """Compute the batch claimed for ``batch_id``; an outcome if it ended here
     (skipped: not claimed; cancelled, failed)."""
     started = time.perf_counter()
     if claim is None:
         return BatchOutcome(batch_id, "skipped", 0, 0.0)
     try:
-        return _Computed(claim, work(ctx, claim), started)
+        return Computed(claim, work(ctx, claim), started)
     except BatchInterrupted:
+        if claim.batch_id in ctx.giving_back:
+            return BatchOutcome(claim.batch_id, GIVEN_BACK, 0, time.perf_counter() - started)
         with ctx.db.sessions() as session:
             records.cancel_batch(session, claim, ctx.name)
         ctx.active.pop(claim.batch_id, None)
         return BatchOutcome(claim.batch_id, "cancelled", 0, time.perf_counter() - started)
     except Exception as exc:
-        return _failed(ctx, claim, exc, started)
+        ctx.active.pop(claim.batch_id, None)
+        return _failed(ctx.recording, claim, exc, started)
     except BaseException:
         ctx.active.pop(claim.batch_id, None)
         raise
 
 
-def _record(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
-    """Store and record a computed batch.
+def _record(ctx: WorkerContext, recorder: Recorder | InProcess, computed: Computed) -> BatchOutcome:
+    """Store and record a computed batch with ``recorder`` (see ``record_computed``); a
+    recording process that died twice on it leaves it ``lost``."""
+    claim = computed.claim
+    try:
+        return recorder.call(record_computed, computed)
+    except RecorderGone as exc:
+        seconds = time.perf_counter() - computed.started
+        return BatchOutcome(claim.batch_id, "lost", 0, seconds, str(exc))
+    finally:
+        ctx.active.pop(claim.batch_id, None)
+
+
+def record_computed(ctx: RecordingContext, computed: Computed) -> BatchOutcome:
+    """Store and record a computed batch (run by the recorder).
 
     A transient error (I/O, database) is retried here, with the policy's
     backoff, up to ``RECORD_TRIES`` times: storing and recording are
     idempotent, and the computed pixels are kept meanwhile. Any other error,
     or the last try's, is a failed attempt like any other.
     """
-    try:
-        return _record_with_retries(ctx, computed)
-    finally:
-        ctx.active.pop(computed.claim.batch_id, None)
-
-
-def _record_with_retries(ctx: WorkerContext, computed: _Computed) -> BatchOutcome:
     batch_id = computed.claim.batch_id
     try:
-        kept = _retrying(ctx, f"recording batch {batch_id}", computed.record)
+        kept = _retrying(ctx, f"recording batch {batch_id}", partial(computed.results.record, ctx))
     except Exception as exc:
         return _failed(ctx, computed.claim, exc, computed.started)
     seconds = time.perf_counter() - computed.started
     return BatchOutcome(batch_id, "done", kept, seconds)
 
 
-def _retrying(ctx: WorkerContext, what: str, write: Callable[[], T]) -> T:
+def _retrying(ctx: RecordingContext, what: str, write: Callable[[], T]) -> T:
     """Run a store or database write, trying a transient error (I/O, database) again
     after the policy's backoff, up to ``RECORD_TRIES`` times; raises the last error."""
     for attempt in range(1, RECORD_TRIES):
@@ -350,7 +527,7 @@ def _retrying(ctx: WorkerContext, what: str, write: Callable[[], T]) -> T:
 
 
 def _failed(
-    ctx: WorkerContext, claim: records.ClaimedBatch, exc: Exception, started: float
+    ctx: RecordingContext, claim: records.ClaimedBatch, exc: Exception, started: float
 ) -> BatchOutcome:
     """Replace a batch that ran out of GPU memory by its two halves, waiting to be run;
     otherwise retry it after the policy's backoff, or fail its cells at once when the
@@ -363,7 +540,6 @@ def _failed(
     keeps its lease and comes back when the lease runs out: the outcome is
     ``lost``, and the worker carries on.
     """
-    ctx.active.pop(claim.batch_id, None)
     error = f"{type(exc).__name__}: {exc}"
     seconds = time.perf_counter() - started
     split = _out_of_memory(exc) and len(claim.cells) > 1
@@ -395,16 +571,15 @@ def _failed(
 
 def _out_of_memory(exc: Exception) -> bool:
     """True for a CUDA out-of-memory error, after giving the cached memory back."""
-    import torch
-
-    if not isinstance(exc, torch.cuda.OutOfMemoryError):
+    torch = sys.modules.get("torch")  # not imported (the recording process): not one
+    if torch is None or not isinstance(exc, torch.cuda.OutOfMemoryError):
         return False
     torch.cuda.empty_cache()
     return True
 
 
-def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
-    """Generate the batch's images; return how to store and record them."""
+def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> GeneratedImages:
+    """Generate the batch's images; return them, to be stored and recorded."""
     recipes = [json.loads(recipe) for _, _, recipe in claim.cells]
     first = recipes[0]
     loaded = load_checkpoint(
@@ -415,21 +590,35 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
         first.get("safety_checker", True),
         first.get("config"),
     )
-    environment_id, _ = ctx.environment(first["dtype"])
-    checkpoint_id = ctx.checkpoint(loaded)
-
+    ctx.checkpoint(loaded)  # its row is written as it loads, before its first image
+    environment = ctx.describe(first["dtype"])
     started = time.perf_counter()
     made = generate(loaded, recipes, ctx.device, LeaseKeeper(ctx, claim.batch_id))
-    pixels = made.pixels
     seconds_each = (time.perf_counter() - started) / len(recipes)
+    return GeneratedImages(claim, made, loaded.identity, environment, seconds_each)
 
-    def record() -> int:
-        images = []
+
+@dataclass(frozen=True)
+class GeneratedImages:
+    """A generated batch: its images, the checkpoint and environment that made them."""
+
+    claim: records.ClaimedBatch
+    made: GeneratedBatch
+    checkpoint: CheckpointIdentity
+    environment: dict[str, Any]
+    seconds_each: float
+
+    def record(self, ctx: RecordingContext) -> int:
+        """Write each image's PNG into the store, then the batch's rows; how many are new."""
+        claim, made, pixels = self.claim, self.made, self.made.pixels
+        environment_id = ctx.environment_id(self.environment)
+        checkpoint_id = ctx.checkpoint_id(self.checkpoint)
+        call_id = ctx.call_id(made.call)
         store = str(ctx.store.absolute())
-        call_id = ctx.call(made.call)
+        images = []
         for index, (cell_id, grid_index, recipe_json) in enumerate(claim.cells):
             chunks = png_chunks(
-                claim.job_id, cell_id, grid_index, recipe_json, loaded.identity, made.call
+                claim.job_id, cell_id, grid_index, recipe_json, self.checkpoint, made.call
             )
             path, png_sha256 = write_png(ctx.store, encode_png(pixels[index], chunks))
             images.append(
@@ -437,7 +626,7 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
                     "cell_id": cell_id,
                     "batch_id": claim.batch_id,
                     "index_in_batch": index,
-                    "batch_size": len(recipes),
+                    "batch_size": len(claim.cells),
                     "pixel_sha256": pixel_sha256(pixels[index]),
                     "png_sha256": png_sha256,
                     "path": path,
@@ -448,15 +637,13 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
                     "checkpoint_id": checkpoint_id,
                     "call_id": call_id,
                     "worker": ctx.name,
-                    "generate_seconds": seconds_each,
+                    "generate_seconds": self.seconds_each,
                     "nsfw": None if made.nsfw is None else made.nsfw[index],
                 }
             )
         # Files of cells another worker recorded first stay: see worker/store.py.
         with ctx.db.sessions() as session:
             return len(records.record_images(session, claim, ctx.name, images, made.warnings))
-
-    return record
 
 
 def png_chunks(

@@ -10,15 +10,19 @@ pool would run them on the main thread, which then could not answer ``celery
 inspect`` or Flower while a batch computes.)
 
 Celery reserves one message beyond the task running (``broker``); the moment
-it arrives (``task_received``), its batch is claimed on the background thread
-(``OverlappedBatches.claim_ahead``: lease taken, kind and recipes read), so the
-next task's pipeline call starts as soon as this one's returns. A worker killed
-holding a batch claimed ahead loses it like the one it computes (its heartbeat
-stops, the scheduler publishes both again); one that stops cleanly gives it
-back. A task returns once its batch is computed; the batch is recorded on a
-background thread while the next task computes. The message is acknowledged
-then, but the batch's row is what says it is done: if the process dies before
-the row is written, the scheduler sees its heartbeat stop and publishes it again.
+it arrives (``task_received``), its batch is claimed (``OverlappedBatches.claim_ahead``:
+lease taken, kind and recipes read) and queued on the device thread, which
+computes it as soon as the batch before it is computed, before its task
+starts: the task then waits for it. No hand-over of Celery's sits between two
+pipeline calls. A worker killed holding a batch claimed ahead loses it like
+the one it computes (its heartbeat stops, the scheduler publishes both
+again); one that stops cleanly gives it back, stopped at its next denoising
+step if it computes already (its task never started, and its message returns
+to the queue). A task returns once its batch is computed; the batch is
+recorded in the recording process while the next one computes. The message is
+acknowledged then, but the batch's row is what says it is done: if the
+process dies before the row is written, the scheduler sees its heartbeat stop
+and publishes it again.
 
 The task's Celery state repeats what the batch's row says, for Celery's events
 and Flower: a batch whose cells ended failed is a FAILURE with the error, an
@@ -66,7 +70,7 @@ from reprogrid.worker.execute import (
     BatchOutcome,
     BatchWork,
     OverlappedBatches,
-    Record,
+    Results,
     WorkerContext,
     generate_images,
 )
@@ -113,13 +117,12 @@ class BatchRetried(Retry):
 
 @dataclass
 class Attempt:
-    """What one task saw of its batch: the claim (None if none), and whether it computed."""
+    """What one task saw of its batch: the claim (None if none)."""
 
     batch_id: int
     job_id: int | None = None
     cells: int | None = None
     claim: ClaimedBatch | None = None
-    computed: bool = False
 
     @property
     def title(self) -> str:
@@ -129,23 +132,12 @@ class Attempt:
         claim = self.claim
         return batch_title(claim.batch_id, claim.job_id, len(claim.cells))
 
-    def watch(self, work: BatchWork) -> BatchWork:
-        """``work``, noting the claim it is given and whether it computed."""
-
-        def watched(ctx: WorkerContext, claim: ClaimedBatch) -> Record:
-            self.claim = claim
-            record = work(ctx, claim)
-            self.computed = True
-            return record
-
-        return watched
-
 
 class UnknownKind(Exception):
     """A batch of a kind this worker cannot compute (a newer scheduler's?)."""
 
 
-def compute_by_kind(ctx: WorkerContext, claim: ClaimedBatch) -> Record:
+def compute_by_kind(ctx: WorkerContext, claim: ClaimedBatch) -> Results:
     """Compute a claimed batch with the work for its kind (``BATCH_WORK``).
 
     An unknown kind is an error like any other: retried (a newer worker may
@@ -165,20 +157,21 @@ def run_batch(batches: OverlappedBatches, attempt: Attempt) -> BatchOutcome | No
     is computed and handed over. Raises ``BatchFailed`` for a message naming
     no batch.
     """
-    batches.run(attempt.batch_id, attempt.watch(compute_by_kind))
-    if attempt.computed:
+    ran = batches.run(attempt.batch_id, compute_by_kind)
+    attempt.claim = ran.claim
+    if ran.computed:
         return None
     # The outcome is written already and only passes the recording thread.
-    outcome = batches.wait()
-    if outcome is not None and outcome.status == "skipped" and not _exists(batches.ctx, attempt):
+    outcome = ran.recorded.result()
+    if outcome.status == "skipped" and not _exists(batches.ctx, attempt.batch_id):
         log.error("batch %s: no such batch", attempt.batch_id)
         raise BatchFailed(f"{attempt.title}: no such batch")
     return outcome
 
 
-def _exists(ctx: WorkerContext, attempt: Attempt) -> bool:
+def _exists(ctx: WorkerContext, batch_id: int) -> bool:
     with ctx.db.sessions() as session:
-        return session.get(Batch, attempt.batch_id) is not None
+        return session.get(Batch, batch_id) is not None
 
 
 def task_result(attempt: Attempt, outcome: BatchOutcome | None) -> str:
@@ -263,7 +256,7 @@ def claim_ahead_on_receipt(batches: OverlappedBatches, own: str) -> Callable[...
             batch_id = int(request.args[0])
         except (IndexError, TypeError, ValueError):
             return
-        batches.claim_ahead(batch_id)
+        batches.claim_ahead(batch_id, compute_by_kind)
 
     return received
 
@@ -319,12 +312,18 @@ def serve(
             without_heartbeat=not settings.celery_monitoring,
         )
         worker.start()
-        return EXIT_BROKER_RESTARTED if watcher.restarted.is_set() else worker.exitcode or 0
+        if watcher.restarted.is_set():
+            return EXIT_BROKER_RESTARTED
+        if worker.exitcode and watcher.lost_broker():
+            log.warning("Celery stopped on an error while the broker was lost: starting afresh")
+            return EXIT_BROKER_RESTARTED
+        return worker.exitcode or 0
     finally:
         signals.task_received.disconnect(claim_ahead)
         watcher.stop()
         batches.close()
         heartbeat.stop()
+        ctx.close()
 
 
 def _state_setter(heartbeat: Heartbeat):

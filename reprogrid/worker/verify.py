@@ -16,6 +16,7 @@ the regeneration is ``different``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from reprogrid.models.verifications import (
 )
 from reprogrid.worker import records
 from reprogrid.worker.environment import fingerprint
-from reprogrid.worker.execute import LeaseKeeper, Record, WorkerContext
+from reprogrid.worker.execute import LeaseKeeper, RecordingContext, WorkerContext
 from reprogrid.worker.files_check import PIXELS_DIFFER_LINK, check_stored_file
 from reprogrid.worker.regenerate import (
     Replay,
@@ -90,8 +91,8 @@ def with_file_links(row: dict[str, Any], store: Path, image: ImageRef) -> dict[s
     return {**row, "verdict": verdict, "details": details}
 
 
-def verify_batch(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
-    """Regenerate and compare a claimed ``verify`` batch; return how to record its verdicts."""
+def verify_batch(ctx: WorkerContext, claim: records.ClaimedBatch) -> Verifications:
+    """Regenerate and compare a claimed ``verify`` batch; return its verdicts, to be recorded."""
     with ctx.db.sessions() as session:
         images = images_to_verify(session, cell_ids=[cell_id for cell_id, _, _ in claim.cells])
         options = session.scalar(select(Batch.replay).where(Batch.id == claim.batch_id))
@@ -109,10 +110,18 @@ def verify_batch(ctx: WorkerContext, claim: records.ClaimedBatch) -> Record:
             verifier=ctx.name,
             verify_batch_id=claim.batch_id,
         )
+    return Verifications(claim, rows)
 
-    def record() -> int:
+
+@dataclass(frozen=True)
+class Verifications:
+    """A verify batch's verification rows, waiting to be recorded."""
+
+    claim: records.ClaimedBatch
+    rows: list[dict[str, Any]]
+
+    def record(self, ctx: RecordingContext) -> int:
+        """Insert the rows and finish the batch; how many were recorded."""
         with ctx.db.sessions() as session:
-            kept = records.record_verifications(session, claim, ctx.name, rows)
-        return len(rows) if kept else 0
-
-    return record
+            kept = records.record_verifications(session, self.claim, ctx.name, self.rows)
+        return len(self.rows) if kept else 0
