@@ -75,3 +75,17 @@ def test_a_changed_file_changes_the_identity_and_only_it_is_hashed_again(tmp_pat
 def test_a_checkpoint_is_loaded_once_per_process():
     first = load_checkpoint("builtin:tiny", None, "float32", "cpu")
     assert load_checkpoint("builtin:tiny", None, "float32", "cpu") is first
+
+
+def test_a_sampler_prepared_ahead_is_a_fresh_instance_taken_by_one_batch_only():
+    loaded = load_checkpoint("builtin:tiny", None, "float32", "cpu")
+    recipe = {"sampler": "DDIMScheduler"}
+    loaded.set_fresh_sampler("DDIMScheduler", recipe)
+    made_at_the_call = loaded.pipeline.scheduler
+    loaded.prepare_sampler("DDIMScheduler", recipe)  # another thread does it, in a worker
+    loaded.set_fresh_sampler("DDIMScheduler", recipe)
+    prepared = loaded.pipeline.scheduler
+    loaded.set_fresh_sampler("DDIMScheduler", recipe)  # nothing prepared: made now
+    assert len({id(made_at_the_call), id(prepared), id(loaded.pipeline.scheduler)}) == 3
+    assert prepared.config == made_at_the_call.config
+    assert prepared.num_inference_steps is None  # never used: no timesteps set

@@ -146,6 +146,8 @@ class LoadedCheckpoint:
     ref: CheckpointRef
     sampler_config: Any
     _unused_samplers: dict[str, Any] = field(default_factory=dict)
+    _ready_samplers: dict[str, Any] = field(default_factory=dict)  # fresh copies, made ahead
+    _sampler_lock: threading.Lock = field(default_factory=threading.Lock)
     _adapter_names: dict[str, str] = field(default_factory=dict)  # sha256 -> loaded adapter
 
     def set_adapters(self, recipe_adapters: list[dict[str, Any]]) -> None:
@@ -184,16 +186,33 @@ class LoadedCheckpoint:
 
         A new instance for every batch: samplers keep state between steps, and
         a batch must not depend on what ran before it. The instance is a copy of
-        one built by ``from_config`` and never used (copying costs a fifth as much).
+        one built by ``from_config`` and never used (copying costs a fifth as
+        much), made now or, off the device's time, by ``prepare_sampler``.
         """
+        key, unused = self._unused_sampler(sampler, recipe)
+        with self._sampler_lock:
+            fresh = self._ready_samplers.pop(key, None)
+        self.pipeline.scheduler = copy.deepcopy(unused) if fresh is None else fresh
+
+    def prepare_sampler(self, sampler: str | None, recipe: dict[str, Any]) -> None:
+        """Make the fresh sampler a later ``set_fresh_sampler`` for this recipe takes (another
+        thread does it while the batch before computes)."""
+        key, unused = self._unused_sampler(sampler, recipe)
+        fresh = copy.deepcopy(unused)
+        with self._sampler_lock:
+            self._ready_samplers[key] = fresh
+
+    def _unused_sampler(self, sampler: str | None, recipe: dict[str, Any]) -> tuple[str, Any]:
+        """The key of the sampler the recipe asks for, and the instance never used."""
         import diffusers
 
         name = sampler or self.sampler_config["_class_name"]
         config = families.sampler_config(name, self.sampler_config, recipe)
         key = json.dumps([name, config], sort_keys=True, default=str)
-        if key not in self._unused_samplers:
-            self._unused_samplers[key] = getattr(diffusers, name).from_config(config)
-        self.pipeline.scheduler = copy.deepcopy(self._unused_samplers[key])
+        with self._sampler_lock:
+            if key not in self._unused_samplers:
+                self._unused_samplers[key] = getattr(diffusers, name).from_config(config)
+            return key, self._unused_samplers[key]
 
 
 _loaded: dict[PipelineKey, LoadedCheckpoint] = {}
@@ -232,6 +251,20 @@ def load_checkpoint(
             _loads += 1
         _loaded[key] = _loaded.pop(key)  # most lately used last
         return _loaded[key]
+
+
+def in_memory(
+    model: str,
+    revision: str | None,
+    dtype: str,
+    device: str,
+    safety_checker: bool = True,
+    config: str | None = None,
+) -> LoadedCheckpoint | None:
+    """The checkpoint :func:`load_checkpoint` would give, if it is in memory (None: not
+    loaded; nothing is loaded here)."""
+    with _lock:
+        return _loaded.get(PipelineKey(model, revision, dtype, device, safety_checker, config))
 
 
 def checkpoint_loads() -> int:

@@ -25,16 +25,17 @@ from typing import Any, Protocol, TypeVar
 from reprogrid.config import Settings
 from reprogrid.models import Database
 from reprogrid.models.calls import call_json
-from reprogrid.scheduler.grid import sha256_text
+from reprogrid.scheduler.grid import canonical_json, sha256_text
 from reprogrid.worker import affinity, records
 from reprogrid.worker.checkpoints import (
     CheckpointIdentity,
     LoadedCheckpoint,
+    in_memory,
     load_checkpoint,
     loaded_checkpoints,
 )
 from reprogrid.worker.determinism import DeterminismSettings, configure
-from reprogrid.worker.environment import describe_environment, fingerprint
+from reprogrid.worker.environment import describe_environment
 from reprogrid.worker.failures import TRANSIENT, RetryPolicy, error_kind
 from reprogrid.worker.generate import BatchInterrupted, CallRefused, GeneratedBatch, generate
 from reprogrid.worker.infotext import infotext
@@ -61,13 +62,15 @@ class RecordingContext:
     _call_ids: dict[str, int] = field(default_factory=dict)
     _checkpoint_ids: dict[tuple[str, str | None, str], int] = field(default_factory=dict)
 
-    def environment_id(self, info: dict[str, Any]) -> int:
-        """The environment row id for an environment's description."""
-        key = fingerprint(info)
-        if key not in self._environment_ids:
+    def environment_id(self, description: str) -> int:
+        """The environment row id for an environment's description (its canonical JSON)."""
+        if description not in self._environment_ids:
+            key = sha256_text(description)  # its fingerprint
             with self.db.sessions() as session:
-                self._environment_ids[key] = records.environment_id(session, key, info)
-        return self._environment_ids[key]
+                self._environment_ids[description] = records.environment_id(
+                    session, key, json.loads(description)
+                )
+        return self._environment_ids[description]
 
     def call_id(self, call: dict[str, Any]) -> int:
         """The pipeline_call row id for a recorded call."""
@@ -99,6 +102,8 @@ class WorkerContext:
     device: str
     determinism: DeterminismSettings
     recorder: Recorder
+    # per dtype: the environment last described, and its canonical JSON
+    _described: dict[str, tuple[dict[str, Any], str]] = field(default_factory=dict)
     # batches claimed and not yet recorded or given up, with when they were claimed
     # (time.monotonic()): the heartbeat renews their leases, for a while
     active: dict[int, float] = field(default_factory=dict)
@@ -147,10 +152,18 @@ class WorkerContext:
         """When failed batches run again."""
         return self.recording.retry
 
-    def environment(self, dtype: str) -> tuple[int, dict[str, Any]]:
-        """The environment row id (and description) for computing in ``dtype`` here."""
+    def environment_id(self, dtype: str) -> int:
+        """The environment row id for computing in ``dtype`` here."""
+        return self.recording.environment_id(self.environment(dtype))
+
+    def environment(self, dtype: str) -> str:
+        """The environment this process computes in with ``dtype``, read now, as canonical
+        JSON (encoded again only when it changed: it is sent with every batch)."""
         info = self.describe(dtype)
-        return self.recording.environment_id(info), info
+        described = self._described.get(dtype)
+        if described is None or described[0] != info:
+            described = self._described[dtype] = (info, canonical_json(info))
+        return described[1]
 
     def describe(self, dtype: str) -> dict[str, Any]:
         """The environment this process computes in with ``dtype``, read now."""
@@ -389,10 +402,16 @@ class OverlappedBatches:
 
     def _claim(self, batch_id: int) -> records.ClaimedBatch | None:
         """Claim the batch, preferring the checkpoint of the batch computing now: it
-        is the one loaded by the time a batch claimed ahead runs."""
+        is the one loaded by the time a batch claimed ahead runs; then prepare it."""
         computing = self._computing
         loading = [] if computing is None else [_checkpoint(computing)]
-        return _claim(self.ctx, self.ctx.recorder, batch_id, loading)
+        claim = _claim(self.ctx, self.ctx.recorder, batch_id, loading)
+        if claim is not None and claim.kind == "generate":
+            try:
+                prepare_images(self.ctx, claim)
+            except Exception:  # an optimization only: the batch's own call meets the error
+                log.debug("could not prepare batch %d ahead", batch_id, exc_info=True)
+        return claim
 
     def _give_back_unrun(self) -> None:
         with self._lock:
@@ -582,16 +601,9 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Generate
     """Generate the batch's images; return them, to be stored and recorded."""
     recipes = [json.loads(recipe) for _, _, recipe in claim.cells]
     first = recipes[0]
-    loaded = load_checkpoint(
-        first["model"],
-        first["revision"],
-        first["dtype"],
-        ctx.device,
-        first.get("safety_checker", True),
-        first.get("config"),
-    )
+    loaded = load_checkpoint(*_pipeline_key(first, ctx.device))
     ctx.checkpoint(loaded)  # its row is written as it loads, before its first image
-    environment = ctx.describe(first["dtype"])
+    environment = ctx.environment(first["dtype"])
     started = time.perf_counter()
     made = generate(loaded, recipes, ctx.device, LeaseKeeper(ctx, claim.batch_id))
     seconds_each = (time.perf_counter() - started) / len(recipes)
@@ -605,7 +617,7 @@ class GeneratedImages:
     claim: records.ClaimedBatch
     made: GeneratedBatch
     checkpoint: CheckpointIdentity
-    environment: dict[str, Any]
+    environment: str  # its description's canonical JSON
     seconds_each: float
 
     def record(self, ctx: RecordingContext) -> int:
@@ -644,6 +656,27 @@ class GeneratedImages:
         # Files of cells another worker recorded first stay: see worker/store.py.
         with ctx.db.sessions() as session:
             return len(records.record_images(session, claim, ctx.name, images, made.warnings))
+
+
+def prepare_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> None:
+    """Make ready, off the device's time, what the batch's call will need and can be made
+    now: its fresh sampler, when its checkpoint is in memory."""
+    recipe = json.loads(claim.cells[0][2])
+    loaded = in_memory(*_pipeline_key(recipe, ctx.device))
+    if loaded is not None:
+        loaded.prepare_sampler(recipe["sampler"], recipe)
+
+
+def _pipeline_key(recipe: dict[str, Any], device: str) -> tuple[Any, ...]:
+    """The arguments of ``load_checkpoint`` for a recipe."""
+    return (
+        recipe["model"],
+        recipe["revision"],
+        recipe["dtype"],
+        device,
+        recipe.get("safety_checker", True),
+        recipe.get("config"),
+    )
 
 
 def png_chunks(

@@ -16,7 +16,7 @@ import numpy as np
 from reprogrid import families
 from reprogrid.worker.batch_warnings import captured_warnings
 from reprogrid.worker.checkpoints import LoadedCheckpoint
-from reprogrid.worker.pipeline_call import call_record, sampler_record
+from reprogrid.worker.pipeline_call import call_parameters, call_record, sampler_record
 
 # Fields every recipe of one batch must share: one pipeline call takes one value of each.
 SHARED_FIELDS = (
@@ -105,7 +105,7 @@ def generate(
     kwargs = _call_arguments(pipeline, family, recipes, generators)
     sampler = sampler_record(pipeline.scheduler)
     watched = dict(kwargs)
-    if should_stop is not None and "callback_on_step_end" in _parameters(pipeline):
+    if should_stop is not None and "callback_on_step_end" in call_parameters(pipeline):
         watched["callback_on_step_end"] = _stop_callback(should_stop)
     with torch.inference_mode(), captured_warnings() as warnings:
         output = pipeline(**watched)
@@ -163,10 +163,6 @@ def _check_caption_cleaning(recipe: dict[str, Any]) -> None:
         raise RuntimeError(f"clean_caption needs {' and '.join(missing)} installed on the worker")
 
 
-def _parameters(pipeline: Any) -> Mapping[str, inspect.Parameter]:
-    return inspect.signature(pipeline.__call__).parameters
-
-
 def _call_arguments(
     pipeline: Any,
     family: families.Family,
@@ -181,7 +177,7 @@ def _call_arguments(
     dropped; so is a required argument (an input image) a recipe cannot give.
     """
     first = recipes[0]
-    accepted = _parameters(pipeline)
+    accepted = call_parameters(pipeline)
     kwargs: dict[str, Any] = {
         "generator": generators,
         "num_inference_steps": first["steps"],

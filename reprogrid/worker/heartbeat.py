@@ -50,7 +50,7 @@ class Heartbeat:
         self.queue = queue
         self.interval = interval
         self.state: str | None = None  # None while consuming; else why not
-        self.environment_id, _ = ctx.environment("float32")
+        self.environment_id = ctx.environment_id("float32")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reprogrid-heartbeat", daemon=True)
 

@@ -12,9 +12,11 @@ whole batch. ``reprogrid.models.calls`` reads and compares recorded calls.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import numbers
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from reprogrid.models.calls import PER_IMAGE_ARGUMENTS
@@ -45,7 +47,7 @@ def call_record(
     """
     arguments: dict[str, Any] = {}
     defaults: list[str] = []
-    for name, parameter in inspect.signature(pipeline.__call__).parameters.items():
+    for name, parameter in call_parameters(pipeline).items():
         if parameter.kind in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL):
             continue
         if name in NOT_PIXEL_ARGUMENTS or (name in PER_IMAGE_ARGUMENTS and name in passed):
@@ -66,6 +68,19 @@ def call_record(
         "sampler": dict(sampler),
         "classifier_free_guidance": classifier_free_guidance,
     }
+
+
+def call_parameters(pipeline: Any) -> Mapping[str, inspect.Parameter]:
+    """The parameters of the ``__call__`` that calling ``pipeline`` runs (its class's), ``self``
+    left out: read from the function, once per function."""
+    return _parameters_of(type(pipeline).__call__)
+
+
+@functools.lru_cache(maxsize=64)
+def _parameters_of(function: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    parameters = dict(inspect.signature(function).parameters)
+    del parameters[next(iter(parameters))]  # self
+    return MappingProxyType(parameters)
 
 
 def sampler_record(sampler: Any) -> dict[str, Any]:
