@@ -17,8 +17,8 @@ same functions in the calling process (``execute_batch``).
 
 The recording process lives for its parent: it runs in a session of its own
 and ignores Ctrl-C and SIGTERM (the parent decides what stops), and exits when
-the parent closes the socket (``close``, or the parent's death), after the
-request in hand, if any. It closes its database connections after ``IDLE_SECONDS``
+the parent closes the socket (``close``, which reaps it, or the parent's
+death), after the request in hand, if any. It closes its database connections after ``IDLE_SECONDS``
 without a request: an idle worker holds its heartbeat's connection only. If it
 dies, the parent starts another and sends the request once more (claims and
 records are idempotent); if that one dies too, the call raises
@@ -28,6 +28,7 @@ records are idempotent); if that one dies too, the call raises
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import signal
 import socket
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 IDLE_SECONDS = 2.0  # without a request, the recording process closes its connections
+EXIT_SECONDS = 5.0  # for the recording process to exit once closed, before it is killed
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 
@@ -100,7 +102,7 @@ class Recorder:
                     connection.send((function, args))
                     ok, value = connection.recv()
                 except (EOFError, OSError) as exc:
-                    self._stop(kill=True)
+                    self._stop(0)
                     if not tries_left:
                         raise RecorderGone(f"the recording process died twice: {exc}") from exc
                     log.error("the recording process died (%s): starting another", exc)
@@ -111,15 +113,15 @@ class Recorder:
         raise AssertionError("unreachable")
 
     def close(self) -> None:
-        """Let the process exit (a later call starts another); no request is in hand."""
+        """Let the process exit, and reap it (a later call starts another)."""
         with self._lock:
-            self._stop(kill=False)
+            self._stop(EXIT_SECONDS)
 
     def _start(self) -> Connection:
         if self._connection is not None and self._process is not None:
             if self._process.poll() is None:
                 return self._connection
-            self._stop(kill=True)
+            self._stop(0)
         ours, theirs = socket.socketpair()
         with ours, theirs:
             self._process = subprocess.Popen(
@@ -131,14 +133,18 @@ class Recorder:
         self._connection.send((*self._config, logging.getLogger().getEffectiveLevel()))
         return self._connection
 
-    def _stop(self, kill: bool) -> None:
-        """Close the connection: the process's next read ends, and it exits. ``kill``: one
-        that failed, and may hang, is killed (and reaped) too."""
+    def _stop(self, wait: float) -> None:
+        """Close the connection (the process's next read ends, and it exits) and reap the
+        process, killed if it has not exited ``wait`` seconds later."""
         connection, self._connection = self._connection, None
         process, self._process = self._process, None
         if connection is not None:
             connection.close()
-        if kill and process is not None:
+        if process is None:
+            return
+        try:
+            process.wait(wait)
+        except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
 
@@ -193,3 +199,5 @@ def main(fd: int) -> None:
 
 if __name__ == "__main__":
     main(int(sys.argv[1]))
+    logging.shutdown()
+    os._exit(0)  # without the interpreter's teardown: its parent waits for this exit
