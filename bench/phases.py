@@ -29,7 +29,7 @@ PHASES = (
     ("reprogrid.scheduler.jobs", "create_job", "create the job and its cells"),
     ("reprogrid.worker.execute", "pick_device", "import torch (pick the device)"),
     ("reprogrid.worker.execute", "WorkerContext.start", "configure determinism"),
-    ("reprogrid.worker.execute", "load_checkpoint", "load the checkpoint"),
+    ("reprogrid.worker.execute", "load_pipeline", "load the checkpoint"),
     ("reprogrid.worker.execute", "WorkerContext.describe", "describe the environment"),
     ("reprogrid.worker.execute", "WorkerContext.checkpoint", "checkpoint row"),
     ("reprogrid.worker.execute", "generate", "pipeline calls"),

@@ -136,6 +136,18 @@ class PipelineKey:
     safety_checker: bool = True  # False: loaded without the checkpoint's safety checker
     config: str | None = None  # a single file's config folder
 
+    @classmethod
+    def for_recipe(cls, recipe: dict[str, Any], device: str) -> PipelineKey:
+        """The pipeline a recipe computes with on ``device``."""
+        return cls(
+            recipe["model"],
+            recipe["revision"],
+            recipe["dtype"],
+            device,
+            recipe.get("safety_checker", True),
+            recipe.get("config"),
+        )
+
 
 @dataclass
 class LoadedCheckpoint:
@@ -241,8 +253,12 @@ def load_checkpoint(
 
     Loading one more than :func:`checkpoints_in_memory` drops the least lately used.
     """
+    return load_pipeline(PipelineKey(model, revision, dtype, device, safety_checker, config))
+
+
+def load_pipeline(key: PipelineKey) -> LoadedCheckpoint:
+    """:func:`load_checkpoint` for a pipeline's key."""
     global _loads
-    key = PipelineKey(model, revision, dtype, device, safety_checker, config)
     with _lock:
         if key not in _loaded:
             while len(_loaded) >= checkpoints_in_memory():
@@ -253,18 +269,11 @@ def load_checkpoint(
         return _loaded[key]
 
 
-def in_memory(
-    model: str,
-    revision: str | None,
-    dtype: str,
-    device: str,
-    safety_checker: bool = True,
-    config: str | None = None,
-) -> LoadedCheckpoint | None:
-    """The checkpoint :func:`load_checkpoint` would give, if it is in memory (None: not
+def in_memory(key: PipelineKey) -> LoadedCheckpoint | None:
+    """The checkpoint :func:`load_pipeline` would give, if it is in memory (None: not
     loaded; nothing is loaded here)."""
     with _lock:
-        return _loaded.get(PipelineKey(model, revision, dtype, device, safety_checker, config))
+        return _loaded.get(key)
 
 
 def checkpoint_loads() -> int:
@@ -272,21 +281,14 @@ def checkpoint_loads() -> int:
     return _loads
 
 
-def load_current_checkpoint(
-    model: str,
-    revision: str | None,
-    dtype: str,
-    device: str,
-    safety_checker: bool = True,
-    config: str | None = None,
-) -> LoadedCheckpoint:
-    """:func:`load_checkpoint`, loaded again if its files changed since this process loaded it."""
-    loaded = load_checkpoint(model, revision, dtype, device, safety_checker, config)
+def load_current_checkpoint(key: PipelineKey) -> LoadedCheckpoint:
+    """:func:`load_pipeline`, loaded again if its files changed since this process loaded it."""
+    loaded = load_pipeline(key)
     if checkpoint_identity(loaded.ref).sha256 == loaded.identity.sha256:
         return loaded
     with _lock:
-        _loaded.pop(PipelineKey(model, revision, dtype, device, safety_checker, config), None)
-    return load_checkpoint(model, revision, dtype, device, safety_checker, config)
+        _loaded.pop(key, None)
+    return load_pipeline(key)
 
 
 def loaded_checkpoints() -> list[LoadedCheckpoint]:

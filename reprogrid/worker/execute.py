@@ -30,8 +30,9 @@ from reprogrid.worker import affinity, records
 from reprogrid.worker.checkpoints import (
     CheckpointIdentity,
     LoadedCheckpoint,
+    PipelineKey,
     in_memory,
-    load_checkpoint,
+    load_pipeline,
     loaded_checkpoints,
 )
 from reprogrid.worker.determinism import DeterminismSettings, configure
@@ -601,7 +602,7 @@ def generate_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> Generate
     """Generate the batch's images; return them, to be stored and recorded."""
     recipes = [json.loads(recipe) for _, _, recipe in claim.cells]
     first = recipes[0]
-    loaded = load_checkpoint(*_pipeline_key(first, ctx.device))
+    loaded = load_pipeline(PipelineKey.for_recipe(first, ctx.device))
     ctx.checkpoint(loaded)  # its row is written as it loads, before its first image
     environment = ctx.environment(first["dtype"])
     started = time.perf_counter()
@@ -662,21 +663,9 @@ def prepare_images(ctx: WorkerContext, claim: records.ClaimedBatch) -> None:
     """Make ready, off the device's time, what the batch's call will need and can be made
     now: its fresh sampler, when its checkpoint is in memory."""
     recipe = json.loads(claim.cells[0][2])
-    loaded = in_memory(*_pipeline_key(recipe, ctx.device))
+    loaded = in_memory(PipelineKey.for_recipe(recipe, ctx.device))
     if loaded is not None:
         loaded.prepare_sampler(recipe["sampler"], recipe)
-
-
-def _pipeline_key(recipe: dict[str, Any], device: str) -> tuple[Any, ...]:
-    """The arguments of ``load_checkpoint`` for a recipe."""
-    return (
-        recipe["model"],
-        recipe["revision"],
-        recipe["dtype"],
-        device,
-        recipe.get("safety_checker", True),
-        recipe.get("config"),
-    )
 
 
 def png_chunks(

@@ -36,6 +36,7 @@ from reprogrid.models.verifications import ALONE, BATCH, DEFAULT_TOLERANCE, ERRO
 from reprogrid.scheduler.checkpoint_refs import CheckpointNotFound, resolve_checkpoint
 from reprogrid.worker.checkpoints import (
     LoadedCheckpoint,
+    PipelineKey,
     checkpoint_identity,
     load_current_checkpoint,
 )
@@ -289,14 +290,7 @@ def _check_device(device: str) -> None:
 
 def _load(recipe: dict[str, Any], device: str, changes: dict[str, list[str]]) -> LoadedCheckpoint:
     try:
-        return load_current_checkpoint(
-            recipe["model"],
-            recipe["revision"],
-            recipe["dtype"],
-            device,
-            recipe.get("safety_checker", True),
-            recipe.get("config"),
-        )
+        return load_current_checkpoint(PipelineKey.for_recipe(recipe, device))
     except Exception as exc:
         cause = f"; files changed since the record: {describe_changes(changes)}" if changes else ""
         raise ReplayError(
