@@ -112,8 +112,10 @@ def with_stalls(session: Session, rows: list[dict[str, Any]]) -> list[dict[str, 
 
 def update_job_status(session: Session, job_id: int) -> str:
     """Set a job done, failed or cancelled once none of its cells is left to run."""
-    # Runs after every batch: reads the status alone, not the job's whole spec.
-    status = session.scalar(select(Job.status).where(Job.id == job_id))
+    # Runs after every batch: reads the status alone, not the job's whole spec. The row
+    # is locked (PostgreSQL) so that two workers recording a job's last two batches at
+    # once do not each see the other's cells unfinished and leave the job running.
+    status = session.scalar(select(Job.status).where(Job.id == job_id).with_for_update())
     if status in FINISHED:
         return status
     unfinished = session.scalar(
