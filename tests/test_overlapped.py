@@ -3,13 +3,19 @@ next computes; a batch claimed ahead whose run never comes is given back."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 from reprogrid.config import Settings
 from reprogrid.models import DONE, PENDING, RUNNING, Batch, Database
 from reprogrid.scheduler.jobs import create_job, form_batches
 from reprogrid.scheduler.spec import validate_spec
-from reprogrid.worker.execute import GIVEN_BACK, OverlappedBatches, WorkerContext
+from reprogrid.worker.execute import (
+    GIVEN_BACK,
+    OverlappedBatches,
+    WorkerContext,
+    generate_images,
+)
 
 
 def two_batches(db: Database, steps: int = 1) -> list[int]:
@@ -111,3 +117,43 @@ def test_a_batch_claimed_ahead_runs_from_its_claim_without_claiming_again(
     assert [(o.batch_id, o.status) for o in outcomes] == [(first, "done"), (second, "done")]
     with db.sessions() as session:
         assert session.get(Batch, second).attempts == 1
+
+
+def test_a_computed_batch_is_handed_over_once_the_next_one_has_done_its_first_step(
+    db: Database, settings: Settings
+):
+    first, second = two_batches(db, steps=2)
+    ctx = WorkerContext.start(settings, db, "cpu", "w1")
+    first_returned = threading.Event()
+    returned_before_the_next_step = []
+
+    def second_work(ctx, claim):
+        returned_before_the_next_step.append(first_returned.wait(0.5))
+        return generate_images(ctx, claim)
+
+    with OverlappedBatches(ctx, lambda _: None) as batches:
+        batches.claim_ahead(first)
+        batches.claim_ahead(second, second_work)
+        ran = batches.run(first)
+        first_returned.set()
+        assert ran.recorded.result().status == "done"
+        assert batches.run(second).recorded.result().status == "done"
+    assert returned_before_the_next_step == [False]
+
+
+def test_a_computed_batch_is_handed_over_when_the_next_one_fails_before_its_first_step(
+    db: Database, settings: Settings
+):
+    first, second = two_batches(db)
+    ctx = WorkerContext.start(settings, db, "cpu", "w1")
+
+    def failing(ctx, claim):
+        raise RuntimeError("no step taken")
+
+    outcomes = []
+    with OverlappedBatches(ctx, outcomes.append) as batches:
+        batches.claim_ahead(first)
+        batches.claim_ahead(second, failing)
+        batches.run(first)
+        batches.run(second)
+    assert [(o.batch_id, o.status) for o in outcomes] == [(first, "done"), (second, "retrying")]

@@ -67,12 +67,38 @@ def _set_levels(loggers: list[logging.Logger], levels: list[int]) -> None:
         return
     for log, level in zip(loggers, levels, strict=True):
         log.level = level
-    prefixes = tuple(f"{name}." for name in LIBRARY_LOGGERS)
-    for name, logger in list(logging.root.manager.loggerDict.items()):
-        if isinstance(logger, logging.Logger) and (
-            name in LIBRARY_LOGGERS or name.startswith(prefixes)
+    for cache in _LIBRARY_CACHES.current():
+        cache.clear()
+
+
+class _LibraryCaches:
+    """The answer caches (``Logger._cache``) of the library loggers and their children,
+    listed again only when the process's loggers changed: a logger is added (its
+    name is new) or a placeholder becomes one (its name is not)."""
+
+    def __init__(self) -> None:
+        self.known = -1  # how many names the caches were listed from
+        self.caches: list[dict[int, bool]] = []
+        self.placeholders: list[str] = []
+
+    def current(self) -> list[dict[int, bool]]:
+        loggers = logging.root.manager.loggerDict
+        if self.known != len(loggers) or any(
+            isinstance(loggers[name], logging.Logger) for name in self.placeholders
         ):
-            logger._cache.clear()
+            prefixes = tuple(f"{name}." for name in LIBRARY_LOGGERS)
+            named = [
+                (name, logger)
+                for name, logger in list(loggers.items())
+                if name in LIBRARY_LOGGERS or name.startswith(prefixes)
+            ]
+            self.known = len(loggers)
+            self.caches = [log._cache for _, log in named if isinstance(log, logging.Logger)]
+            self.placeholders = [name for name, log in named if not isinstance(log, logging.Logger)]
+        return self.caches
+
+
+_LIBRARY_CACHES = _LibraryCaches()
 
 
 def _keep(found: list[dict[str, Any]], source: str, category: str, message: str) -> None:

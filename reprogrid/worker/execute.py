@@ -111,6 +111,9 @@ class WorkerContext:
     # batches to stop at their next denoising step and give back: computing ahead of a
     # run that will not come (see OverlappedBatches.close)
     giving_back: set[int] = field(default_factory=set)
+    # run on the device thread once the batch computing has done its first denoising
+    # step, or has ended before one: the batch before's hand-over (OverlappedBatches)
+    at_first_step: list[Callable[[], None]] = field(default_factory=list)
 
     @classmethod
     def start(cls, settings: Settings, db: Database, device: str, name: str) -> WorkerContext:
@@ -127,6 +130,11 @@ class WorkerContext:
     def close(self) -> None:
         """Stop the recording process, once the request in hand is answered."""
         self.recorder.close()
+
+    def first_step_done(self) -> None:
+        """Run what waits for the batch computing to be under way (``at_first_step``)."""
+        while self.at_first_step:
+            self.at_first_step.pop(0)()
 
     @property
     def db(self) -> Database:
@@ -206,6 +214,7 @@ class LeaseKeeper:
         self.last = ctx.active.get(batch_id, time.monotonic())
 
     def __call__(self) -> bool:
+        self.ctx.first_step_done()
         if self.batch_id in self.ctx.giving_back:
             return True
         if time.monotonic() - self.last < self.interval:
@@ -292,11 +301,16 @@ class OverlappedBatches:
     run in the recording process, ``ctx.recorder``: see ``recorder``), and
     hands each computed batch to the recording process to be stored and
     recorded, in batch order, at most one batch waiting; ``on_outcome`` is
-    called on that thread. A batch claimed ahead is held like one computing:
-    the heartbeat renews its lease, and a process killed holding it loses it
-    when its heartbeat stops. ``close`` gives back every batch whose ``run``
-    did not come (a stopping worker's next message, a run interrupted): one
-    computing stops at its next denoising step; all get their claims released.
+    called on that thread. When the next batch is announced already, a
+    computed batch is handed over (to be recorded, and to its ``run``) once
+    the next one has done its first denoising step: the threads the hand-over
+    wakes then run beside the pipeline, not between two calls.
+
+    A batch claimed ahead is held like one computing: the heartbeat renews its
+    lease, and a process killed holding it loses it when its heartbeat stops.
+    ``close`` gives back every batch whose ``run`` did not come (a stopping
+    worker's next message, a run interrupted): one computing stops at its next
+    denoising step; all get their claims released.
     """
 
     def __init__(self, ctx: WorkerContext, on_outcome: Callable[[BatchOutcome], None]) -> None:
@@ -377,8 +391,20 @@ class OverlappedBatches:
             except BaseException as exc:  # its claim, or the last recording, failed
                 batch.computed.set_exception(exc)  # its run raises it; close gives it back
                 continue
-            self._recording = batch.recorded = self._thread.submit(self._finish, step)
-            batch.computed.set_result(step)
+            hand_over = partial(self._hand_over, batch, step)
+            if self._order.empty():
+                hand_over()
+            else:
+                # The hand-over wakes this process's other threads (Celery acknowledges
+                # and takes its next message, the batch after next is claimed): they run
+                # while the next batch computes, not between two pipeline calls.
+                self.ctx.at_first_step.append(hand_over)
+        self.ctx.first_step_done()
+
+    def _hand_over(self, batch: _Batch, step: BatchOutcome | Computed) -> None:
+        """Send a computed batch to be recorded, and tell its ``run`` it is computed."""
+        self._recording = batch.recorded = self._thread.submit(self._finish, step)
+        batch.computed.set_result(step)
 
     def _wait_for_recording(self) -> None:
         """Wait for the last recording; an error of it is raised once."""
@@ -392,14 +418,15 @@ class OverlappedBatches:
             raise
 
     def _compute(self, batch_id: int, batch: _Batch) -> BatchOutcome | Computed:
-        if batch_id in self.ctx.giving_back:  # not started: ``close`` releases its claim
-            return BatchOutcome(batch_id, GIVEN_BACK, 0, 0.0)
-        claim = batch.claim.result()
-        self._computing = claim
         try:
+            if batch_id in self.ctx.giving_back:  # not started: ``close`` releases its claim
+                return BatchOutcome(batch_id, GIVEN_BACK, 0, 0.0)
+            claim = batch.claim.result()
+            self._computing = claim
             return _compute(self.ctx, batch_id, batch.work, claim)
         finally:
             self._computing = None
+            self.ctx.first_step_done()  # a batch without denoising steps, or ended early
 
     def _claim(self, batch_id: int) -> records.ClaimedBatch | None:
         """Claim the batch, preferring the checkpoint of the batch computing now: it
