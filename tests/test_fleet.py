@@ -143,7 +143,10 @@ def test_redis_emptied_mid_job_still_ends_with_every_cell_done_once(
     fleet: Fleet, db: Database, tmp_path: Path
 ) -> None:
     """FLUSHDB on the broker's own database: for this broker, the same as FLUSHALL."""
-    spec = write_spec(tmp_path, seeds="0-7", steps=10, batch_size=2)  # 8 batches
+    # 16 batches of 30 steps: the worker holds 2 of the 4 in flight (one computing, one
+    # claimed ahead), so 2 wait in Redis for seconds, not for the tenth of one a fast
+    # batch leaves between two polls.
+    spec = write_spec(tmp_path, seeds="0-15", steps=30, batch_size=2)
     job_id, cells = submit(fleet, spec)
     fleet.scheduler("--max-in-flight", "4")
     fleet.worker("w1")
