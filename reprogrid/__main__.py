@@ -1,5 +1,5 @@
 """``python -m reprogrid``: the same as the ``reprogrid`` command."""
 
-from reprogrid.cli import main
+from reprogrid.cli import console
 
-main()
+console()

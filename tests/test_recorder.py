@@ -124,3 +124,15 @@ def connections(db: Database) -> int:
                 " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             )
         )
+
+
+def test_a_folder_named_reprogrid_where_the_user_stands_does_not_replace_the_package(
+    db: Database, settings: Settings, monkeypatch, tmp_path: Path
+):
+    (tmp_path / "reprogrid" / "worker").mkdir(parents=True)  # e.g. an output folder
+    monkeypatch.chdir(tmp_path)
+    recorder = start_recorder(db, settings, monkeypatch)
+    try:
+        assert recorder.call(where, 1)[1] == 1
+    finally:
+        recorder.close()

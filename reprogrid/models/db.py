@@ -49,6 +49,9 @@ POOL_RECYCLE_SECONDS = 300
 STARTUP_PARAMETER_REFUSED = "unsupported startup parameter"
 
 
+_opened: weakref.WeakSet[Engine] = weakref.WeakSet()  # every engine open_database made
+
+
 class DatabaseUnavailable(RuntimeError):
     """The database cannot be opened: unreachable, refused, damaged, or of a newer schema."""
 
@@ -145,6 +148,7 @@ def open_database(url: str, migrate: bool = True) -> Database:
     try:
         engine = create_db_engine(url)
         _forget_pool_after_fork(engine)
+        _opened.add(engine)
         if migrate:
             upgrade(engine)
     except (SQLAlchemyError, OSError) as exc:
@@ -155,6 +159,14 @@ def open_database(url: str, migrate: bool = True) -> Database:
         sessionmaker(engine, expire_on_commit=False),
         sessionmaker(reader, expire_on_commit=False),
     )
+
+
+def dispose_all() -> None:
+    """Close the pooled connections of every database this process opened and still
+    holds (before an exit without the interpreter's teardown, which would close them):
+    SQLite folds its write-ahead log into the file as its last connection closes."""
+    for engine in list(_opened):
+        engine.dispose()
 
 
 def _forget_pool_after_fork(engine: Engine) -> None:

@@ -49,6 +49,7 @@ T = TypeVar("T")
 IDLE_SECONDS = 2.0  # without a request, the recording process closes its connections
 EXIT_SECONDS = 5.0  # for the recording process to exit once closed, before it is killed
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding this reprogrid
 
 
 class RecorderGone(RuntimeError):
@@ -125,7 +126,8 @@ class Recorder:
         ours, theirs = socket.socketpair()
         with ours, theirs:
             self._process = subprocess.Popen(
-                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                [sys.executable, "-P", "-m", __name__, str(theirs.fileno())],
+                env=_same_code_environment(),
                 pass_fds=[theirs.fileno()],
                 start_new_session=True,
             )
@@ -147,6 +149,15 @@ class Recorder:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def _same_code_environment() -> dict[str, str]:
+    """This process's environment, with the folder this ``reprogrid`` was imported from
+    first on the path. The recording process starts with ``-P``: a folder named
+    ``reprogrid`` where the user stands (an output folder, say) would otherwise be
+    imported instead of the package, and every batch would fail there."""
+    paths = [str(PACKAGE_ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
 
 
 def serve(connection: Connection, ctx: RecordingContext) -> None:
