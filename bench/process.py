@@ -3,8 +3,10 @@
 What a user feels is the whole process, from the shell's prompt to the next
 one: interpreter start, imports, opening (and creating) the database, loading
 the checkpoint, every image, every record, exit. Both sides run as processes of
-their own, on the same grid (4 prompts x N seeds of builtin:tiny, 64x64, 4
-steps, batches of 8, one torch thread): the plain script is
+their own, on the same grid, with one torch thread: the README's job
+(``examples/shapes.toml``: 4 prompts x 8 seeds x 2 guidance scales of
+builtin:shapes, 12 steps), and 4 prompts x N seeds of builtin:tiny (64x64, 4
+steps, batches of 8) for a short grid and one ten times longer. The plain script is
 ``bench/plain_script.py``; reprogrid is ``reprogrid run SPEC`` with a new
 store each time, on a fresh copy of an empty database of the current schema
 (what every run after a store's first finds: nothing already made, nothing to
@@ -16,9 +18,9 @@ bytecode), whose pixels must be the same on both sides, then ``--pairs``
 pairs, alternating which side goes first. A pair's ratio is the plain script's
 time over reprogrid's: adjacent in time, both see the same load. The figure is
 the median of the pairs' ratios, for wall time and for CPU time (user + system,
-from ``wait4``), on a short grid (seconds) and one ten times longer.
+from ``wait4``).
 
-    python -m bench.process --pairs 5 --out results/process.json
+    python -m bench.process --pairs 5 --long-pairs 5 --out results/process.json
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +39,7 @@ import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from bench.common import Row, arguments, median, sqlite_url, verdict, write_rows
+from bench.common import Row, arguments, compile_reprogrid, median, sqlite_url, verdict, write_rows
 from bench.phases import extra_imports
 from reprogrid.models import Cell, Image, open_database
 from reprogrid.scheduler.checkpoint_refs import resolve_checkpoint
@@ -45,12 +48,13 @@ from reprogrid.worker.store import pixel_sha256
 PROMPTS = ("a red fox in the snow", "a blue bird on a wire", "a green frog", "a white cat")
 PLAIN_SCRIPT = Path(__file__).with_name("plain_script.py")
 PHASES_SCRIPT = Path(__file__).with_name("phases.py")
-TARGETS = {"short": 0.95, "long": 0.98}
+README_JOB = Path(__file__).parents[1] / "examples" / "shapes.toml"  # the README's first command
+TARGETS = {"short": 0.98, "long": 0.98, "readme": 0.98}
 
 
 @dataclass(frozen=True)
 class Grid:
-    """One grid both sides make: 4 prompts x ``seeds``, builtin:tiny 64x64."""
+    """One grid both sides make: prompts x ``seeds`` (x guidance scales) at 64x64."""
 
     name: str
     seeds: int
@@ -58,18 +62,54 @@ class Grid:
     size: int = 64
     batch_size: int = 8
     threads: int = 1
+    model: str = "builtin:tiny"
+    prompts: tuple[str, ...] = PROMPTS
+    guidance_scales: tuple[float, ...] = ()  # none: the pipeline's default, no axis
+
+    @classmethod
+    def of_spec(cls, name: str, path: Path, threads: int) -> Grid:
+        """The grid of a spec file such as the README's (seeds ``"0-N"``, square images,
+        at most a guidance scale axis)."""
+        spec = tomllib.loads(path.read_text(encoding="utf-8"))
+        first, last = (int(end) for end in spec["seeds"].split("-"))
+        if (
+            first != 0
+            or spec["width"] != spec["height"]
+            or set(spec.get("axes", {})) - {"guidance_scale"}
+        ):
+            raise ValueError(f"{path}: the plain script cannot make this grid")
+        return cls(
+            name,
+            last + 1,
+            steps=spec["steps"],
+            size=spec["width"],
+            batch_size=spec["batch_size"],
+            threads=threads,
+            model=spec["model"],
+            prompts=tuple(spec["prompts"]),
+            guidance_scales=tuple(spec.get("axes", {}).get("guidance_scale", ())),
+        )
 
     @property
     def images(self) -> int:
-        return len(PROMPTS) * self.seeds
+        return len(self.prompts) * self.seeds * max(1, len(self.guidance_scales))
+
+    @property
+    def described(self) -> str:
+        scales = f" x {len(self.guidance_scales)} guidance scales" if self.guidance_scales else ""
+        shape = f"{len(self.prompts)} prompts x {self.seeds} seeds{scales}"
+        return f"{shape} of {self.model}, {self.steps} steps ({self.images} images)"
 
     def spec_toml(self) -> str:
-        prompts = ", ".join(f'"{p}"' for p in PROMPTS)
-        return (
-            f'name = "process-{self.name}"\nmodel = "builtin:tiny"\nprompts = [{prompts}]\n'
+        prompts = ", ".join(f'"{p}"' for p in self.prompts)
+        toml = (
+            f'name = "process-{self.name}"\nmodel = "{self.model}"\nprompts = [{prompts}]\n'
             f'seeds = "0-{self.seeds - 1}"\nsteps = {self.steps}\nwidth = {self.size}\n'
             f"height = {self.size}\nbatch_size = {self.batch_size}\n"
         )
+        if self.guidance_scales:
+            toml += f"[axes]\nguidance_scale = {list(self.guidance_scales)}\n"
+        return toml
 
 
 @dataclass(frozen=True)
@@ -109,12 +149,14 @@ class Sides:
         out = self._fresh("plain")
         grid = self.grid
         command = [*(prefix or (sys.executable,)), str(PLAIN_SCRIPT)]
-        command.append(str(resolve_checkpoint("builtin:tiny").path))
+        command.append(str(resolve_checkpoint(grid.model).path))
         command += [str(out), "--seeds", str(grid.seeds), "--steps", str(grid.steps)]
         command += ["--size", str(grid.size), "--batch-size", str(grid.batch_size)]
         command += ["--threads", str(grid.threads)]
-        for prompt in PROMPTS:
+        for prompt in grid.prompts:
             command += ["--prompt", prompt]
+        for scale in grid.guidance_scales:
+            command += ["--guidance", str(scale)]
         return timed(command, self.env, self.workdir / "plain.log")
 
     def reprogrid(self, prefix: tuple[str, ...] = (), new_database: bool = False) -> Timed:
@@ -142,10 +184,12 @@ class Sides:
 
     def same_pixels(self) -> bool:
         """Whether the last runs of both sides made the same images, in grid order."""
+        grid = self.grid
         plain = [
-            pixel_sha256(np.asarray(PILImage.open(self.workdir / "plain" / f"{p}-{s}.png")))
-            for p in range(len(PROMPTS))
-            for s in range(self.grid.seeds)
+            pixel_sha256(np.asarray(PILImage.open(self.workdir / "plain" / f"{g}-{p}-{s}.png")))
+            for g in range(max(1, len(grid.guidance_scales)))
+            for p in range(len(grid.prompts))
+            for s in range(grid.seeds)
         ]
         db = open_database(f"sqlite:///{self.workdir / 'reprogrid' / 'reprogrid.db'}", False)
         with db.reads() as session:
@@ -199,7 +243,7 @@ def ratio_row(grid: Grid, results: list[tuple[Timed, Timed]]) -> Row:
     target = TARGETS[grid.name]
     return Row(
         "1 whole process",
-        f"reprogrid run, {grid.name} grid: 4 prompts x {grid.seeds} seeds ({grid.images} images)",
+        f"reprogrid run, {grid.name} grid: {grid.described}",
         f"ratio {wall:.3f} x wall, {cpu:.3f} x CPU (median of {len(results)} pairs;"
         f" plain script {plain_s:.2f} s, reprogrid {ours_s:.2f} s)",
         f">= {target} x",
@@ -226,14 +270,19 @@ def main() -> None:
     parser = arguments(__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=5, help="timed pairs on the short grid")
     parser.add_argument("--long-pairs", type=int, default=3, help="timed pairs on the long grid")
+    parser.add_argument(
+        "--readme-pairs", type=int, default=5, help="timed pairs on the README's job"
+    )
     parser.add_argument("--seeds", type=int, default=32, help="seeds per prompt, short grid")
     parser.add_argument(
         "--no-breakdown", dest="breakdown", action="store_false", help="skip the phase breakdown"
     )
     args = parser.parse_args()
+    compile_reprogrid()
     grids = [
         (Grid("short", args.seeds, threads=args.threads), args.pairs),
         (Grid("long", args.seeds * 10, threads=args.threads), args.long_pairs),
+        (Grid.of_spec("readme", README_JOB, args.threads), args.readme_pairs),
     ]
     rows = []
     for grid, pairs in grids:

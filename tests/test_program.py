@@ -1,6 +1,5 @@
-"""The ``reprogrid`` process: a command that loaded torch ends without the interpreter's
-teardown, and with everything an ordinary exit gives: its code, its output, its
-databases closed."""
+"""The ``reprogrid`` process: a command ends without the interpreter's teardown, and with
+everything an ordinary exit gives: its code, its output, its databases closed."""
 
 from __future__ import annotations
 
@@ -9,18 +8,13 @@ import sys
 import threading
 from pathlib import Path
 
-import torch  # noqa: F401  (loaded, as in a process that computed)
-
 from reprogrid.cli.program import only_teardown_left
 
 
-def reprogrid(*args: str, cwd: Path, preload_torch: bool = False) -> subprocess.CompletedProcess:
-    """``python -m reprogrid ARGS`` in a new process (torch imported first if asked)."""
-    run = "import runpy; runpy.run_module('reprogrid', run_name='__main__')"
-    preload = "import torch" if preload_torch else ""
-    code = f"import sys; sys.argv[1:] = {list(args)!r}\n{preload}\n{run}"
+def reprogrid(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m reprogrid ARGS`` in a new process."""
     return subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-m", "reprogrid", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -40,10 +34,8 @@ def test_a_run_exits_zero_with_its_summary_printed_and_its_sqlite_log_folded_in(
     assert not Path(f"{db}-wal").exists()  # the last connection closed: checkpointed
 
 
-def test_an_error_after_torch_is_loaded_keeps_its_exit_code_and_its_message(tmp_path: Path):
-    result = reprogrid(
-        "--db", str(tmp_path / "missing.db"), "status", cwd=tmp_path, preload_torch=True
-    )
+def test_an_error_keeps_its_exit_code_and_its_message(tmp_path: Path):
+    result = reprogrid("--db", str(tmp_path / "missing.db"), "status", cwd=tmp_path)
     assert result.returncode == 2
     assert "no database at" in result.stderr
 
