@@ -30,6 +30,7 @@ from reprogrid.scheduler.spec import JobSpec, validate_spec
 POSTGRES_ADMIN = os.environ.get("BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/14")
 PASS, MISSED, INFO = "ok", "MISSED", "-"
+README_JOB = Path(__file__).parents[1] / "examples" / "shapes.toml"  # the README's first command
 
 
 @dataclass(frozen=True)

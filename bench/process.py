@@ -39,7 +39,16 @@ import numpy as np
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-from bench.common import Row, arguments, compile_reprogrid, median, sqlite_url, verdict, write_rows
+from bench.common import (
+    README_JOB,
+    Row,
+    arguments,
+    compile_reprogrid,
+    median,
+    sqlite_url,
+    verdict,
+    write_rows,
+)
 from bench.phases import extra_imports
 from reprogrid.models import Cell, Image, open_database
 from reprogrid.scheduler.checkpoint_refs import resolve_checkpoint
@@ -48,7 +57,6 @@ from reprogrid.worker.store import pixel_sha256
 PROMPTS = ("a red fox in the snow", "a blue bird on a wire", "a green frog", "a white cat")
 PLAIN_SCRIPT = Path(__file__).with_name("plain_script.py")
 PHASES_SCRIPT = Path(__file__).with_name("phases.py")
-README_JOB = Path(__file__).parents[1] / "examples" / "shapes.toml"  # the README's first command
 TARGETS = {"short": 0.98, "long": 0.98, "readme": 0.98}
 
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from bench.common import (
+    README_JOB,
     Row,
     arguments,
     compile_reprogrid,
@@ -43,7 +44,6 @@ from reprogrid.scheduler.spec import validate_spec
 
 TARGET_SECONDS = {1_000_000: 10.0}
 BACKENDS = ("sqlite", "postgresql")
-README_JOB = Path(__file__).parents[1] / "examples" / "shapes.toml"
 SUBMIT_TARGET_SECONDS = 0.5
 
 

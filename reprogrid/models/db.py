@@ -49,7 +49,9 @@ POOL_RECYCLE_SECONDS = 300
 STARTUP_PARAMETER_REFUSED = "unsupported startup parameter"
 
 
-_opened: weakref.WeakSet[Engine] = weakref.WeakSet()  # every engine open_database made
+# Every engine open_database made and something still holds: their pools are forgotten
+# in a forked child, and closed before an exit without the interpreter's teardown.
+_opened: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -147,7 +149,6 @@ def open_database(url: str, migrate: bool = True) -> Database:
     """
     try:
         engine = create_db_engine(url)
-        _forget_pool_after_fork(engine)
         _opened.add(engine)
         if migrate:
             upgrade(engine)
@@ -169,15 +170,13 @@ def dispose_all() -> None:
         engine.dispose()
 
 
-def _forget_pool_after_fork(engine: Engine) -> None:
+def _forget_pools_in_child() -> None:
     """Give a forked child its own connections: a pool is never shared across a fork."""
-    ref = weakref.ref(engine)
+    for engine in list(_opened):
+        engine.dispose(close=False)  # drop the parent's connections without closing them
 
-    def in_child() -> None:
-        if (alive := ref()) is not None:
-            alive.dispose(close=False)  # drop the parent's connections without closing them
 
-    os.register_at_fork(after_in_child=in_child)
+os.register_at_fork(after_in_child=_forget_pools_in_child)
 
 
 def alembic_config() -> Config:
