@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import (
     ARRAY,
+    ColumnElement,
     Integer,
     Select,
     and_,
@@ -71,6 +72,12 @@ PROMPT_FTS = "job_prompt_fts"  # SQLite's FTS5 table over job_prompt (migration 
 TRIGRAM_INDEX = "ix_job_prompt_trgm"  # PostgreSQL's pg_trgm GIN index (migration 0009)
 # Throughput, and so the ETA, is measured over the images of the last few minutes.
 THROUGHPUT_WINDOW_SECONDS = 300
+
+
+def consuming(alive_since: datetime) -> ColumnElement[bool]:
+    """The condition on ``Worker`` rows of live workers (a heartbeat since ``alive_since``)
+    whose consumer reads its queue (no broker trouble in the row's state)."""
+    return (Worker.heartbeat_at >= alive_since) & Worker.state.is_(None)
 
 
 class NotFound(LookupError):

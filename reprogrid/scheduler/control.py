@@ -33,7 +33,7 @@ from reprogrid.models import (
     Worker,
     utcnow,
 )
-from reprogrid.models.queries import LIVE_WORKER_SECONDS, NotFound
+from reprogrid.models.queries import LIVE_WORKER_SECONDS, NotFound, consuming
 
 CANCELLED_ERROR = "job cancelled"
 EMBEDDED_RUN_PREFIX = "run-"
@@ -70,16 +70,13 @@ def _clock(when: datetime) -> str:
 def stalled_jobs(session: Session) -> dict[int, Stall]:
     """Submitted jobs with work to do whose queue no live worker consumes, by id."""
     now = utcnow()
-    consuming = select(Worker.queue).where(
-        Worker.heartbeat_at >= now - timedelta(seconds=LIVE_WORKER_SECONDS),
-        Worker.state.is_(None),
-    )
+    served = select(Worker.queue).where(consuming(now - timedelta(seconds=LIVE_WORKER_SECONDS)))
     jobs = session.execute(
         select(Job.id, Job.queue, Job.created_at, Job.not_before).where(
             Job.queue.is_not(None),
             Job.status.in_([QUEUED, RUNNING]),
             or_(Job.not_before.is_(None), Job.not_before <= now),
-            Job.queue.not_in(consuming),
+            Job.queue.not_in(served),
         )
     ).all()
     return {

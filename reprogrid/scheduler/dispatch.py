@@ -54,7 +54,7 @@ from reprogrid.models import (
     utcnow,
 )
 from reprogrid.models.db import DatabaseUnavailable, first_line
-from reprogrid.models.queries import LIVE_WORKER_SECONDS
+from reprogrid.models.queries import LIVE_WORKER_SECONDS, consuming
 from reprogrid.models.verifications import VERIFY_KIND
 from reprogrid.scheduler.broker import RESTARTED, UNREACHABLE, BatchId, BrokerWatch
 from reprogrid.scheduler.control import (
@@ -151,9 +151,7 @@ class InFlight:
         ).all()
         alive_since = utcnow() - timedelta(seconds=LIVE_WORKER_SECONDS)
         workers = session.execute(
-            select(Worker.queue, func.count())
-            .where(Worker.heartbeat_at >= alive_since, Worker.state.is_(None))
-            .group_by(Worker.queue)
+            select(Worker.queue, func.count()).where(consuming(alive_since)).group_by(Worker.queue)
         ).all()
         return cls(Counter(dict(counts)), max_in_flight, Counter(dict(workers)))
 
@@ -448,12 +446,9 @@ def _recover(
     alive_since = now - timedelta(seconds=LIVE_WORKER_SECONDS)
     with db.sessions() as session:
         live = session.execute(
-            select(Worker.queue, Worker.current_batch_id).where(
-                Worker.heartbeat_at >= alive_since,
-                Worker.state.is_(None),  # consuming
-            )
+            select(Worker.queue, Worker.current_batch_id).where(consuming(alive_since))
         ).all()
-        consuming = {queue for queue, _ in live}
+        served = {queue for queue, _ in live}
         idle = {queue for queue, batch_id in live if batch_id is None}
         report.unserved = _unserved_queues(session, alive_since)
         dead_holders = select(Worker.name).where(Worker.heartbeat_at < alive_since)
@@ -466,7 +461,7 @@ def _recover(
                     (Batch.status == QUEUED) & Batch.queue.in_(idle),
                     (Batch.status == RUNNING)
                     & or_(Batch.lease_until < now, Batch.worker.in_(dead_holders))
-                    & Batch.queue.in_(consuming),
+                    & Batch.queue.in_(served),
                 ),
                 or_(Batch.published_at.is_(None), Batch.published_at < resent_before),
             )
@@ -498,14 +493,12 @@ def _recover(
 
 def _unserved_queues(session: Session, alive_since: datetime) -> dict[str, int]:
     """Queues whose queued batches no live, consuming worker could be reading."""
-    consuming = select(Worker.queue).where(
-        Worker.heartbeat_at >= alive_since, Worker.state.is_(None)
-    )
+    served = select(Worker.queue).where(consuming(alive_since))
     return dict(
         session.execute(
             select(Batch.queue, func.count())
             .join(Job, Job.id == Batch.job_id)
-            .where(FLEET_BATCH, Batch.status == QUEUED, Batch.queue.not_in(consuming))
+            .where(FLEET_BATCH, Batch.status == QUEUED, Batch.queue.not_in(served))
             .group_by(Batch.queue)
         ).all()
     )
