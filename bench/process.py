@@ -31,7 +31,6 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +49,10 @@ from bench.common import (
     write_rows,
 )
 from bench.phases import extra_imports
+from reprogrid.config import DEFAULT_MAX_CELLS
 from reprogrid.models import Cell, Image, open_database
 from reprogrid.scheduler.checkpoint_refs import resolve_checkpoint
+from reprogrid.scheduler.spec import read_spec_file, validate_spec
 from reprogrid.worker.store import pixel_sha256
 
 PROMPTS = ("a red fox in the snow", "a blue bird on a wire", "a green frog", "a white cat")
@@ -77,25 +78,24 @@ class Grid:
     @classmethod
     def of_spec(cls, name: str, path: Path, threads: int) -> Grid:
         """The grid of a spec file such as the README's (seeds ``"0-N"``, square images,
-        at most a guidance scale axis)."""
-        spec = tomllib.loads(path.read_text(encoding="utf-8"))
-        first, last = (int(end) for end in spec["seeds"].split("-"))
+        at most a guidance scale axis), as ``reprogrid`` reads and validates it."""
+        spec = validate_spec(read_spec_file(path), DEFAULT_MAX_CELLS, base_dir=path.parent)
         if (
-            first != 0
-            or spec["width"] != spec["height"]
-            or set(spec.get("axes", {})) - {"guidance_scale"}
+            spec.seeds.runs != ((0, spec.seeds.count - 1),)
+            or spec.width != spec.height
+            or set(spec.axes) - {"guidance_scale"}
         ):
             raise ValueError(f"{path}: the plain script cannot make this grid")
         return cls(
             name,
-            last + 1,
-            steps=spec["steps"],
-            size=spec["width"],
-            batch_size=spec["batch_size"],
+            spec.seeds.count,
+            steps=spec.steps,
+            size=spec.width,
+            batch_size=spec.batch_size,
             threads=threads,
-            model=spec["model"],
-            prompts=tuple(spec["prompts"]),
-            guidance_scales=tuple(spec.get("axes", {}).get("guidance_scale", ())),
+            model=spec.model,
+            prompts=spec.prompts or (),
+            guidance_scales=spec.axes.get("guidance_scale", ()),
         )
 
     @property
